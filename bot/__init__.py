@@ -1,0 +1,1 @@
+"""imagine-bot core."""

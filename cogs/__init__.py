@@ -1,0 +1,1 @@
+"""Discord-facing extensions."""

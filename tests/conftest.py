@@ -1,0 +1,3 @@
+"""Shared pytest configuration: fixtures from the fakes are registered here."""
+
+pytest_plugins: list[str] = []
