@@ -69,7 +69,9 @@ def test_invalid_value_is_named_without_echoing_secrets(monkeypatch: pytest.Monk
     assert "super-secret" not in message
 
 
-def test_env_file_is_read(tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_file_is_read(
+    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("DISCORD_TOKEN", raising=False)
     monkeypatch.delenv("SEGMIND_API_KEY", raising=False)
     env = tmp_path / ".env"  # type: ignore[operator]

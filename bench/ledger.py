@@ -1,0 +1,80 @@
+"""Ledger throughput: reserve + commit pairs per second on a temporary SQLite file.
+
+Run with ``python -m bench.ledger`` (or ``python bench/ledger.py``). Each pair
+is two real transactions through :class:`bot.credits.CreditLedger`: reserve
+(cap check + conditional debit + job + RESERVE entry) and commit (job settled
++ COMMIT entry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in {None, ""}:  # `python bench/ledger.py` from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bot.credits import CreditLedger, NewJob
+from bot.storage import open_storage
+
+GUILD_ID = 100_000_000_000_000_001
+CHANNEL_ID = 100_000_000_000_000_002
+USER_ID = 100_000_000_000_000_003
+
+
+async def measure(database_url: str, pairs: int = 2000, *, concurrency: int = 1) -> float:
+    """Reserve and commit ``pairs`` one-image jobs; returns pairs per second.
+
+    ``concurrency`` > 1 runs that many coroutines at once on the one
+    connection, as the bot's workers do.
+    """
+    storage = await open_storage(database_url)
+    try:
+        ledger = CreditLedger(storage, default_credits=0)
+        await ledger.grant(GUILD_ID, pairs, actor_id=None, note="bench")
+        job = NewJob(GUILD_ID, CHANNEL_ID, USER_ID, {"prompt": "bench"}, 1, 1)
+        remaining = pairs
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                record = await ledger.reserve(job)
+                await ledger.commit(record.id)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        if not await ledger.verify() or await ledger.balance(GUILD_ID) != 0:
+            raise RuntimeError("the ledger does not balance after the benchmark")
+    finally:
+        await storage.close()
+    return pairs / elapsed
+
+
+def benchmark(pairs: int = 2000, *, concurrency: int = 1) -> float:
+    """:func:`measure` on a fresh database file in a temporary folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{Path(folder).resolve() / 'bench.db'}"
+        return asyncio.run(measure(url, pairs, concurrency=concurrency))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Ledger reserve+commit throughput.")
+    parser.add_argument("--pairs", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=1)
+    args = parser.parse_args(argv)
+    rate = benchmark(args.pairs, concurrency=args.concurrency)
+    print(
+        f"{rate:,.0f} reserve+commit per second "
+        f"({args.pairs} pairs, {args.concurrency} concurrent, temp file DB)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,236 @@
+"""The ``commands.Bot`` subclass: builds every service in ``setup_hook`` and closes them in reverse.
+
+Cogs reach the services through typed attributes (``bot.ledger``, ``bot.jobs``,
+``bot.segmind``, ``bot.settings``, ``bot.metrics``); nothing is a module global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+import discord
+import yarl
+from discord.ext import commands
+
+from bot.config import Settings
+from bot.credits import CreditLedger, JobRecord
+from bot.health import HealthServer
+from bot.jobs import JobQueue
+from bot.logs import job_context
+from bot.metrics import Metrics
+from bot.replies import ImagineTree
+from bot.segmind import SegmindClient
+from bot.storage import Storage, open_storage
+
+__all__ = ["EXTENSIONS", "ImagineBot"]
+
+log = logging.getLogger(__name__)
+
+#: Every feature is one extension; the bot loads them all.
+EXTENSIONS: tuple[str, ...] = ("cogs.imagine", "cogs.credits")
+
+
+def _intents() -> discord.Intents:
+    # Slash commands and buttons arrive as interactions; the bot needs guilds and
+    # channels cached, nothing privileged (no members, presences or message content).
+    return discord.Intents(guilds=True)
+
+
+def apply_endpoints(settings: Settings) -> None:
+    """Point discord.py at a REST proxy or the offline harness, when configured.
+
+    These are process-wide attributes of discord.py, so they are set once by the
+    entry point (or a test fixture), before any login.
+    """
+    if settings.discord_api_url:
+        discord.http.Route.BASE = settings.discord_api_url.rstrip("/")
+    if settings.discord_gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+class ImagineBot(commands.AutoShardedBot):
+    """The bot. One instance per process; shards as configured."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        extensions: Sequence[str] = EXTENSIONS,
+        **options: Any,
+    ) -> None:
+        options.setdefault("guild_ready_timeout", settings.guild_ready_timeout)
+        if settings.shard_ids is not None:
+            options.setdefault("shard_ids", settings.shard_ids)
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=_intents(),
+            allowed_mentions=discord.AllowedMentions.none(),
+            shard_count=settings.shard_count,
+            help_command=None,
+            tree_cls=ImagineTree,
+            **options,
+        )
+        self.settings = settings
+        self.metrics = Metrics()
+        self._extensions = tuple(extensions)
+        self._storage: Storage | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._ledger: CreditLedger | None = None
+        self._segmind: SegmindClient | None = None
+        self._jobs: JobQueue | None = None
+        self._health: HealthServer | None = None
+        self._recovered: list[JobRecord] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    # -- services (available once setup_hook ran) ----------------------------
+
+    @property
+    def ledger(self) -> CreditLedger:
+        if self._ledger is None:
+            raise RuntimeError("the ledger is created in setup_hook")
+        return self._ledger
+
+    @property
+    def jobs(self) -> JobQueue:
+        if self._jobs is None:
+            raise RuntimeError("the job queue is created in setup_hook")
+        return self._jobs
+
+    @property
+    def segmind(self) -> SegmindClient:
+        if self._segmind is None:
+            raise RuntimeError("the Segmind client is created in setup_hook")
+        return self._segmind
+
+    @property
+    def accepting_jobs(self) -> bool:
+        return not self._closing and self._jobs is not None and not self._jobs.closing
+
+    # -- life cycle ----------------------------------------------------------
+
+    async def setup_hook(self) -> None:
+        settings = self.settings
+        self._storage = await open_storage(settings.database_url)
+        self._ledger = CreditLedger(self._storage, default_credits=settings.default_guild_credits)
+        self._recovered = await self._ledger.recover()
+        self._session = aiohttp.ClientSession()
+        self._segmind = self.create_segmind_client(self._session)
+        self._jobs = JobQueue(
+            self._segmind,
+            self._ledger,
+            max_concurrent=settings.max_concurrent_jobs,
+            max_per_user=settings.max_queued_per_user,
+            metrics=self.metrics,
+        )
+        for name in self._extensions:
+            await self.load_extension(name)
+        await self.sync_commands()
+        if settings.health_port is not None:
+            self._health = HealthServer(self, settings.health_host, settings.health_port)
+            await self._health.start()
+        if self._recovered:
+            self.spawn(self._announce_recovered(self._recovered))
+
+    def create_segmind_client(self, session: aiohttp.ClientSession) -> SegmindClient:
+        """The API client over the bot's one HTTP session, reporting to the metrics."""
+        return SegmindClient.from_settings(
+            session, self.settings, on_attempt=self.metrics.observe_api
+        )
+
+    async def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        log.info("shutting down")
+        if self._jobs is not None:
+            await self._jobs.shutdown(self.settings.shutdown_grace_seconds)
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._health is not None:
+            await self._health.stop()
+        for name in list(self.extensions):
+            await self.unload_extension(name)
+        await super().close()
+        if self._session is not None:
+            await self._session.close()
+        if self._storage is not None:
+            await self._storage.close()
+        log.info("closed")
+
+    def spawn(self, coro: Any, *, name: str | None = None) -> asyncio.Task[None]:
+        """Run a background task that is kept referenced and whose failure is logged."""
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+        return task
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=error)
+
+    # -- commands ------------------------------------------------------------
+
+    def command_payload(self, guild: discord.abc.Snowflake | None = None) -> list[dict[str, Any]]:
+        """What a sync would send for ``guild`` (or globally), for hashing and tests."""
+        return [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+
+    async def sync_commands(self) -> bool:
+        """Sync the command tree only when it changed since the last sync (hash in the DB)."""
+        guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        payload = self.command_payload(guild)
+        digest = hashlib.sha256(
+            json.dumps(payload, sort_keys=True, default=str).encode()
+        ).hexdigest()
+        key = f"commands:{self.application_id}:{guild.id if guild else 'global'}"
+        if await self.ledger.get_state(key) == digest:
+            log.info("command tree unchanged; not syncing")
+            return False
+        try:
+            await self.tree.sync(guild=guild)
+        except discord.HTTPException as error:
+            # A failed sync leaves the old commands in place; the bot still serves them.
+            log.error("command sync failed (%s); will retry at next start", error.status)
+            return False
+        await self.ledger.set_state(key, digest)
+        log.info(
+            "synced %d command(s) %s", len(payload), f"to guild {guild.id}" if guild else "globally"
+        )
+        return True
+
+    # -- start-up notices ----------------------------------------------------
+
+    async def _announce_recovered(self, jobs: list[JobRecord]) -> None:
+        await self.wait_until_ready()
+        for job in jobs:
+            channel = self.get_channel(job.channel_id)
+            if not isinstance(channel, discord.abc.Messageable):
+                continue
+            prompt = str(job.params.get("prompt", ""))
+            short = discord.utils.escape_markdown(
+                prompt if len(prompt) <= 80 else prompt[:79] + "…"
+            )
+            try:
+                await channel.send(
+                    f"<@{job.user_id}> your image job #{job.id} (“{short}”) "
+                    f"was interrupted by a restart. Its {job.cost} credit"
+                    f"{'s were' if job.cost != 1 else ' was'} refunded; please run it again.",
+                    allowed_mentions=discord.AllowedMentions.none(),
+                )
+            except discord.HTTPException as error:
+                log.warning(
+                    "could not post the restart notice (%s)",
+                    error.status,
+                    extra=job_context(guild_id=job.guild_id, user_id=job.user_id, job_id=job.id),
+                )

@@ -1,0 +1,52 @@
+"""Prometheus metrics for the bot, each instance on its own registry.
+
+A private registry per :class:`Metrics` keeps tests (which start several bots in
+one process) from colliding on prometheus-client's global registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+
+
+class Metrics:
+    """Every counter the operator can scrape at ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.jobs = Counter("imagine_jobs", "Jobs finished, by outcome", ["outcome"], registry=r)
+        self.queue_depth = Gauge("imagine_queue_depth", "Jobs waiting for a slot", registry=r)
+        self.jobs_in_flight = Gauge("imagine_jobs_running", "Jobs generating now", registry=r)
+        self.images = Counter("imagine_images_generated", "Images delivered", registry=r)
+        self.api_latency = Histogram(
+            "imagine_segmind_request_seconds",
+            "Segmind API request duration",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.api_errors = Counter(
+            "imagine_segmind_errors",
+            "Segmind API errors, by kind and status",
+            ["kind", "status"],
+            registry=r,
+        )
+        self.credits_spent = Counter("imagine_credits_spent", "Credits committed", registry=r)
+        self.credits_refunded = Counter("imagine_credits_refunded", "Credits refunded", registry=r)
+        self.interactions = Counter(
+            "imagine_interactions", "Interactions received, by type", ["type"], registry=r
+        )
+
+    def observe_api(self, kind: str, status: int | None, seconds: float) -> None:
+        """Hook for :class:`bot.segmind.SegmindClient`'s ``on_attempt``."""
+        self.api_latency.observe(seconds)
+        if kind != "ok":
+            self.api_errors.labels(kind=kind, status=str(status or "none")).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,108 @@
+"""How the bot answers people: one private-reply helper and the command tree's error handler.
+
+Every failure a member can cause or meet ends here as a short ephemeral message;
+anything unexpected is logged with guild, user and context and answered with an
+apology, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.errors import UserFacingError
+from bot.logs import job_context
+
+__all__ = ["APOLOGY", "ImagineTree", "describe_error", "reply_private"]
+
+log = logging.getLogger(__name__)
+
+APOLOGY = "Sorry, something went wrong on our side. It has been logged; please try again."
+
+
+async def reply_private(interaction: discord.Interaction[Any], text: str) -> bool:
+    """Send ``text`` only to the member, as the first response or as a follow-up.
+
+    Returns False when Discord no longer accepts anything for this interaction
+    (expired token, already answered elsewhere); the caller decides what else to do.
+    """
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(
+                text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+            )
+        else:
+            await interaction.response.send_message(
+                text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+            )
+    except discord.HTTPException as error:
+        log.warning(
+            "could not answer interaction (%s %s)",
+            error.status,
+            error.code,
+            extra=job_context(guild_id=interaction.guild_id, user_id=interaction.user.id),
+        )
+        return False
+    return True
+
+
+def _missing(perms: list[str]) -> str:
+    names = [perm.replace("_", " ").replace("guild", "server").title() for perm in perms]
+    return ", ".join(names)
+
+
+def describe_error(error: BaseException) -> str | None:
+    """The user-facing text for an expected error, or None for a bug."""
+    if isinstance(error, app_commands.CommandInvokeError):
+        error = error.original
+    if isinstance(error, UserFacingError):
+        return error.user_message
+    user_message = getattr(error, "user_message", None)
+    if isinstance(user_message, str):
+        return user_message
+    if isinstance(error, app_commands.CommandNotFound):
+        return (
+            "That command isn't available right now (the bot may be restarting). "
+            "Try again in a minute."
+        )
+    if isinstance(error, app_commands.NoPrivateMessage):
+        return "This command works in servers only."
+    if isinstance(error, app_commands.MissingPermissions):
+        return f"You need the {_missing(error.missing_permissions)} permission to do that."
+    if isinstance(error, app_commands.BotMissingPermissions):
+        return (
+            f"I need the {_missing(error.missing_permissions)} permission in this channel. "
+            "Ask a server admin to grant it."
+        )
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return f"Slow down a little: try again in {error.retry_after:.0f} s."
+    if isinstance(error, app_commands.TransformerError):
+        return f"“{error.value}” is not a valid value for that option."
+    if isinstance(error, app_commands.CheckFailure):
+        return str(error) or "You can't use this command here."
+    return None
+
+
+class ImagineTree(app_commands.CommandTree[Any]):
+    """A command tree whose one error handler maps every failure to a private message."""
+
+    async def on_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        message = describe_error(error)
+        if message is None:
+            original = (
+                error.original if isinstance(error, app_commands.CommandInvokeError) else error
+            )
+            command = interaction.command.qualified_name if interaction.command else "?"
+            log.error(
+                "unexpected error in /%s",
+                command,
+                exc_info=original,
+                extra=job_context(guild_id=interaction.guild_id, user_id=interaction.user.id),
+            )
+            message = APOLOGY
+        await reply_private(interaction, message)

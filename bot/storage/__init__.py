@@ -1,0 +1,59 @@
+"""Persistence: every SQL statement of the bot lives in this package.
+
+``open_storage(DATABASE_URL)`` picks the backend from the URL and returns a
+:class:`Storage`; the rest of the bot only sees that interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from bot.storage.base import Storage, StorageError
+from bot.storage.sqlite import SQLiteStorage
+
+__all__ = ["DEFAULT_LOCK_TIMEOUT", "Storage", "StorageError", "open_storage"]
+
+DEFAULT_LOCK_TIMEOUT = 5.0
+"""Seconds a write waits for another process holding the database."""
+
+_POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
+
+
+async def open_storage(
+    database_url: str,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    lock_timeout: float | None = None,
+) -> Storage:
+    """Open (and migrate) the database named by ``DATABASE_URL``.
+
+    ``clock`` (tests only) replaces the UTC wall clock used for timestamps and
+    for what "today" means. ``lock_timeout`` defaults to
+    :data:`DEFAULT_LOCK_TIMEOUT` seconds. Raises :class:`StorageError` with a one-line,
+    actionable message; the URL itself is never echoed, since a server URL can
+    carry a password.
+    """
+    scheme, separator, _ = database_url.strip().partition(":")
+    scheme = scheme.lower()
+    base_scheme = scheme.split("+", 1)[0]
+    if not separator or not scheme:
+        raise StorageError(
+            "DATABASE_URL is not a database URL: use sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db."
+        )
+    if base_scheme in _POSTGRES_SCHEMES:
+        raise StorageError(
+            "PostgreSQL support is not available yet: use a SQLite DATABASE_URL such as "
+            "sqlite:///data/imagine.db for now."
+        )
+    if scheme == "sqlite":
+        return await SQLiteStorage.open(
+            database_url.strip(),
+            clock=clock,
+            lock_timeout=DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout,
+        )
+    raise StorageError(
+        f"DATABASE_URL scheme {scheme!r} is not supported: use sqlite:///relative/path.db "
+        "or sqlite:////absolute/path.db."
+    )

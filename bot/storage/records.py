@@ -1,0 +1,119 @@
+"""The records that travel between the ledger service and a storage backend.
+
+They are re-exported by :mod:`bot.credits`, which is where the rest of the bot
+imports them from. They live here so that a backend never imports the service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "OPEN_STATUSES",
+    "GuildSettings",
+    "JobRecord",
+    "JobStatus",
+    "LedgerEntry",
+    "LedgerKind",
+    "NewJob",
+]
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life: queued -> running -> succeeded | failed | refunded."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+
+    @property
+    def is_open(self) -> bool:
+        """True while the job's credits are reserved and not yet settled."""
+        return self in OPEN_STATUSES
+
+
+OPEN_STATUSES: frozenset[JobStatus] = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+
+
+class LedgerKind(StrEnum):
+    """Why a ledger entry exists. Only ``grant``, ``set``, ``reserve`` and ``refund`` move money."""
+
+    GRANT = "grant"
+    SET = "set"
+    RESERVE = "reserve"
+    REFUND = "refund"
+    COMMIT = "commit"
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One ``/imagine`` request and what it cost (``cost = units_per_image * images_total``)."""
+
+    id: int
+    guild_id: int
+    channel_id: int
+    user_id: int
+    params: dict[str, Any]
+    cost: int
+    units_per_image: int
+    images_total: int
+    images_delivered: int
+    status: JobStatus
+    message_id: int | None
+    error: str | None
+    parent_job_id: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One append-only line of a guild's statement; the deltas sum to the balance.
+
+    ``balance_after`` is the guild's balance right after this entry was written.
+    """
+
+    id: int
+    guild_id: int
+    user_id: int | None
+    job_id: int | None
+    delta: int
+    kind: LedgerKind
+    actor_id: int | None
+    note: str | None
+    created_at: datetime
+    balance_after: int | None = None
+
+
+@dataclass(frozen=True)
+class GuildSettings:
+    """Limits a guild's admins set for their members. Empty ``allowed_channel_ids`` = all."""
+
+    guild_id: int
+    daily_user_cap: int | None = None
+    allowed_channel_ids: tuple[int, ...] = ()
+    blocked_words: tuple[str, ...] = ()
+    low_balance_threshold: int | None = None
+    notice_channel_id: int | None = None
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to reserve credits for. Its cost is ``units_per_image * images_total``."""
+
+    guild_id: int
+    channel_id: int
+    user_id: int
+    params: dict[str, Any]
+    units_per_image: int
+    images_total: int
+    parent_job_id: int | None = None
+
+    @property
+    def cost(self) -> int:
+        return self.units_per_image * self.images_total

@@ -1,0 +1,697 @@
+"""SQLite backend: one aiosqlite connection per process, WAL, numbered migrations.
+
+Concurrency model
+  * Inside the process, an :class:`asyncio.Lock` wraps every unit of work, so
+    coroutines never interleave statements on the shared connection.
+  * Between processes (the bot and any number of operator CLIs), every write
+    runs in ``BEGIN IMMEDIATE``: it takes SQLite's write lock up front, so
+    writers queue (for up to ``busy_timeout``) instead of failing half-way or
+    losing an update. Balances only move through conditional ``UPDATE``
+    statements, never "read, compute, write back".
+  * A unit of work that fails or is cancelled is rolled back before the lock
+    is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+
+from bot.storage import _sqlite_sql as sql
+from bot.storage._sqlite_setup import (
+    MIN_SQLITE_VERSION,
+    day_start,
+    describe_error,
+    load_migrations,
+    sqlite_path,
+    timestamp,
+    utcnow,
+)
+from bot.storage.base import (
+    Discrepancy,
+    Reserved,
+    ReserveRejected,
+    SettingsChanges,
+    Settled,
+    StorageError,
+)
+from bot.storage.records import (
+    OPEN_STATUSES,
+    GuildSettings,
+    JobRecord,
+    JobStatus,
+    LedgerEntry,
+    LedgerKind,
+    NewJob,
+)
+
+__all__ = ["SQLiteStorage", "load_migrations", "sqlite_path"]
+
+log = logging.getLogger("bot.storage")
+
+Clock = Callable[[], datetime]
+Params = dict[str, Any] | Sequence[Any]
+
+
+class _Abort(Exception):  # control flow only; never escapes this module
+    """Roll the current unit of work back and return ``result`` instead."""
+
+    def __init__(self, result: object) -> None:
+        super().__init__("unit of work aborted")
+        self.result = result
+
+
+# -- the backend -------------------------------------------------------------------
+
+
+class SQLiteStorage:
+    """:class:`~bot.storage.base.Storage` on one SQLite file (or ``:memory:``)."""
+
+    def __init__(
+        self, connection: aiosqlite.Connection, where: str, clock: Clock, lock_timeout: float
+    ) -> None:
+        self._conn = connection
+        self._where = where
+        self._clock = clock
+        self._lock_timeout = lock_timeout
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, database_url: str, *, clock: Clock | None = None, lock_timeout: float = 5.0
+    ) -> SQLiteStorage:
+        """Connect, configure the connection and apply pending migrations.
+
+        ``lock_timeout`` (seconds) is how long a write waits for another process
+        holding the database before giving up with a clear :class:`StorageError`.
+        """
+        if not 0 < lock_timeout <= 600:
+            raise ValueError("lock_timeout must be between 0 and 600 seconds")
+        if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+            wanted = ".".join(map(str, MIN_SQLITE_VERSION))
+            raise StorageError(
+                f"SQLite {wanted} or newer is required; this Python has {sqlite3.sqlite_version}."
+            )
+        target = sqlite_path(database_url)
+        if target != ":memory:":
+            path = Path(target)
+            if not path.is_absolute():
+                path = Path.cwd() / path
+            if path.is_dir():
+                raise StorageError(f"DATABASE_URL points at the folder {path}, not a file.")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                reason = error.strerror or str(error)
+                raise StorageError(
+                    f"Cannot create the database folder {path.parent}: {reason}."
+                ) from None
+            target = str(path)
+        try:
+            connection = await aiosqlite.connect(target, isolation_level=None, timeout=lock_timeout)
+        except sqlite3.Error as error:
+            raise StorageError(describe_error(error, target, lock_timeout)) from None
+        storage = cls(connection, target, clock or utcnow, lock_timeout)
+        try:
+            await storage._configure()
+            await storage._migrate()
+        except BaseException:
+            await connection.close()
+            raise
+        return storage
+
+    @property
+    def where(self) -> str:
+        """The database file (for messages and logs)."""
+        return self._where
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            await self._conn.close()
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        moment = self._clock()
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+    def _error(self, error: sqlite3.Error) -> StorageError:
+        return StorageError(describe_error(error, self._where, self._lock_timeout))
+
+    async def _configure(self) -> None:
+        try:
+            await self._conn.execute(f"PRAGMA busy_timeout = {round(self._lock_timeout * 1000):d}")
+            await self._conn.execute("PRAGMA foreign_keys = ON")
+            mode = await self._enable_wal()
+            if mode != "wal" and self._where != ":memory:":
+                log.warning(
+                    "SQLite journal mode is %s, not WAL, for %s: concurrent access will be slower",
+                    mode,
+                    self._where,
+                )
+            await self._conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as error:
+            raise self._error(error) from None
+
+    async def _enable_wal(self) -> str:
+        """Switch the file to WAL (persistent; a no-op once done), returning the mode.
+
+        On a brand-new file, connections racing to switch get SQLITE_BUSY at
+        once (SQLite skips the busy handler there to avoid a deadlock), so
+        retry with backoff within the lock timeout.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._lock_timeout
+        delay = 0.002
+        while True:
+            try:
+                rows = list(await self._conn.execute_fetchall("PRAGMA journal_mode = WAL"))
+            except sqlite3.OperationalError as error:
+                name = getattr(error, "sqlite_errorname", "") or ""
+                remaining = deadline - loop.time()
+                if not name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or remaining <= 0:
+                    raise
+                await asyncio.sleep(min(delay, remaining))
+                delay = min(delay * 2, 0.1)
+                continue
+            return str(rows[0][0]).lower() if rows else "unknown"
+
+    async def _migrate(self) -> None:
+        migrations = load_migrations()
+        latest = migrations[-1].number
+        current = await self._user_version()
+        if current > latest:
+            raise StorageError(
+                f"The database {self._where} has schema version {current}, newer than this "
+                f"version of the bot knows ({latest}): upgrade the bot or use a matching backup."
+            )
+        applied = 0
+        for migration in migrations:
+            if migration.number <= current:
+                continue
+            async with self._unit("IMMEDIATE"):
+                # Another process may have migrated while we waited for the lock.
+                if await self._user_version() >= migration.number:
+                    continue
+                for statement in migration.statements:
+                    await self._conn.execute(statement)
+                await self._conn.execute(f"PRAGMA user_version = {migration.number:d}")
+            applied += 1
+            log.info("applied database migration %s to %s", migration.name, self._where)
+        if applied == 0:
+            await self._probe_writable(current)
+
+    async def _probe_writable(self, version: int) -> None:
+        """Fail at start-up, not at the first purchase, when the file cannot be written."""
+        with suppress(_Abort):
+            async with self._unit("IMMEDIATE"):
+                await self._conn.execute(f"PRAGMA user_version = {version:d}")
+                raise _Abort(None)
+
+    async def _user_version(self) -> int:
+        try:
+            rows = list(await self._conn.execute_fetchall("PRAGMA user_version"))
+        except sqlite3.Error as error:
+            raise self._error(error) from None
+        return int(rows[0][0])
+
+    @asynccontextmanager
+    async def _unit(
+        self, mode: Literal["IMMEDIATE", "DEFERRED", "NONE"] = "IMMEDIATE"
+    ) -> AsyncIterator[None]:
+        """One unit of work: the lock, a transaction (unless ``NONE``), rollback on any error.
+
+        ``IMMEDIATE`` takes the write lock at once (every write); ``DEFERRED``
+        gives a consistent snapshot for multi-statement reads; ``NONE`` is for a
+        single read statement.
+        """
+        async with self._lock:
+            if self._closed:
+                raise StorageError(f"The database {self._where} is already closed.")
+            if mode == "NONE":
+                try:
+                    yield
+                except sqlite3.Error as error:
+                    raise self._error(error) from error
+                return
+            try:
+                # BEGIN is inside the try: if we are cancelled while it is queued,
+                # the ROLLBACK below is queued after it and undoes it.
+                await self._conn.execute(f"BEGIN {mode}")
+                yield
+                await self._conn.execute("COMMIT")
+            except BaseException as error:
+                await self._rollback()
+                if isinstance(error, sqlite3.Error):
+                    raise self._error(error) from error
+                raise
+
+    async def _rollback(self) -> None:
+        try:
+            await self._conn.execute("ROLLBACK")
+        except sqlite3.OperationalError as error:
+            # "no transaction is active": SQLite already rolled back, or the
+            # COMMIT went through just before a cancellation. Both are clean.
+            if self._conn.in_transaction:
+                log.error("rollback failed on %s: %s", self._where, error)
+
+    async def _rows(self, sql: str, params: Params = ()) -> list[Any]:
+        return list(await self._conn.execute_fetchall(sql, params))
+
+    async def _one(self, sql: str, params: Params = ()) -> Any | None:
+        rows = await self._rows(sql, params)
+        return rows[0] if rows else None
+
+    async def _scalar(self, sql: str, params: Params = ()) -> int:
+        """The first column of the one row a statement must return (e.g. ``RETURNING``)."""
+        row = await self._one(sql, params)
+        if row is None:
+            raise StorageError(
+                f"The database {self._where} returned no row where one was required."
+            )
+        return int(row[0])
+
+    async def _execute(self, sql: str, params: Params = ()) -> int:
+        cursor = await self._conn.execute(sql, params)
+        return int(cursor.rowcount)
+
+    async def _ensure_guild(
+        self, guild_id: int, default_credits: int, now: str
+    ) -> tuple[int, bool]:
+        """Inside a write unit: create the guild with its default grant, exactly once."""
+        created = await self._one(
+            "INSERT INTO guilds (guild_id, balance, created_at, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (guild_id) DO NOTHING RETURNING balance",
+            (guild_id, default_credits, now, now),
+        )
+        if created is not None:
+            await self._execute(
+                sql.INSERT_LEDGER,
+                {
+                    "guild_id": guild_id,
+                    "user_id": None,
+                    "job_id": None,
+                    "delta": default_credits,
+                    "kind": LedgerKind.GRANT.value,
+                    "actor_id": None,
+                    "note": "default credits for a new guild",
+                    "balance_after": default_credits,
+                    "now": now,
+                },
+            )
+            return default_credits, True
+        row = await self._one("SELECT balance FROM guilds WHERE guild_id = ?", (guild_id,))
+        assert row is not None  # the INSERT above conflicted, so the row exists
+        return int(row[0]), False
+
+    # -- balances ------------------------------------------------------------------
+
+    async def ensure_guild(self, guild_id: int, *, default_credits: int) -> tuple[int, bool]:
+        balance = await self.get_balance(guild_id)
+        if balance is not None:
+            return balance, False
+        async with self._unit("IMMEDIATE"):
+            return await self._ensure_guild(guild_id, default_credits, timestamp(self._now()))
+
+    async def get_balance(self, guild_id: int) -> int | None:
+        async with self._unit("NONE"):
+            row = await self._one("SELECT balance FROM guilds WHERE guild_id = ?", (guild_id,))
+        return None if row is None else int(row[0])
+
+    async def grant(
+        self,
+        guild_id: int,
+        amount: int,
+        *,
+        actor_id: int | None,
+        note: str | None,
+        default_credits: int,
+        max_balance: int,
+    ) -> int | None:
+        try:
+            async with self._unit("IMMEDIATE"):
+                now = timestamp(self._now())
+                await self._ensure_guild(guild_id, default_credits, now)
+                row = await self._one(
+                    "UPDATE guilds SET balance = balance + :amount, updated_at = :now "
+                    "WHERE guild_id = :guild_id AND balance + :amount <= :max RETURNING balance",
+                    {"amount": amount, "now": now, "guild_id": guild_id, "max": max_balance},
+                )
+                if row is None:
+                    raise _Abort(None)
+                balance = int(row[0])
+                await self._execute(
+                    sql.INSERT_LEDGER,
+                    {
+                        "guild_id": guild_id,
+                        "user_id": None,
+                        "job_id": None,
+                        "delta": amount,
+                        "kind": LedgerKind.GRANT.value,
+                        "actor_id": actor_id,
+                        "note": note,
+                        "balance_after": balance,
+                        "now": now,
+                    },
+                )
+                await self._execute(sql.REARM_NOTICE, {"guild_id": guild_id})
+        except _Abort:
+            return None
+        return balance
+
+    async def set_balance(
+        self,
+        guild_id: int,
+        amount: int,
+        *,
+        actor_id: int | None,
+        note: str | None,
+        default_credits: int,
+    ) -> tuple[int, int]:
+        async with self._unit("IMMEDIATE"):
+            now = timestamp(self._now())
+            old, _ = await self._ensure_guild(guild_id, default_credits, now)
+            await self._execute(
+                "UPDATE guilds SET balance = ?, updated_at = ? WHERE guild_id = ?",
+                (amount, now, guild_id),
+            )
+            await self._execute(
+                sql.INSERT_LEDGER,
+                {
+                    "guild_id": guild_id,
+                    "user_id": None,
+                    "job_id": None,
+                    "delta": amount - old,
+                    "kind": LedgerKind.SET.value,
+                    "actor_id": actor_id,
+                    "note": note,
+                    "balance_after": amount,
+                    "now": now,
+                },
+            )
+            await self._execute(sql.REARM_NOTICE, {"guild_id": guild_id})
+        return old, amount
+
+    # -- jobs ----------------------------------------------------------------------
+
+    async def reserve_job(
+        self, job: NewJob, *, default_credits: int, note: str | None
+    ) -> Reserved | ReserveRejected:
+        cost = job.cost
+        params_json = json.dumps(job.params, ensure_ascii=False, allow_nan=False)
+        try:
+            async with self._unit("IMMEDIATE"):
+                moment = self._now()
+                now = timestamp(moment)
+                debit = {
+                    "cost": cost,
+                    "now": now,
+                    "guild_id": job.guild_id,
+                    "user_id": job.user_id,
+                    "since": day_start(moment),
+                }
+                if job.parent_job_id is not None and (
+                    await self._one("SELECT 1 FROM jobs WHERE id = ?", (job.parent_job_id,)) is None
+                ):
+                    balance, _ = await self._ensure_guild(job.guild_id, default_credits, now)
+                    raise _Abort(ReserveRejected("unknown_parent", balance=balance, cost=cost))
+                row = await self._one(sql.DEBIT, debit)
+                if row is None:
+                    balance, created = await self._ensure_guild(job.guild_id, default_credits, now)
+                    if created:
+                        row = await self._one(sql.DEBIT, debit)
+                if row is None:
+                    figures = await self._one(sql.CAP_AND_USAGE, debit)
+                    cap, used = (figures[0], int(figures[1])) if figures else (None, 0)
+                    if cap is not None and used + cost > cap:
+                        reason: Literal["daily_cap", "insufficient"] = "daily_cap"
+                    else:
+                        reason = "insufficient"
+                    # Raising rolls back the default grant too if the guild was new:
+                    # a refused request changes nothing at all.
+                    raise _Abort(ReserveRejected(reason, balance, cost, cap=cap, used=used))
+                balance = int(row[0])
+                job_row = await self._one(
+                    sql.INSERT_JOB,
+                    {
+                        "guild_id": job.guild_id,
+                        "channel_id": job.channel_id,
+                        "user_id": job.user_id,
+                        "params": params_json,
+                        "cost": cost,
+                        "units_per_image": job.units_per_image,
+                        "images_total": job.images_total,
+                        "parent_job_id": job.parent_job_id,
+                        "now": now,
+                    },
+                )
+                assert job_row is not None  # INSERT … RETURNING always returns the row
+                record = sql.job_from_row(job_row)
+                await self._execute(
+                    sql.INSERT_LEDGER,
+                    {
+                        "guild_id": job.guild_id,
+                        "user_id": job.user_id,
+                        "job_id": record.id,
+                        "delta": -cost,
+                        "kind": LedgerKind.RESERVE.value,
+                        "actor_id": None,
+                        "note": note,
+                        "balance_after": balance,
+                        "now": now,
+                    },
+                )
+        except _Abort as abort:
+            if isinstance(abort.result, ReserveRejected):
+                return abort.result
+            raise
+        return Reserved(record, balance)
+
+    async def start_job(self, job_id: int) -> JobRecord | None:
+        async with self._unit("IMMEDIATE"):
+            row = await self._one(
+                f"UPDATE jobs SET status = 'running', updated_at = ? "
+                f"WHERE id = ? AND status = 'queued' RETURNING {sql.JOB_COLUMNS}",
+                (timestamp(self._now()), job_id),
+            )
+            if row is None:
+                row = await self._one(
+                    f"SELECT {sql.JOB_COLUMNS} FROM jobs WHERE id = ?",
+                    (job_id,),
+                )
+        return None if row is None else sql.job_from_row(row)
+
+    async def finish_job(
+        self,
+        job_id: int,
+        *,
+        status: JobStatus,
+        images_delivered: int,
+        committed: int,
+        refunded: int,
+        error: str | None,
+        commit_note: str | None,
+        refund_note: str | None,
+    ) -> Settled | None:
+        if status in OPEN_STATUSES:
+            raise ValueError(f"finish_job needs a final status, not {status}")
+        if committed < 0 or refunded < 0:
+            raise ValueError("committed and refunded cannot be negative")
+        async with self._unit("IMMEDIATE"):
+            now = timestamp(self._now())
+            row = await self._one(
+                sql.FINISH_JOB,
+                {
+                    "status": status.value,
+                    "delivered": images_delivered,
+                    "error": error,
+                    "now": now,
+                    "job_id": job_id,
+                    "committed": committed,
+                    "refunded": refunded,
+                },
+            )
+            if row is None:
+                return None
+            job = sql.job_from_row(row)
+            ids = {"guild_id": job.guild_id, "user_id": job.user_id, "job_id": job.id, "now": now}
+            balance: int | None = None
+            if committed > 0:
+                # delta 0: the credits already left the balance at reservation time
+                balance = await self._scalar(sql.INSERT_COMMIT_ENTRY, {**ids, "note": commit_note})
+            if refunded > 0:
+                balance = await self._scalar(
+                    "UPDATE guilds SET balance = balance + ?, updated_at = ? "
+                    "WHERE guild_id = ? RETURNING balance",
+                    (refunded, now, job.guild_id),
+                )
+                await self._execute(
+                    sql.INSERT_LEDGER,
+                    {
+                        **ids,
+                        "delta": refunded,
+                        "kind": LedgerKind.REFUND.value,
+                        "actor_id": None,
+                        "note": refund_note,
+                        "balance_after": balance,
+                    },
+                )
+                await self._execute(sql.REARM_NOTICE, {"guild_id": job.guild_id})
+            # cost > 0 and committed + refunded == cost, so one of the two ran
+            assert balance is not None
+        return Settled(job, balance)
+
+    async def set_job_message(self, job_id: int, message_id: int) -> bool:
+        async with self._unit("IMMEDIATE"):
+            changed = await self._execute(
+                "UPDATE jobs SET message_id = ?, updated_at = ? WHERE id = ?",
+                (message_id, timestamp(self._now()), job_id),
+            )
+        return changed == 1
+
+    async def get_job(self, job_id: int) -> JobRecord | None:
+        async with self._unit("NONE"):
+            row = await self._one(
+                f"SELECT {sql.JOB_COLUMNS} FROM jobs WHERE id = ?",
+                (job_id,),
+            )
+        return None if row is None else sql.job_from_row(row)
+
+    async def list_jobs(
+        self, *, statuses: Collection[JobStatus], guild_id: int | None = None
+    ) -> list[JobRecord]:
+        values = sorted({JobStatus(status).value for status in statuses})
+        if not values:
+            return []
+        marks = ", ".join("?" * len(values))
+        query = f"SELECT {sql.JOB_COLUMNS} FROM jobs WHERE status IN ({marks})"
+        params: list[object] = list(values)
+        if guild_id is not None:
+            query += " AND guild_id = ?"
+            params.append(guild_id)
+        async with self._unit("NONE"):
+            rows = await self._rows(query + " ORDER BY id", params)
+        return [sql.job_from_row(row) for row in rows]
+
+    async def usage_today(self, guild_id: int, user_id: int) -> int:
+        async with self._unit("NONE"):
+            row = await self._one(
+                sql.USAGE,
+                {"guild_id": guild_id, "user_id": user_id, "since": day_start(self._now())},
+            )
+        return 0 if row is None else int(row[0])
+
+    # -- ledger --------------------------------------------------------------------
+
+    async def ledger_entries(self, guild_id: int, *, limit: int, offset: int) -> list[LedgerEntry]:
+        async with self._unit("NONE"):
+            rows = await self._rows(
+                f"SELECT {sql.LEDGER_COLUMNS} FROM ledger WHERE guild_id = ? "
+                "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                (guild_id, limit, offset),
+            )
+        return [sql.entry_from_row(row) for row in rows]
+
+    async def count_ledger_entries(self, guild_id: int) -> int:
+        async with self._unit("NONE"):
+            row = await self._one("SELECT COUNT(*) FROM ledger WHERE guild_id = ?", (guild_id,))
+        return 0 if row is None else int(row[0])
+
+    async def audit(self, guild_id: int | None = None) -> list[Discrepancy]:
+        problems: list[Discrepancy] = []
+        async with self._unit("DEFERRED"):
+            for gid, balance, total in await self._rows(sql.AUDIT_BALANCES, {"guild_id": guild_id}):
+                problems.append(
+                    Discrepancy(gid, f"balance {balance} but the ledger sums to {total}")
+                )
+            for job_id, gid, status, cost, reserve, refund, commit in await self._rows(
+                sql.AUDIT_JOBS, {"guild_id": guild_id}
+            ):
+                problems.append(
+                    Discrepancy(
+                        gid,
+                        f"job {job_id} ({status}, cost {cost}) has reserve {reserve}, "
+                        f"refund {refund}, commit entry {'yes' if commit else 'no'}",
+                    )
+                )
+        return problems
+
+    # -- settings and state ----------------------------------------------------------
+
+    async def get_settings(self, guild_id: int) -> GuildSettings:
+        async with self._unit("NONE"):
+            row = await self._one(
+                f"SELECT {sql.SETTINGS_COLUMNS} FROM guild_settings WHERE guild_id = ?",
+                (guild_id,),
+            )
+        return GuildSettings(guild_id) if row is None else sql.settings_from_row(row)
+
+    async def update_settings(
+        self, guild_id: int, changes: SettingsChanges, *, default_credits: int
+    ) -> GuildSettings:
+        given: dict[str, object] = dict(changes)
+        unknown = set(given) - sql.WRITABLE_SETTINGS
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+        names = sorted(given)  # only names from sql.WRITABLE_SETTINGS reach the SQL
+        values = [sql.settings_value(name, given[name]) for name in names]
+        columns = "".join(f", {name}" for name in names)
+        marks = ", ?" * len(names)
+        updates = "".join(f", {name} = excluded.{name}" for name in names)
+        async with self._unit("IMMEDIATE"):
+            now = timestamp(self._now())
+            await self._ensure_guild(guild_id, default_credits, now)
+            await self._execute(
+                f"INSERT INTO guild_settings (guild_id, updated_at{columns}) "
+                f"VALUES (?, ?{marks}) ON CONFLICT (guild_id) "
+                f"DO UPDATE SET updated_at = excluded.updated_at{updates}",
+                [guild_id, now, *values],
+            )
+            await self._execute(sql.REARM_NOTICE, {"guild_id": guild_id})
+            row = await self._one(
+                f"SELECT {sql.SETTINGS_COLUMNS} FROM guild_settings WHERE guild_id = ?",
+                (guild_id,),
+            )
+        assert row is not None
+        return sql.settings_from_row(row)
+
+    async def claim_low_balance_notice(self, guild_id: int) -> bool:
+        async with self._unit("IMMEDIATE"):
+            changed = await self._execute(
+                """
+                UPDATE guild_settings SET low_balance_notified = 1
+                 WHERE guild_id = :guild_id AND low_balance_notified = 0
+                   AND low_balance_threshold IS NOT NULL
+                   AND (SELECT balance FROM guilds WHERE guild_id = :guild_id)
+                       < low_balance_threshold
+                """,
+                {"guild_id": guild_id},
+            )
+        return changed == 1
+
+    async def get_state(self, key: str) -> str | None:
+        async with self._unit("NONE"):
+            row = await self._one("SELECT value FROM app_state WHERE key = ?", (key,))
+        return None if row is None else str(row[0])
+
+    async def set_state(self, key: str, value: str) -> None:
+        async with self._unit("IMMEDIATE"):
+            await self._execute(
+                "INSERT INTO app_state (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at",
+                (key, value, timestamp(self._now())),
+            )

@@ -1,0 +1,331 @@
+"""``/credits``: a server's balance, ledger history, members' limits, and minting for owners.
+
+Who may do what is checked here, in code: everyone sees the balance; Manage Server
+reads the history and sets limits; only the bot's owners (the application owner
+and ``OWNER_IDS``) grant or set credits. Every answer is private and pings no one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.credits import GuildSettings, LedgerEntry
+from bot.replies import reply_private
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+__all__ = ["CreditsCog", "HistoryPageButton", "setup"]
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 10
+MAX_AMOUNT = 1_000_000_000
+COST_TABLE = (
+    "1 credit per 512×512 image · 2 per 512×1024 or 1024×512 · 4 per 1024×1024. "
+    "`samples` multiplies the cost."
+)
+_SNOWFLAKE = re.compile(r"[0-9]{15,20}")
+_SIGNS = {"grant": "🪙", "set": "✏️", "reserve": "⏳", "refund": "↩️", "commit": "✅"}
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def _entry_line(entry: LedgerEntry) -> str:
+    when = f"<t:{int(entry.created_at.timestamp())}:R>"
+    delta = f"{entry.delta:+,}" if entry.delta else "±0"
+    parts = [f"{_SIGNS.get(entry.kind.value, '•')} `{delta:>6}` {entry.kind.value}", when]
+    if entry.user_id:
+        parts.append(f"<@{entry.user_id}>")
+    if entry.job_id:
+        parts.append(f"job #{entry.job_id}")
+    if entry.actor_id:
+        parts.append(f"by <@{entry.actor_id}>")
+    if entry.note:
+        parts.append(discord.utils.escape_markdown(entry.note[:80]))
+    return " · ".join(parts)
+
+
+def _limits_text(settings: GuildSettings) -> str:
+    cap = _plural(settings.daily_user_cap, "credit") if settings.daily_user_cap else "no cap"
+    channels = (
+        ", ".join(f"<#{cid}>" for cid in settings.allowed_channel_ids)
+        if settings.allowed_channel_ids
+        else "every channel"
+    )
+    words = ", ".join(f"`{w}`" for w in settings.blocked_words) or "none"
+    alert = (
+        f"below {_plural(settings.low_balance_threshold, 'credit')}"
+        + (f" in <#{settings.notice_channel_id}>" if settings.notice_channel_id else "")
+        if settings.low_balance_threshold is not None
+        else "off"
+    )
+    return (
+        f"**Daily cap per member:** {cap}\n**Allowed channels:** {channels}\n"
+        f"**Blocked words:** {words}\n**Low-balance alert:** {alert}"
+    )
+
+
+class HistoryPageButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"credits:history:(?P<guild>[0-9]{1,20}):(?P<page>[0-9]{1,6}):(?P<dir>[pn])",
+):
+    """Previous/next page of ``/credits history``; survives restarts like the image buttons."""
+
+    def __init__(self, guild_id: int, page: int, direction: str, *, disabled: bool = False) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Newer" if direction == "p" else "Older",
+                emoji="◀️" if direction == "p" else "▶️",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"credits:history:{guild_id}:{page}:{direction}",
+                disabled=disabled,
+            )
+        )
+        self.guild_id = guild_id
+        self.page = page
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Button[Any],
+        match: re.Match[str],
+        /,
+    ) -> HistoryPageButton:
+        return cls(int(match["guild"]), int(match["page"]), match["dir"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        cog = interaction.client.get_cog("Credits")  # type: ignore[attr-defined]
+        if not isinstance(cog, CreditsCog):
+            await reply_private(interaction, "The credits feature is not loaded right now.")
+            return
+        if interaction.guild_id != self.guild_id or not interaction.permissions.manage_guild:
+            await reply_private(
+                interaction, "You need the Manage Server permission to see the history."
+            )
+            return
+        embed, view = await cog.history_page(self.guild_id, self.page)
+        await interaction.response.edit_message(embed=embed, view=view)
+
+
+class CreditsCog(commands.Cog, name="Credits"):
+    """The ``/credits`` command group."""
+
+    credits = app_commands.Group(
+        name="credits",
+        description="This server's image credits.",
+        guild_only=True,
+    )
+
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(HistoryPageButton)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(HistoryPageButton)
+
+    async def _is_owner(self, user: discord.abc.User) -> bool:
+        return user.id in self.bot.settings.owner_ids or await self.bot.is_owner(user)
+
+    # -- everyone ------------------------------------------------------------
+
+    @credits.command(name="balance", description="How many credits this server and you have left.")
+    async def balance(self, interaction: discord.Interaction[Any]) -> None:
+        guild_id = interaction.guild_id
+        if guild_id is None:
+            await reply_private(interaction, "Credits belong to servers: use this in a server.")
+            return
+        ledger = self.bot.ledger
+        balance = await ledger.balance(guild_id)
+        settings = await ledger.get_settings(guild_id)
+        used = await ledger.usage_today(guild_id, interaction.user.id)
+        lines = [f"💰 This server has **{_plural(balance, 'credit')}**."]
+        if settings.daily_user_cap:
+            left = max(settings.daily_user_cap - used, 0)
+            lines.append(
+                f"You've used {used} of your {settings.daily_user_cap} daily credits "
+                f"({left} left; resets at 00:00 UTC)."
+            )
+        else:
+            lines.append(f"You've used {_plural(used, 'credit')} today (no daily cap).")
+        lines.append(COST_TABLE)
+        await reply_private(interaction, "\n".join(lines))
+
+    # -- Manage Server -------------------------------------------------------
+
+    async def history_page(self, guild_id: int, page: int) -> tuple[discord.Embed, discord.ui.View]:
+        ledger = self.bot.ledger
+        total = await ledger.count_history(guild_id)
+        pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
+        page = min(max(page, 0), pages - 1)
+        entries = await ledger.history(guild_id, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
+        balance = await ledger.balance(guild_id)
+        embed = discord.Embed(
+            title="Credit history",
+            description="\n".join(_entry_line(e) for e in entries) or "No entries yet.",
+            colour=discord.Colour.gold(),
+        )
+        embed.set_footer(text=f"Balance {balance:,} · page {page + 1}/{pages} · {total:,} entries")
+        view = discord.ui.View(timeout=None)
+        view.add_item(HistoryPageButton(guild_id, max(page - 1, 0), "p", disabled=page == 0))
+        view.add_item(HistoryPageButton(guild_id, page + 1, "n", disabled=page >= pages - 1))
+        return embed, view
+
+    @credits.command(name="history", description="Recent credit movements (Manage Server).")
+    async def history(self, interaction: discord.Interaction[Any]) -> None:
+        if interaction.guild_id is None or not interaction.permissions.manage_guild:
+            await reply_private(
+                interaction, "You need the Manage Server permission to see the history."
+            )
+            return
+        await interaction.response.defer(ephemeral=True)
+        embed, view = await self.history_page(interaction.guild_id, 0)
+        await interaction.followup.send(
+            embed=embed, view=view, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        )
+
+    @credits.command(name="limits", description="Show or change members' limits (Manage Server).")
+    @app_commands.describe(
+        daily_cap="Credits each member may spend per UTC day (0 removes the cap).",
+        allow_channel="Allow /imagine in this channel (once any is allowed, only those are).",
+        disallow_channel="Remove a channel from the allowed list.",
+        all_channels="Allow /imagine in every channel again.",
+        block_word="Refuse prompts containing this word or phrase.",
+        unblock_word="Stop refusing this word or phrase.",
+        low_balance_alert="Post a notice when the balance drops below this (0 turns it off).",
+        alert_channel="Where the low-balance notice goes.",
+    )
+    async def limits(
+        self,
+        interaction: discord.Interaction[Any],
+        daily_cap: app_commands.Range[int, 0, MAX_AMOUNT] | None = None,
+        allow_channel: discord.TextChannel | None = None,
+        disallow_channel: discord.TextChannel | None = None,
+        all_channels: bool | None = None,
+        block_word: app_commands.Range[str, 1, 100] | None = None,
+        unblock_word: app_commands.Range[str, 1, 100] | None = None,
+        low_balance_alert: app_commands.Range[int, 0, MAX_AMOUNT] | None = None,
+        alert_channel: discord.TextChannel | None = None,
+    ) -> None:
+        guild_id = interaction.guild_id
+        if guild_id is None or not interaction.permissions.manage_guild:
+            await reply_private(
+                interaction, "You need the Manage Server permission to change limits."
+            )
+            return
+        ledger = self.bot.ledger
+        current = await ledger.get_settings(guild_id)
+        changes: dict[str, Any] = {}
+        if daily_cap is not None:
+            changes["daily_user_cap"] = daily_cap or None
+        channels = list(current.allowed_channel_ids)
+        if all_channels:
+            channels = []
+        if allow_channel is not None and allow_channel.id not in channels:
+            channels.append(allow_channel.id)
+        if disallow_channel is not None and disallow_channel.id in channels:
+            channels.remove(disallow_channel.id)
+        if tuple(channels) != current.allowed_channel_ids:
+            changes["allowed_channel_ids"] = tuple(channels)
+        words = list(current.blocked_words)
+        if block_word is not None and block_word.strip().lower() not in words:
+            words.append(block_word.strip().lower())
+        if unblock_word is not None and unblock_word.strip().lower() in words:
+            words.remove(unblock_word.strip().lower())
+        if tuple(words) != current.blocked_words:
+            changes["blocked_words"] = tuple(words)
+        if low_balance_alert is not None:
+            changes["low_balance_threshold"] = low_balance_alert or None
+        if alert_channel is not None:
+            changes["notice_channel_id"] = alert_channel.id
+        settings = await ledger.update_settings(guild_id, **changes) if changes else current
+        if changes:
+            log.info(
+                "limits changed: %s",
+                sorted(changes),
+                extra={"guild_id": guild_id, "user_id": interaction.user.id},
+            )
+        head = "✅ Limits updated." if changes else "Current limits:"
+        await reply_private(interaction, f"{head}\n{_limits_text(settings)}")
+
+    # -- bot owners ------------------------------------------------------------
+
+    async def _target_guild(
+        self, interaction: discord.Interaction[Any], guild_id: str | None
+    ) -> int | None:
+        if guild_id is None:
+            return interaction.guild_id
+        if not _SNOWFLAKE.fullmatch(guild_id.strip()):
+            await reply_private(
+                interaction, f"“{guild_id[:30]}” is not a server id (15–20 digits)."
+            )
+            return None
+        return int(guild_id.strip())
+
+    @credits.command(name="grant", description="Add credits to a server (bot owners only).")
+    @app_commands.describe(
+        amount="Credits to add.",
+        guild_id="Server id (default: this server).",
+        note="Why, for the ledger.",
+    )
+    async def grant(
+        self,
+        interaction: discord.Interaction[Any],
+        amount: app_commands.Range[int, 1, MAX_AMOUNT],
+        guild_id: str | None = None,
+        note: app_commands.Range[str, 1, 200] | None = None,
+    ) -> None:
+        if not await self._is_owner(interaction.user):
+            await reply_private(interaction, "Only the bot's owners can grant credits.")
+            return
+        target = await self._target_guild(interaction, guild_id)
+        if target is None:
+            return
+        balance = await self.bot.ledger.grant(
+            target, amount, actor_id=interaction.user.id, note=note
+        )
+        await reply_private(
+            interaction,
+            f"🪙 Granted {_plural(amount, 'credit')}. Server `{target}` now has {balance:,}.",
+        )
+
+    @credits.command(name="set", description="Set a server's balance (bot owners only).")
+    @app_commands.describe(
+        amount="The new balance.",
+        guild_id="Server id (default: this server).",
+        note="Why, for the ledger.",
+    )
+    async def set_balance(
+        self,
+        interaction: discord.Interaction[Any],
+        amount: app_commands.Range[int, 0, MAX_AMOUNT],
+        guild_id: str | None = None,
+        note: app_commands.Range[str, 1, 200] | None = None,
+    ) -> None:
+        if not await self._is_owner(interaction.user):
+            await reply_private(interaction, "Only the bot's owners can set balances.")
+            return
+        target = await self._target_guild(interaction, guild_id)
+        if target is None:
+            return
+        balance = await self.bot.ledger.set_balance(
+            target, amount, actor_id=interaction.user.id, note=note
+        )
+        await reply_private(
+            interaction, f"✏️ Server `{target}` now has {_plural(balance, 'credit')}."
+        )
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(CreditsCog(bot))

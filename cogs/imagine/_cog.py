@@ -1,0 +1,294 @@
+"""The ``/imagine`` command and the shared path every new job takes (command, Reroll, Edit).
+
+Order matters: checks that need nothing but the interaction answer at once;
+then the interaction is deferred (privately) inside Discord's 3 seconds; then
+the channel rules are read and credits reserved. Nothing is spent until every
+check has passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.credits import CreditError, GuildSettings
+from bot.errors import UserFacingError
+from bot.logs import job_context
+from bot.replies import reply_private
+from bot.segmind import MAX_SEED, InvalidRequest, Txt2ImgRequest, build_request
+
+from ._buttons import DYNAMIC_ITEMS, UNKNOWN_JOB
+from ._delivery import ChannelDelivery
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+__all__ = ["ImagineCog"]
+
+log = logging.getLogger(__name__)
+
+DM_MESSAGE = (
+    "🖼️ /imagine works in servers: image credits belong to each server. "
+    "Use it in a server channel where I'm present."
+)
+
+#: The request parameters a job stores and a Reroll or Edit copies.
+REQUEST_FIELDS = (
+    "prompt",
+    "negative_prompt",
+    "scheduler",
+    "samples",
+    "num_inference_steps",
+    "guidance_scale",
+    "seed",
+    "img_width",
+    "img_height",
+)
+
+
+def _missing_bot_permissions(interaction: discord.Interaction[Any]) -> list[str]:
+    perms = interaction.app_permissions
+    in_thread = isinstance(interaction.channel, discord.Thread)
+    wanted = {
+        "View Channel": perms.view_channel,
+        "Send Messages in Threads" if in_thread else "Send Messages": (
+            perms.send_messages_in_threads if in_thread else perms.send_messages
+        ),
+        "Attach Files": perms.attach_files,
+        "Embed Links": perms.embed_links,
+    }
+    return [name for name, granted in wanted.items() if not granted]
+
+
+def _blocked_word(settings: GuildSettings, request: Txt2ImgRequest) -> str | None:
+    text = f"{request.prompt}\n{request.negative_prompt or ''}"
+    for word in settings.blocked_words:
+        if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, re.IGNORECASE):
+            return word
+    return None
+
+
+def _channel_refusal(settings: GuildSettings, channel_id: int | None) -> str | None:
+    allowed = settings.allowed_channel_ids
+    if not allowed or channel_id in allowed:
+        return None
+    where = ", ".join(f"<#{cid}>" for cid in allowed[:10])
+    return f"Image generation is turned off in this channel. Try {where}."
+
+
+class ImagineCog(commands.Cog, name="Imagine"):
+    """``/imagine`` and its persistent result buttons."""
+
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(*DYNAMIC_ITEMS)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(*DYNAMIC_ITEMS)
+
+    @app_commands.command(
+        name="imagine", description="Turn a prompt into images with Kandinsky 2.1."
+    )
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
+    @app_commands.allowed_installs(guilds=True, users=False)
+    @app_commands.describe(
+        prompt="What to draw (up to 1000 characters).",
+        negative_prompt="What to keep out of the image.",
+        scheduler="Sampling scheduler (default DDIM).",
+        samples="How many images, 1-8 (default 1). Each costs credits.",
+        num_inference_steps="Denoising steps, 10-40 (default 25): more is slower but finer.",
+        guidance_scale="How closely to follow the prompt, 1-20 (default 7.5).",
+        seed="Seed for a reproducible image, 0-4294967295 (default: random).",
+        img_width="Width in pixels (default 512). 1024 costs more.",
+        img_height="Height in pixels (default 512). 1024 costs more.",
+    )
+    async def imagine(
+        self,
+        interaction: discord.Interaction[Any],
+        prompt: app_commands.Range[str, 1, 1000],
+        negative_prompt: app_commands.Range[str, 1, 1000] | None = None,
+        scheduler: Literal["DDIM", "P-Sampler"] | None = None,
+        samples: app_commands.Range[int, 1, 8] | None = None,
+        num_inference_steps: app_commands.Range[int, 10, 40] | None = None,
+        guidance_scale: app_commands.Range[float, 1.0, 20.0] | None = None,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        img_width: Literal[512, 1024] | None = None,
+        img_height: Literal[512, 1024] | None = None,
+    ) -> None:
+        self.bot.metrics.interactions.labels(type="command").inc()
+        values = {
+            "prompt": prompt,
+            "negative_prompt": negative_prompt,
+            "scheduler": scheduler,
+            "samples": samples,
+            "num_inference_steps": num_inference_steps,
+            "guidance_scale": guidance_scale,
+            "seed": seed,
+            "img_width": img_width,
+            "img_height": img_height,
+        }
+        await self.launch(interaction, values)
+
+    # -- the one path to a new job -------------------------------------------
+
+    async def launch(
+        self,
+        interaction: discord.Interaction[Any],
+        values: Mapping[str, object],
+        *,
+        parent_job_id: int | None = None,
+    ) -> None:
+        """Validate, defer, check the server's rules, reserve and queue a job."""
+        guild = interaction.guild
+        channel = interaction.channel
+        if guild is None or channel is None or not isinstance(channel, discord.abc.Messageable):
+            await reply_private(interaction, DM_MESSAGE)
+            return
+        try:
+            request = build_request(**{k: v for k, v in values.items() if v is not None})
+        except InvalidRequest as error:
+            await reply_private(interaction, f"That request can't be made: {error.user_message}")
+            return
+        missing = _missing_bot_permissions(interaction)
+        if missing:
+            await reply_private(
+                interaction,
+                f"I need the {', '.join(missing)} permission{'s' if len(missing) > 1 else ''} "
+                "in this channel to post images. Ask a server admin to grant "
+                f"{'them' if len(missing) > 1 else 'it'}. Nothing was charged.",
+            )
+            return
+        if not self.bot.accepting_jobs:
+            await reply_private(
+                interaction,
+                "The bot is restarting. Nothing was charged; please try again in a minute.",
+            )
+            return
+        if not interaction.response.is_done():
+            try:
+                await interaction.response.defer(ephemeral=True, thinking=True)
+            except discord.HTTPException as error:
+                # Too late to answer (Discord's 3 s passed): nothing was spent.
+                log.warning(
+                    "could not acknowledge /imagine (%s %s)",
+                    error.status,
+                    error.code,
+                    extra=job_context(guild_id=guild.id, user_id=interaction.user.id),
+                )
+                return
+        settings = await self.bot.ledger.get_settings(guild.id)
+        refusal = _channel_refusal(settings, interaction.channel_id)
+        word = _blocked_word(settings, request)
+        if refusal is None and word is not None:
+            refusal = (
+                f"Your prompt contains “{word}”, which this server has blocked. "
+                "Nothing was charged."
+            )
+        if refusal is not None:
+            await reply_private(interaction, refusal)
+            return
+        try:
+            await self.bot.jobs.enqueue(
+                guild_id=guild.id,
+                channel_id=interaction.channel_id or 0,
+                user_id=interaction.user.id,
+                request=request,
+                delivery=ChannelDelivery(self.bot, interaction, channel),
+                parent_job_id=parent_job_id,
+            )
+        except (UserFacingError, CreditError) as error:
+            await reply_private(interaction, error.user_message)
+            return
+        await self._low_balance_notice(guild, settings)
+
+    async def _low_balance_notice(self, guild: discord.Guild, settings: GuildSettings) -> None:
+        """Post one notice per crossing below the admins' threshold, mentioning nobody."""
+        if settings.low_balance_threshold is None or settings.notice_channel_id is None:
+            return
+        channel = guild.get_channel(settings.notice_channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            return
+        if not await self.bot.ledger.claim_low_balance_notice(guild.id):
+            return
+        balance = await self.bot.ledger.balance(guild.id)
+        try:
+            await channel.send(
+                f"⚠️ This server has {balance} image credit{'s' if balance != 1 else ''} left "
+                f"(alert threshold: {settings.low_balance_threshold}). "
+                "A bot owner can add more with `/credits grant`.",
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
+        except discord.HTTPException as error:
+            log.warning(
+                "could not post the low-balance notice (%s %s)",
+                error.status,
+                error.code,
+                extra=job_context(guild_id=guild.id),
+            )
+
+    # -- button actions ------------------------------------------------------
+
+    async def reroll(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        self.bot.metrics.interactions.labels(type="reroll").inc()
+        job = await self.bot.ledger.get_job(job_id)
+        if job is None:
+            await reply_private(interaction, UNKNOWN_JOB)
+            return
+        values = {name: job.params.get(name) for name in REQUEST_FIELDS}
+        values["seed"] = None  # a reroll draws a new seed
+        await self.launch(interaction, values, parent_job_id=job.id)
+
+    async def edit(
+        self,
+        interaction: discord.Interaction[Any],
+        job_id: int,
+        prompt: str,
+        negative_prompt: str,
+    ) -> None:
+        self.bot.metrics.interactions.labels(type="edit").inc()
+        job = await self.bot.ledger.get_job(job_id)
+        if job is None:
+            await reply_private(interaction, UNKNOWN_JOB)
+            return
+        values = {name: job.params.get(name) for name in REQUEST_FIELDS}
+        values["prompt"] = prompt
+        values["negative_prompt"] = negative_prompt or None
+        await self.launch(interaction, values, parent_job_id=job.id)
+
+    async def delete_result(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        self.bot.metrics.interactions.labels(type="delete").inc()
+        job = await self.bot.ledger.get_job(job_id)
+        is_requester = job is not None and job.user_id == interaction.user.id
+        if not (is_requester or interaction.permissions.manage_messages):
+            await reply_private(
+                interaction,
+                "Only the member who asked for this image, or someone with Manage Messages, "
+                "can delete it.",
+            )
+            return
+        if interaction.message is None:
+            await reply_private(interaction, "That message is already gone.")
+            return
+        await interaction.response.defer(ephemeral=True, thinking=False)
+        try:
+            await interaction.message.delete()
+        except discord.NotFound:
+            pass  # already deleted by someone else: the outcome the member wanted
+        except discord.HTTPException as error:
+            log.warning(
+                "could not delete a result (%s %s)",
+                error.status,
+                error.code,
+                extra=job_context(
+                    guild_id=interaction.guild_id, user_id=interaction.user.id, job_id=job_id
+                ),
+            )
+            await reply_private(interaction, "I couldn't delete that message. Please try again.")

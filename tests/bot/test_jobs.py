@@ -1,0 +1,320 @@
+"""The job queue: fairness, limits, and money that always ends committed or refunded.
+
+The queue talks to a scripted generator (it is API-agnostic by design) and to the
+real ledger on a temporary SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from bot.credits import CommitResult, CreditLedger, InsufficientCredits
+from bot.jobs import Job, JobProgress, JobQueue, QueueFull, ShuttingDown
+from bot.segmind import (
+    GeneratedImage,
+    GenerationResult,
+    SegmindError,
+    SegmindOutOfCredits,
+    SegmindUnauthorized,
+    Txt2ImgRequest,
+)
+from bot.storage import open_storage
+
+GUILD, OTHER_GUILD = 111, 222
+ALICE, BOB, CAROL = 1, 2, 3
+
+
+class ScriptedGenerator:
+    """Records calls; each call waits for a release when ``gated`` is set."""
+
+    def __init__(self, *, gated: bool = False) -> None:
+        self.gated = gated
+        self.calls: list[tuple[str, int | None]] = []
+        self.in_flight = 0
+        self.peak = 0
+        self.failures: dict[str, SegmindError] = {}
+        self._gate = asyncio.Semaphore(0)
+        self._arrived = asyncio.Condition()
+
+    def release(self, count: int = 1) -> None:
+        for _ in range(count):
+            self._gate.release()
+
+    async def wait_calls(self, count: int) -> None:
+        async with self._arrived:
+            await asyncio.wait_for(self._arrived.wait_for(lambda: len(self.calls) >= count), 5)
+
+    async def generate(self, request: Txt2ImgRequest) -> GenerationResult:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        async with self._arrived:
+            self.calls.append((request.prompt, request.seed))
+            self._arrived.notify_all()
+        try:
+            if self.gated:
+                await self._gate.acquire()
+            error = self.failures.get(f"{request.prompt}:{request.seed}") or self.failures.get(
+                request.prompt
+            )
+            if error is not None:
+                raise error
+            image = GeneratedImage(
+                b"jpeg", "JPEG", request.img_width, request.img_height, request.seed
+            )
+            return GenerationResult([image], None, 1, 0.0)
+        finally:
+            self.in_flight -= 1
+
+
+@dataclass
+class RecordingDelivery:
+    fail_delivery: bool = False
+    progress_seen: list[JobProgress] = field(default_factory=list)
+    delivered: list[GeneratedImage] = field(default_factory=list)
+    results: list[CommitResult] = field(default_factory=list)
+    failures: list[tuple[str, int]] = field(default_factory=list)
+
+    async def progress(self, job: Job, progress: JobProgress) -> None:
+        self.progress_seen.append(progress)
+
+    async def deliver(self, job: Job, images: Sequence[GeneratedImage]) -> int:
+        if self.fail_delivery:
+            raise RuntimeError("Discord said no")
+        self.delivered.extend(images)
+        return len(images)
+
+    async def finished(self, job: Job, result: CommitResult) -> None:
+        self.results.append(result)
+
+    async def failed(self, job: Job, message: str, refunded: int) -> None:
+        self.failures.append((message, refunded))
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[CreditLedger]:
+    storage = await open_storage(f"sqlite:///{tmp_path / 'jobs.db'}")
+    yield CreditLedger(storage, default_credits=100)
+    await storage.close()
+
+
+def make_queue(
+    generator: ScriptedGenerator, ledger: CreditLedger, *, concurrent: int = 4, per_user: int = 3
+) -> JobQueue:
+    return JobQueue(generator, ledger, max_concurrent=concurrent, max_per_user=per_user)
+
+
+async def submit(
+    queue: JobQueue,
+    *,
+    user: int = ALICE,
+    guild: int = GUILD,
+    prompt: str = "a cat",
+    samples: int = 1,
+    size: int = 512,
+    delivery: RecordingDelivery | None = None,
+) -> tuple[Job, RecordingDelivery]:
+    delivery = delivery or RecordingDelivery()
+    request = Txt2ImgRequest(prompt=prompt, samples=samples, img_width=size, img_height=size)
+    job = await queue.enqueue(
+        guild_id=guild, channel_id=5, user_id=user, request=request, delivery=delivery
+    )
+    return job, delivery
+
+
+async def settle(job: Job) -> None:
+    await asyncio.wait_for(job.settled.wait(), 5)
+
+
+async def test_happy_path_commits_exactly_the_cost(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator()
+    queue = make_queue(generator, ledger)
+    job, delivery = await submit(queue, samples=4, size=1024)
+    await settle(job)
+    assert len(delivery.delivered) == 4
+    assert [image.seed for image in delivery.delivered] == [
+        (job.request.seed + i) % 2**32
+        for i in range(4)  # type: ignore[operator]
+    ]
+    assert delivery.results[0].committed == 16
+    assert await ledger.balance(GUILD) == 100 - 16
+    assert await ledger.verify()
+    assert queue.user_load(GUILD, ALICE) == 0
+
+
+async def test_seed_is_drawn_once_and_stored(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator()
+    queue = make_queue(generator, ledger)
+    job, _ = await submit(queue, samples=2)
+    await settle(job)
+    assert job.request.seed is not None
+    stored = await ledger.get_job(job.id)
+    assert stored is not None and stored.params["seed"] == job.request.seed
+    seed = job.request.seed
+    assert sorted(s for _, s in generator.calls) == sorted([seed, (seed + 1) % 2**32])
+
+
+async def test_concurrency_limit_holds(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator(gated=True)
+    queue = make_queue(generator, ledger, concurrent=2)
+    jobs = [(await submit(queue, user=user, samples=2))[0] for user in (ALICE, BOB, CAROL)]
+    await generator.wait_calls(2)
+    assert queue.in_flight == 2
+    assert queue.depth == 2  # ALICE's two images fill both slots; BOB and CAROL wait
+    generator.release(6)
+    for job in jobs:
+        await settle(job)
+    assert generator.peak == 2
+    assert await ledger.balance(GUILD) == 94
+
+
+async def test_flooding_member_does_not_starve_another(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator(gated=True)
+    queue = make_queue(generator, ledger, concurrent=1)
+    flood = [(await submit(queue, user=ALICE, prompt="flood", samples=4))[0] for _ in range(3)]
+    await generator.wait_calls(1)
+    other, _ = await submit(queue, user=BOB, prompt="other")
+    generator.release(2)
+    await settle(other)
+    prompts = [prompt for prompt, _ in generator.calls]
+    # BOB's single image ran second, long before ALICE's 12 images drained.
+    assert prompts.index("other") == 1
+    generator.release(100)
+    for job in flood:
+        await settle(job)
+    assert await ledger.verify()
+
+
+async def test_round_robin_between_guilds(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator(gated=True)
+    queue = make_queue(generator, ledger, concurrent=1)
+    first, _ = await submit(queue, guild=GUILD, prompt="g1", samples=3)
+    second, _ = await submit(queue, guild=OTHER_GUILD, prompt="g2", samples=3)
+    generator.release(6)
+    await settle(first)
+    await settle(second)
+    assert [p for p, _ in generator.calls] == ["g1", "g2", "g1", "g2", "g1", "g2"]
+
+
+async def test_queue_positions_are_reported(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator(gated=True)
+    queue = make_queue(generator, ledger, concurrent=1)
+    running, _ = await submit(queue, user=ALICE)
+    second, second_delivery = await submit(queue, user=BOB)
+    third, third_delivery = await submit(queue, user=CAROL)
+    await generator.wait_calls(1)
+    assert queue.position(second) == 1
+    assert queue.position(third) == 2
+    generator.release(3)
+    for job in (running, second, third):
+        await settle(job)
+    await asyncio.sleep(0)  # progress notices are their own tasks
+    assert JobProgress("queued", 2, 0, 1) in third_delivery.progress_seen
+    assert JobProgress("queued", 1, 0, 1) in third_delivery.progress_seen
+    assert any(p.state == "generating" for p in second_delivery.progress_seen)
+
+
+async def test_per_user_cap_refuses_before_spending(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator(gated=True)
+    queue = make_queue(generator, ledger, per_user=2)
+    jobs = [(await submit(queue))[0] for _ in range(2)]
+    balance = await ledger.balance(GUILD)
+    with pytest.raises(QueueFull) as caught:
+        await submit(queue)
+    assert "limit is 2" in caught.value.user_message
+    assert await ledger.balance(GUILD) == balance
+    other, _ = await submit(queue, user=BOB)  # other members are unaffected
+    generator.release(3)
+    for job in [*jobs, other]:
+        await settle(job)
+    again, _ = await submit(queue)
+    generator.release(1)
+    await settle(again)
+
+
+async def test_not_enough_credits_makes_no_call_and_frees_the_slot(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator()
+    queue = make_queue(generator, ledger, per_user=1)
+    await ledger.set_balance(GUILD, 3, actor_id=None)
+    with pytest.raises(InsufficientCredits) as caught:
+        await submit(queue, samples=1, size=1024)
+    assert caught.value.balance == 3 and caught.value.cost == 4
+    assert generator.calls == []
+    assert queue.user_load(GUILD, ALICE) == 0
+    assert await ledger.balance(GUILD) == 3
+
+
+async def test_api_failure_refunds_everything_and_says_why(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator()
+    generator.failures["bad key"] = SegmindUnauthorized(status=401, api_message="Unauthorized")
+    queue = make_queue(generator, ledger)
+    job, delivery = await submit(queue, prompt="bad key", samples=2)
+    await settle(job)
+    assert delivery.delivered == []
+    [(message, refunded)] = delivery.failures
+    assert "API key was rejected" in message
+    assert refunded == 2
+    assert await ledger.balance(GUILD) == 100
+    stored = await ledger.get_job(job.id)
+    assert stored is not None and stored.status == "refunded"
+
+
+async def test_partial_success_commits_delivered_and_refunds_the_rest(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator()
+    queue = make_queue(generator, ledger)
+    request = Txt2ImgRequest(prompt="mixed", samples=3, seed=10)
+    generator.failures["mixed:11"] = SegmindOutOfCredits(status=406, api_message="no credits")
+    delivery = RecordingDelivery()
+    job = await queue.enqueue(
+        guild_id=GUILD, channel_id=5, user_id=ALICE, request=request, delivery=delivery
+    )
+    await settle(job)
+    assert [image.seed for image in delivery.delivered] == [10, 12]
+    assert delivery.results[0].committed == 2 and delivery.results[0].refunded == 1
+    assert await ledger.balance(GUILD) == 98
+    assert await ledger.verify()
+
+
+async def test_failed_delivery_refunds(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator()
+    queue = make_queue(generator, ledger)
+    job, delivery = await submit(queue, delivery=RecordingDelivery(fail_delivery=True))
+    await settle(job)
+    assert delivery.failures and delivery.failures[0][1] == 1
+    assert await ledger.balance(GUILD) == 100
+
+
+async def test_shutdown_lets_running_jobs_finish(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator(gated=True)
+    queue = make_queue(generator, ledger)
+    _, delivery = await submit(queue)
+    await generator.wait_calls(1)
+    stopping = asyncio.create_task(queue.shutdown(grace=5))
+    await asyncio.sleep(0)
+    with pytest.raises(ShuttingDown):
+        await submit(queue, user=BOB)
+    generator.release(1)
+    await asyncio.wait_for(stopping, 5)
+    assert delivery.results and delivery.results[0].committed == 1
+    assert await ledger.balance(GUILD) == 99
+    assert await ledger.verify()
+
+
+async def test_shutdown_refunds_what_cannot_finish(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator(gated=True)
+    queue = make_queue(generator, ledger, concurrent=1)
+    running, running_delivery = await submit(queue, user=ALICE, samples=2)
+    waiting, waiting_delivery = await submit(queue, user=BOB)
+    await generator.wait_calls(1)
+    await asyncio.wait_for(queue.shutdown(grace=0.05), 5)
+    assert running_delivery.failures and waiting_delivery.failures
+    assert "restarted" in waiting_delivery.failures[0][0]
+    assert running_delivery.failures[0][1] == 2
+    assert await ledger.balance(GUILD) == 100
+    assert await ledger.active_jobs() == []
+    assert await ledger.verify()
+    assert running.settled.is_set() and waiting.settled.is_set()

@@ -1,0 +1,132 @@
+"""End-to-end harness: the real ImagineBot, its real cogs, a temporary database,
+the fake Segmind API and the fake Discord, all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.app import ImagineBot
+from bot.config import Settings
+from bot.segmind import SegmindClient
+from tests.fakes.fake_discord import (
+    FakeChannel,
+    FakeDiscord,
+    InteractionRecord,
+    StoredMessage,
+    run_client,
+)
+from tests.fakes.fake_segmind import FakeSegmind
+
+RESULT_TITLE = "Kandinsky 2.1"
+
+
+class E2EBot(ImagineBot):
+    """The production bot with two test-speed knobs: no 5 s pause between shard
+    identifies, and millisecond retry backoff."""
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        return None
+
+    def create_segmind_client(self, session: aiohttp.ClientSession) -> SegmindClient:
+        return SegmindClient.from_settings(
+            session,
+            self.settings,
+            on_attempt=self.metrics.observe_api,
+            backoff_base=0.01,
+            backoff_max=0.05,
+        )
+
+
+def is_result(message: StoredMessage) -> bool:
+    return any(embed.get("title") == RESULT_TITLE for embed in message.embeds)
+
+
+def embed_field(message: StoredMessage, name: str) -> str:
+    for embed in message.embeds:
+        for item in embed.get("fields", []):
+            if item["name"] == name:
+                return str(item["value"])
+    raise KeyError(name)
+
+
+@dataclass
+class World:
+    discord: FakeDiscord
+    segmind: FakeSegmind
+    settings: Settings
+
+    def make_bot(self, **overrides: Any) -> E2EBot:
+        settings = self.settings.model_copy(update=overrides) if overrides else self.settings
+        return E2EBot(settings)
+
+    @contextlib.asynccontextmanager
+    async def running(self, **overrides: Any) -> AsyncIterator[E2EBot]:
+        bot = self.make_bot(**overrides)
+        async with run_client(bot, self.discord):
+            yield bot
+
+    async def imagine(
+        self,
+        options: dict[str, Any],
+        *,
+        user: Any = None,
+        channel: FakeChannel | None = None,
+        **kwargs: Any,
+    ) -> InteractionRecord:
+        return await self.discord.slash("imagine", options, user=user, channel=channel, **kwargs)
+
+    async def result(
+        self,
+        *,
+        channel: FakeChannel | None = None,
+        predicate: Callable[[StoredMessage], bool] | None = None,
+        timeout: float = 10.0,
+    ) -> StoredMessage:
+        return await self.discord.wait_for_message(
+            channel or self.discord.channel,
+            lambda m: is_result(m) and (predicate is None or predicate(m)),
+            timeout=timeout,
+        )
+
+    async def reply(
+        self, record: InteractionRecord, contains: str, *, timeout: float = 10.0
+    ) -> StoredMessage:
+        """The private reply of ``record`` once it says ``contains``."""
+        return await self.discord.wait_for(
+            lambda: next(
+                (m for m in record.messages if not m.loading and contains in m.content), None
+            ),
+            timeout=timeout,
+            what=f"a reply containing {contains!r}",
+        )
+
+    def results(self, channel: FakeChannel | None = None) -> list[StoredMessage]:
+        return [
+            m
+            for m in self.discord.channel_messages(channel or self.discord.channel)
+            if is_result(m)
+        ]
+
+
+@pytest.fixture
+def world(tmp_path: Path, fake_discord: FakeDiscord, fake_segmind: FakeSegmind) -> World:
+    settings = Settings(
+        discord_token=fake_discord.token,
+        segmind_api_key=fake_segmind.api_key,
+        segmind_base_url=fake_segmind.url,
+        segmind_timeout=2.0,
+        segmind_max_attempts=3,
+        segmind_retry_budget=10.0,
+        database_url=f"sqlite:///{tmp_path / 'e2e.db'}",
+        default_guild_credits=100,
+        guild_ready_timeout=0.05,
+        shutdown_grace_seconds=2.0,
+    )  # type: ignore[call-arg]
+    return World(discord=fake_discord, segmind=fake_segmind, settings=settings)
