@@ -5,7 +5,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DATABASE_URL=sqlite:////data/imagine.db
+    DATABASE_URL=sqlite:////data/imagine.db \
+    HEALTH_PORT=8080 \
+    HEALTH_HOST=127.0.0.1
 
 WORKDIR /app
 
@@ -25,5 +27,9 @@ RUN pip install --no-deps . \
 
 USER 10001
 VOLUME ["/data"]
+
+# /healthz answers 200 only while the gateway is connected and the database answers.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status == 200 else 1)"]
 
 CMD ["python", "-m", "bot"]

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
@@ -135,6 +135,15 @@ class Settings(BaseSettings):
             raise ValueError("use sqlite:///relative/path.db or sqlite:////absolute/path.db")
         return value
 
+    @model_validator(mode="after")
+    def _shards_consistent(self) -> Settings:
+        if self.shard_ids is not None:
+            if self.shard_count is None:
+                raise ValueError("SHARD_IDS needs SHARD_COUNT (the total number of shards)")
+            if any(shard >= self.shard_count for shard in self.shard_ids):
+                raise ValueError("every id in SHARD_IDS must be below SHARD_COUNT")
+        return self
+
     def secrets(self) -> tuple[str, ...]:
         """The secret values, so the log filter can redact them wherever they appear."""
         return tuple(
@@ -151,7 +160,7 @@ class ConfigError(Exception):
 def _describe(error: ValidationError) -> str:
     lines: list[str] = []
     for problem in error.errors():
-        name = str(problem["loc"][0]).upper() if problem["loc"] else "configuration"
+        name = str(problem["loc"][0]).upper() if problem["loc"] else "Sharding"
         if problem["type"] == "missing":
             lines.append(f"{name} is not set: add it to the environment or to .env.")
         else:

@@ -28,7 +28,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from bot.credits import CommitResult, CreditLedger, JobRecord, NewJob
+from bot.credits import CommitResult, CreditLedger, JobNotActive, JobRecord, NewJob
 from bot.errors import UserFacingError
 from bot.logs import job_context
 from bot.metrics import Metrics
@@ -372,11 +372,16 @@ class JobQueue:
         try:
             if first:
                 await self._ledger.mark_running(job.id)
+            if job.settling:  # settled elsewhere (e.g. a shutdown) while it waited
+                raise JobNotActive(job.record)
             result = await self._generator.generate(job.request.per_image()[index])
             job.images[index] = result.images[0]
         except SegmindError as error:
             job.errors.append(ImageFailure(error.kind, error.user_message, error.retryable))
             log.warning("image %d failed: %s", index + 1, error, extra=job.context)
+        except JobNotActive:
+            # The ledger already closed this job: generating now would be free work.
+            job.errors.append(_INTERRUPTED)
         except asyncio.CancelledError:
             cancelled = True
             job.errors.append(_INTERRUPTED)

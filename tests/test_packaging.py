@@ -88,3 +88,23 @@ def test_python_m_bot_without_settings_exits_2_naming_both_secrets(tmp_path: Pat
     assert "DISCORD_TOKEN" in result.stderr
     assert "SEGMIND_API_KEY" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_dockerfile_healthcheck_uses_healthz_on_the_configured_port() -> None:
+    text = _dockerfile()
+    port = re.search(r"HEALTH_PORT=(\d+)", text)
+    assert port is not None
+    check = re.search(r"^HEALTHCHECK .*\n\s+CMD (\[.*\])$", text, re.MULTILINE)
+    assert check is not None
+    assert f"http://127.0.0.1:{port.group(1)}/healthz" in " ".join(json.loads(check.group(1)))
+
+
+def test_compose_gives_jobs_time_to_finish() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    grace = re.search(r'SHUTDOWN_GRACE_SECONDS: "(\d+)"', text)
+    stop = re.search(r"stop_grace_period: (\d+)s", text)
+    assert grace is not None and stop is not None
+    assert int(stop.group(1)) > int(grace.group(1))
+    assert "restart: unless-stopped" in text
+    assert "env_file: .env" in text
+    assert re.search(r"- \S+:/data", text)

@@ -39,6 +39,7 @@ def test_comma_separated_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGMIND_API_KEY", "k")
     monkeypatch.setenv("OWNER_IDS", "12, 34,56")
     monkeypatch.setenv("SHARD_IDS", "0,1")
+    monkeypatch.setenv("SHARD_COUNT", "4")
     monkeypatch.setenv("HEALTH_PORT", "")
     settings = load_settings(None)
     assert settings.owner_ids == [12, 34, 56]
@@ -101,3 +102,17 @@ def test_secrets_hidden_in_repr() -> None:
 def test_rejects_bad_values(name: str, value: object) -> None:
     with pytest.raises(ValueError, match=name):
         make(**{name: value})
+
+
+def test_shard_ids_need_a_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", "t")
+    monkeypatch.setenv("SEGMIND_API_KEY", "k")
+    monkeypatch.setenv("SHARD_IDS", "0,1")
+    monkeypatch.delenv("SHARD_COUNT", raising=False)
+    with pytest.raises(ConfigError, match="SHARD_IDS needs SHARD_COUNT"):
+        load_settings(None)
+    monkeypatch.setenv("SHARD_COUNT", "2")
+    assert load_settings(None).shard_ids == [0, 1]
+    monkeypatch.setenv("SHARD_IDS", "0,2")
+    with pytest.raises(ConfigError, match="below SHARD_COUNT"):
+        load_settings(None)
