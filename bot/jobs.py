@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import time
 from collections import OrderedDict, deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -95,7 +94,6 @@ class Job:
     request: Txt2ImgRequest
     delivery: JobDelivery
     seq: int
-    submitted_at: float = field(default_factory=time.perf_counter)
     images: list[GeneratedImage | None] = field(default_factory=list)
     errors: list[ImageFailure] = field(default_factory=list)
     pending: deque[int] = field(default_factory=deque)

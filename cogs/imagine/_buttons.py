@@ -1,7 +1,7 @@
 """Reroll, Edit and Delete: persistent buttons that keep working after restarts.
 
-Each button is a :class:`discord.ui.DynamicItem` whose ``custom_id`` carries the
-job id (``imagine:reroll:42``); everything else is read from the jobs table when
+The buttons are one :class:`discord.ui.DynamicItem` whose ``custom_id`` carries the
+action and the job id (``imagine:reroll:42``); everything else is read from the jobs table when
 the button is clicked, so no state lives in memory and old messages keep working.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, cast
 
 import discord
@@ -22,14 +22,7 @@ from bot.segmind import PROMPT_MAX_LENGTH
 if TYPE_CHECKING:
     from ._cog import ImagineCog
 
-__all__ = [
-    "DYNAMIC_ITEMS",
-    "DeleteButton",
-    "EditButton",
-    "EditModal",
-    "RerollButton",
-    "result_view",
-]
+__all__ = ["DYNAMIC_ITEMS", "EditModal", "JobButton", "result_view"]
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +33,18 @@ UNKNOWN_JOB = (
 
 
 def _cog(interaction: discord.Interaction[Any]) -> ImagineCog:
-    cog = interaction.client.get_cog("Imagine")  # type: ignore[attr-defined]
+    cog = interaction.client.get_cog("Imagine")
     if cog is None:
         raise RuntimeError("the imagine extension is not loaded")
     return cast("ImagineCog", cog)
 
 
 async def _guarded(
-    interaction: discord.Interaction[Any], job_id: int, action: Callable[[], Awaitable[None]]
+    interaction: discord.Interaction[Any], job_id: int, action: Awaitable[None]
 ) -> None:
     """Run a button action; an unexpected error is logged and answered, never silent."""
     try:
-        await action()
+        await action
     except Exception as error:
         message = describe_error(error)
         if message is not None:
@@ -66,107 +59,56 @@ async def _guarded(
         await reply_private(interaction, APOLOGY)
 
 
-class RerollButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"imagine:reroll:(?P<job>[0-9]{1,19})"
-):
-    """Same parameters, new random seed, billed to whoever clicks."""
+_ACTIONS: dict[str, tuple[str, str, discord.ButtonStyle]] = {
+    "reroll": ("Reroll", "🎲", discord.ButtonStyle.primary),
+    "edit": ("Edit", "✏️", discord.ButtonStyle.secondary),
+    "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
+}
 
-    def __init__(self, job_id: int) -> None:
+
+class JobButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"imagine:(?P<action>reroll|edit|delete):(?P<job>[0-9]{1,19})",
+):
+    """Reroll (same parameters, new seed, billed to whoever clicks), Edit (a modal with the
+    prompts pre-filled) or Delete (the requester or Manage Messages) for one job."""
+
+    def __init__(self, action: str, job_id: int) -> None:
+        label, emoji, style = _ACTIONS[action]
         super().__init__(
             discord.ui.Button(
-                label="Reroll",
-                emoji="🎲",
-                style=discord.ButtonStyle.primary,
-                custom_id=f"imagine:reroll:{job_id}",
+                label=label, emoji=emoji, style=style, custom_id=f"imagine:{action}:{job_id}"
             )
         )
+        self.action = action
         self.job_id = job_id
 
     @classmethod
     async def from_custom_id(
         cls,
         interaction: discord.Interaction[Any],
-        item: discord.ui.Button[Any],
+        item: discord.ui.Item[Any],
         match: re.Match[str],
         /,
-    ) -> RerollButton:
-        return cls(int(match["job"]))
+    ) -> JobButton:
+        return cls(match["action"], int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _guarded(
-            interaction, self.job_id, lambda: _cog(interaction).reroll(interaction, self.job_id)
-        )
+        cog = _cog(interaction)
+        if self.action == "reroll":
+            action = cog.reroll(interaction, self.job_id)
+        elif self.action == "edit":
+            action = self._open_editor(interaction, cog)
+        else:
+            action = cog.delete_result(interaction, self.job_id)
+        await _guarded(interaction, self.job_id, action)
 
-
-class EditButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"imagine:edit:(?P<job>[0-9]{1,19})"
-):
-    """Opens a modal with the prompts pre-filled; submitting starts a new job."""
-
-    def __init__(self, job_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Edit",
-                emoji="✏️",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"imagine:edit:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Button[Any],
-        match: re.Match[str],
-        /,
-    ) -> EditButton:
-        return cls(int(match["job"]))
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        async def open_editor() -> None:
-            job = await _cog(interaction).bot.ledger.get_job(self.job_id)
-            if job is None:
-                await reply_private(interaction, UNKNOWN_JOB)
-                return
-            await interaction.response.send_modal(EditModal(job))
-
-        await _guarded(interaction, self.job_id, open_editor)
-
-
-class DeleteButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"imagine:delete:(?P<job>[0-9]{1,19})"
-):
-    """The requester, or anyone with Manage Messages, removes the result."""
-
-    def __init__(self, job_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Delete",
-                emoji="🗑️",
-                style=discord.ButtonStyle.danger,
-                custom_id=f"imagine:delete:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Button[Any],
-        match: re.Match[str],
-        /,
-    ) -> DeleteButton:
-        return cls(int(match["job"]))
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _guarded(
-            interaction,
-            self.job_id,
-            lambda: _cog(interaction).delete_result(interaction, self.job_id),
-        )
+    async def _open_editor(self, interaction: discord.Interaction[Any], cog: ImagineCog) -> None:
+        job = await cog.bot.ledger.get_job(self.job_id)
+        if job is None:
+            await reply_private(interaction, UNKNOWN_JOB)
+            return
+        await interaction.response.send_modal(EditModal(job))
 
 
 class EditModal(discord.ui.Modal, title="Edit and generate again"):
@@ -192,14 +134,11 @@ class EditModal(discord.ui.Modal, title="Edit and generate again"):
         self.add_item(self.prompt)
         self.add_item(self.negative_prompt)
 
-    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:  # type: ignore[override]
-        await _guarded(
-            interaction,
-            self.job_id,
-            lambda: _cog(interaction).edit(
-                interaction, self.job_id, self.prompt.value, self.negative_prompt.value
-            ),
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        edit = _cog(interaction).edit(
+            interaction, self.job_id, self.prompt.value, self.negative_prompt.value
         )
+        await _guarded(interaction, self.job_id, edit)
 
     async def on_error(  # type: ignore[override]
         self, interaction: discord.Interaction[Any], error: Exception
@@ -214,16 +153,11 @@ class EditModal(discord.ui.Modal, title="Edit and generate again"):
         await reply_private(interaction, APOLOGY)
 
 
-DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (
-    RerollButton,
-    EditButton,
-    DeleteButton,
-)
+DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (JobButton,)
 
 
 def result_view(job_id: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(RerollButton(job_id))
-    view.add_item(EditButton(job_id))
-    view.add_item(DeleteButton(job_id))
+    for action in _ACTIONS:
+        view.add_item(JobButton(action, job_id))
     return view

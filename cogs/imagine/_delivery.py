@@ -67,8 +67,6 @@ class StatusMessage:
             if wait > 0:
                 await asyncio.sleep(wait)  # throttling, not synchronisation
             text, self._pending = self._pending, None
-            if text is None:
-                continue
             try:
                 await self._interaction.edit_original_response(
                     content=text, allowed_mentions=discord.AllowedMentions.none()
@@ -135,7 +133,7 @@ class ChannelDelivery:
                         allowed_mentions=discord.AllowedMentions.none(),
                     )
                     self._message = message
-                else:
+                elif self._message is not None:
                     await self._channel.send(
                         f"Job #{job.id}, continued ({number + 1}/{len(groups)})",
                         files=[file.to_file() for file in group],
