@@ -32,6 +32,7 @@ COST_TABLE = (
     "`samples` multiplies the cost."
 )
 _SNOWFLAKE = re.compile(r"[0-9]{15,20}")
+_MAX_SNOWFLAKE = 2**63 - 1  # what the ledger (SQLite / PostgreSQL BIGINT) can hold
 _SIGNS = {"grant": "🪙", "set": "✏️", "reserve": "⏳", "refund": "↩️", "commit": "✅"}
 
 
@@ -54,6 +55,28 @@ def _entry_line(entry: LedgerEntry) -> str:
     return " · ".join(parts)
 
 
+def _words_key(word: str) -> str:
+    """How blocked words compare: case-insensitive, runs of spaces as one (as the ledger does)."""
+    return " ".join(word.split()).casefold()
+
+
+def _parse_guild_id(text: str) -> int | None:
+    """A server id typed by an owner, or None when it cannot be one."""
+    text = text.strip()
+    if not _SNOWFLAKE.fullmatch(text):
+        return None
+    value = int(text)
+    return value if 0 < value <= _MAX_SNOWFLAKE else None
+
+
+def _cannot_post(channel: discord.abc.GuildChannel) -> bool:
+    me: discord.Member | None = channel.guild.me  # None while the guild is not cached yet
+    if me is None:
+        return False
+    permissions = channel.permissions_for(me)
+    return not (permissions.view_channel and permissions.send_messages)
+
+
 def _limits_text(settings: GuildSettings) -> str:
     cap = _plural(settings.daily_user_cap, "credit") if settings.daily_user_cap else "no cap"
     channels = (
@@ -62,12 +85,18 @@ def _limits_text(settings: GuildSettings) -> str:
         else "every channel"
     )
     words = ", ".join(f"`{w}`" for w in settings.blocked_words) or "none"
-    alert = (
-        f"below {_plural(settings.low_balance_threshold, 'credit')}"
-        + (f" in <#{settings.notice_channel_id}>" if settings.notice_channel_id else "")
-        if settings.low_balance_threshold is not None
-        else "off"
-    )
+    if settings.low_balance_threshold is None:
+        alert = "off"
+    elif settings.notice_channel_id is None:
+        alert = (
+            f"below {_plural(settings.low_balance_threshold, 'credit')}, but no channel is set: "
+            "choose one with `alert_channel`"
+        )
+    else:
+        alert = (
+            f"below {_plural(settings.low_balance_threshold, 'credit')} "
+            f"in <#{settings.notice_channel_id}>"
+        )
     return (
         f"**Daily cap per member:** {cap}\n**Allowed channels:** {channels}\n"
         f"**Blocked words:** {words}\n**Low-balance alert:** {alert}"
@@ -97,14 +126,14 @@ class HistoryPageButton(
     async def from_custom_id(
         cls,
         interaction: discord.Interaction[Any],
-        item: discord.ui.Button[Any],
+        item: discord.ui.Item[Any],
         match: re.Match[str],
         /,
     ) -> HistoryPageButton:
         return cls(int(match["guild"]), int(match["page"]), match["dir"])
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        cog = interaction.client.get_cog("Credits")  # type: ignore[attr-defined]
+        cog = interaction.client.get_cog("Credits")
         if not isinstance(cog, CreditsCog):
             await reply_private(interaction, "The credits feature is not loaded right now.")
             return
@@ -221,7 +250,7 @@ class CreditsCog(commands.Cog, name="Credits"):
         guild_id = interaction.guild_id
         if guild_id is None or not interaction.permissions.manage_guild:
             await reply_private(
-                interaction, "You need the Manage Server permission to change limits."
+                interaction, "You need the Manage Server permission to see or change limits."
             )
             return
         ledger = self.bot.ledger
@@ -239,10 +268,11 @@ class CreditsCog(commands.Cog, name="Credits"):
         if tuple(channels) != current.allowed_channel_ids:
             changes["allowed_channel_ids"] = tuple(channels)
         words = list(current.blocked_words)
-        if block_word is not None and block_word.strip().lower() not in words:
-            words.append(block_word.strip().lower())
-        if unblock_word is not None and unblock_word.strip().lower() in words:
-            words.remove(unblock_word.strip().lower())
+        keys = [_words_key(w) for w in words]
+        if block_word is not None and _words_key(block_word) and _words_key(block_word) not in keys:
+            words.append(_words_key(block_word))
+        if unblock_word is not None and _words_key(unblock_word) in keys:
+            words.pop(keys.index(_words_key(unblock_word)))
         if tuple(words) != current.blocked_words:
             changes["blocked_words"] = tuple(words)
         if low_balance_alert is not None:
@@ -257,7 +287,14 @@ class CreditsCog(commands.Cog, name="Credits"):
                 extra={"guild_id": guild_id, "user_id": interaction.user.id},
             )
         head = "✅ Limits updated." if changes else "Current limits:"
-        await reply_private(interaction, f"{head}\n{_limits_text(settings)}")
+        lines = [head, _limits_text(settings)]
+        for what, channel in (("post images", allow_channel), ("post the alert", alert_channel)):
+            if channel is not None and _cannot_post(channel):
+                lines.append(
+                    f"⚠️ I can't send messages in {channel.mention}, so I can't {what} there: "
+                    "give me View Channel and Send Messages in it."
+                )
+        await reply_private(interaction, "\n".join(lines))
 
     # -- bot owners ------------------------------------------------------------
 
@@ -266,12 +303,29 @@ class CreditsCog(commands.Cog, name="Credits"):
     ) -> int | None:
         if guild_id is None:
             return interaction.guild_id
-        if not _SNOWFLAKE.fullmatch(guild_id.strip()):
+        target = _parse_guild_id(guild_id)
+        if target is None:
+            shown = discord.utils.escape_markdown(guild_id.strip()[:30]) or "(blank)"
             await reply_private(
-                interaction, f"“{guild_id[:30]}” is not a server id (15–20 digits)."
+                interaction,
+                f"“{shown}” is not a server id. A server id is a number of 15–20 digits "
+                "(with Developer Mode on, right-click the server → Copy Server ID). "
+                "Nothing was changed.",
             )
-            return None
-        return int(guild_id.strip())
+        return target
+
+    def _now_has(self, interaction: discord.Interaction[Any], guild_id: int, balance: int) -> str:
+        """'<server> now has N credits.', saying so when the bot can't see that server."""
+        if guild_id == interaction.guild_id:
+            return f"This server now has {_plural(balance, 'credit')}."
+        guild = self.bot.get_guild(guild_id)
+        if guild is not None:
+            name = discord.utils.escape_markdown(guild.name)
+            return f"**{name}** (`{guild_id}`) now has {_plural(balance, 'credit')}."
+        return (
+            f"Server `{guild_id}` now has {_plural(balance, 'credit')}. I can't see that server "
+            "from here (not added yet, or on another shard); its credits are kept for it."
+        )
 
     @credits.command(name="grant", description="Add credits to a server (bot owners only).")
     @app_commands.describe(
@@ -295,10 +349,8 @@ class CreditsCog(commands.Cog, name="Credits"):
         balance = await self.bot.ledger.grant(
             target, amount, actor_id=interaction.user.id, note=note
         )
-        await reply_private(
-            interaction,
-            f"🪙 Granted {_plural(amount, 'credit')}. Server `{target}` now has {balance:,}.",
-        )
+        now_has = self._now_has(interaction, target, balance)
+        await reply_private(interaction, f"🪙 Granted {_plural(amount, 'credit')}. {now_has}")
 
     @credits.command(name="set", description="Set a server's balance (bot owners only).")
     @app_commands.describe(
@@ -322,9 +374,7 @@ class CreditsCog(commands.Cog, name="Credits"):
         balance = await self.bot.ledger.set_balance(
             target, amount, actor_id=interaction.user.id, note=note
         )
-        await reply_private(
-            interaction, f"✏️ Server `{target}` now has {_plural(balance, 'credit')}."
-        )
+        await reply_private(interaction, f"✏️ {self._now_has(interaction, target, balance)}")
 
 
 async def setup(bot: ImagineBot) -> None:

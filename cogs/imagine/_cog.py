@@ -74,9 +74,11 @@ def _blocked_word(settings: GuildSettings, request: Txt2ImgRequest) -> str | Non
     return None
 
 
-def _channel_refusal(settings: GuildSettings, channel_id: int | None) -> str | None:
+def _channel_refusal(settings: GuildSettings, channel: discord.abc.Messageable) -> str | None:
     allowed = settings.allowed_channel_ids
-    if not allowed or channel_id in allowed:
+    # A thread counts as the channel it lives in.
+    here = {getattr(channel, "id", None), getattr(channel, "parent_id", None)}
+    if not allowed or here & set(allowed):
         return None
     where = ", ".join(f"<#{cid}>" for cid in allowed[:10])
     return f"Image generation is turned off in this channel. Try {where}."
@@ -185,7 +187,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 )
                 return
         settings = await self.bot.ledger.get_settings(guild.id)
-        refusal = _channel_refusal(settings, interaction.channel_id)
+        refusal = _channel_refusal(settings, channel)
         word = _blocked_word(settings, request)
         if refusal is None and word is not None:
             refusal = (
