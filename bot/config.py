@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -131,8 +132,13 @@ class Settings(BaseSettings):
     @field_validator("database_url", mode="after")
     @classmethod
     def _supported_database(cls, value: str) -> str:
-        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise ValueError("use sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        if not value.startswith(
+            ("sqlite:///", "postgresql://", "postgres://", "postgresql+asyncpg://")
+        ):
+            raise ValueError(
+                "use sqlite:///relative/path.db, sqlite:////absolute/path.db "
+                "or postgresql://user:password@host/database"
+            )
         return value
 
     @model_validator(mode="after")
@@ -145,12 +151,13 @@ class Settings(BaseSettings):
         return self
 
     def secrets(self) -> tuple[str, ...]:
-        """The secret values, so the log filter can redact them wherever they appear."""
-        return tuple(
-            secret
-            for secret in (getattr(self, name).get_secret_value() for name in _SECRET_FIELDS)
-            if secret
-        )
+        """The secret values, so the log filter can redact them wherever they appear
+        (the two secrets, and a database password inside ``DATABASE_URL``)."""
+        values = [getattr(self, name).get_secret_value() for name in _SECRET_FIELDS]
+        password = urlsplit(self.database_url).password
+        if password:
+            values += [password, unquote(password)]
+        return tuple(dict.fromkeys(secret for secret in values if secret))
 
 
 class ConfigError(Exception):

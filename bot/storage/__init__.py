@@ -1,7 +1,8 @@
 """Persistence: every SQL statement of the bot lives in this package.
 
-``open_storage(DATABASE_URL)`` picks the backend from the URL and returns a
-:class:`Storage`; the rest of the bot only sees that interface.
+``open_storage(DATABASE_URL)`` picks the backend from the URL (``sqlite:///…``
+or ``postgresql://…``) and returns a :class:`Storage`; the rest of the bot only
+sees that interface.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from bot.storage.base import Storage, StorageError
+from bot.storage.postgres import PostgresStorage
 from bot.storage.sqlite import SQLiteStorage
 
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "Storage", "StorageError", "open_storage"]
@@ -17,7 +19,7 @@ __all__ = ["DEFAULT_LOCK_TIMEOUT", "Storage", "StorageError", "open_storage"]
 DEFAULT_LOCK_TIMEOUT = 5.0
 """Seconds a write waits for another process holding the database."""
 
-_POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
+_POSTGRES_SCHEMES = frozenset({"postgresql", "postgres", "postgresql+asyncpg"})
 
 
 async def open_storage(
@@ -36,24 +38,17 @@ async def open_storage(
     """
     scheme, separator, _ = database_url.strip().partition(":")
     scheme = scheme.lower()
-    base_scheme = scheme.split("+", 1)[0]
     if not separator or not scheme:
         raise StorageError(
-            "DATABASE_URL is not a database URL: use sqlite:///relative/path.db "
-            "or sqlite:////absolute/path.db."
+            "DATABASE_URL is not a database URL: use sqlite:///relative/path.db, "
+            "sqlite:////absolute/path.db or postgresql://user:password@host:5432/database."
         )
-    if base_scheme in _POSTGRES_SCHEMES:
-        raise StorageError(
-            "PostgreSQL support is not available yet: use a SQLite DATABASE_URL such as "
-            "sqlite:///data/imagine.db for now."
-        )
+    timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+    if scheme in _POSTGRES_SCHEMES:
+        return await PostgresStorage.open(database_url.strip(), clock=clock, lock_timeout=timeout)
     if scheme == "sqlite":
-        return await SQLiteStorage.open(
-            database_url.strip(),
-            clock=clock,
-            lock_timeout=DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout,
-        )
+        return await SQLiteStorage.open(database_url.strip(), clock=clock, lock_timeout=timeout)
     raise StorageError(
-        f"DATABASE_URL scheme {scheme!r} is not supported: use sqlite:///relative/path.db "
-        "or sqlite:////absolute/path.db."
+        f"DATABASE_URL scheme {scheme!r} is not supported: use sqlite:///relative/path.db, "
+        "sqlite:////absolute/path.db or postgresql://user:password@host:5432/database."
     )

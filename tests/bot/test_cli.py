@@ -1,7 +1,8 @@
 """The operator CLI: ``credits GUILD_ID [--add N | --set N] [--note] [--history [--limit K]]``.
 
 In-process through ``run([...])`` and as real processes (``python -m bot.cli``),
-against real SQLite files.
+against real SQLite files and, for the tests taking ``db``, real PostgreSQL
+databases too (``tests/pg.py``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
 from bot import cli
@@ -18,20 +21,33 @@ from bot.config import Settings
 from bot.credits import CreditLedger
 from bot.storage import open_storage
 from tests.bot.test_storage import read_only, write_locked
+from tests.pg import PgServer
 
 GUILD = "123456789012345678"
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def db_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run in an empty folder with DATABASE_URL pointing at a file there, and no secrets."""
+def _clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     for name in ("DISCORD_TOKEN", "SEGMIND_API_KEY", "DEFAULT_GUILD_CREDITS", "DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in an empty folder with DATABASE_URL pointing at a file there, and no secrets."""
+    _clean_environment(tmp_path, monkeypatch)
     path = tmp_path / "data" / "imagine.db"
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{path}")
     return path
+
+
+@pytest.fixture
+def db(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Like ``db_path``, for each backend: DATABASE_URL names a fresh, empty database."""
+    _clean_environment(tmp_path, monkeypatch)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    return database_url
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -40,11 +56,15 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def state(path: Path, guild: int = int(GUILD)) -> tuple[int | None, int]:
-    """(balance or None, number of ledger entries) straight from the file."""
+def url_of(target: Path | str) -> str:
+    return f"sqlite:///{target}" if isinstance(target, Path) else target
+
+
+def state(target: Path | str, guild: int = int(GUILD)) -> tuple[int | None, int]:
+    """(balance or None, number of ledger entries) straight from the database."""
 
     async def read() -> tuple[int | None, int]:
-        storage = await open_storage(f"sqlite:///{path}")
+        storage = await open_storage(url_of(target))
         try:
             ledger = CreditLedger(storage, default_credits=0)
             return await storage.get_balance(guild), await ledger.count_history(guild)
@@ -68,13 +88,13 @@ def child_env(database_url: str) -> dict[str, str]:
 
 
 def test_prints_the_balance_of_a_new_guild_as_the_bot_would(
-    db_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DEFAULT_GUILD_CREDITS", "25")
     code, out, err = run(capsys, "credits", GUILD)
     assert (code, err) == (0, "")
     assert out == f"Guild {GUILD}: 25 credits\n"
-    assert state(db_path) == (25, 1)
+    assert state(db) == (25, 1)
 
 
 def test_defaults_are_the_bots(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,19 +105,17 @@ def test_defaults_are_the_bots(db_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert cli.load_cli_settings(None).database_url == "sqlite:///data/imagine.db"
 
 
-def test_add_and_set_go_through_the_ledger(
-    db_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_add_and_set_go_through_the_ledger(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "credits", GUILD, "--add", "20", "--note", "monthly top-up")
     assert code == 0
     assert out == f"Guild {GUILD}: 120 credits (+20 added)\n"
     code, out, _ = run(capsys, "credits", GUILD, "--set=1")
     assert code == 0
     assert out == f"Guild {GUILD}: 1 credit (set)\n"
-    assert state(db_path) == (1, 3)
+    assert state(db) == (1, 3)
 
     async def entries() -> list[tuple[str, int, int | None, str | None]]:
-        storage = await open_storage(f"sqlite:///{db_path}")
+        storage = await open_storage(db)
         try:
             ledger = CreditLedger(storage, default_credits=0)
             assert await ledger.verify()
@@ -115,7 +133,7 @@ def test_add_and_set_go_through_the_ledger(
     ]
 
 
-def test_history_is_an_aligned_table(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_history_is_an_aligned_table(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     for amount in ("5", "70", "1000"):
         run(capsys, "credits", GUILD, "--add", amount)
     code, out, err = run(capsys, "credits", GUILD, "--history", "--limit", "3")
@@ -206,31 +224,29 @@ def test_reads_dotenv_without_needing_the_bots_secrets(
     ],
 )
 def test_bad_usage(
-    db_path: Path,
+    db: str,
     capsys: pytest.CaptureFixture[str],
     argv: list[str],
     code: int,
     fragment: str,
 ) -> None:
     run(capsys, "credits", GUILD)  # the guild exists with 100 credits
-    before = state(db_path)
+    before = state(db)
     got, out, err = run(capsys, *argv)
     assert got == code
     assert out == ""
     assert fragment in err
     assert err.count("\n") == 1
     assert err.startswith("python -m bot: error: ")
-    assert state(db_path) == before
+    assert state(db) == before
 
 
-def test_a_grant_past_the_maximum_is_refused(
-    db_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_grant_past_the_maximum_is_refused(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     run(capsys, "credits", GUILD, "--set", "1000000000000")
     code, out, err = run(capsys, "credits", GUILD, "--add", "1")
     assert (code, out) == (1, "")
     assert "over the maximum" in err
-    assert state(db_path) == (10**12, 2)
+    assert state(db) == (10**12, 2)
 
 
 @pytest.mark.parametrize(
@@ -238,7 +254,11 @@ def test_a_grant_past_the_maximum_is_refused(
     [
         ({"DEFAULT_GUILD_CREDITS": "-1"}, "DEFAULT_GUILD_CREDITS is invalid"),
         ({"DEFAULT_GUILD_CREDITS": "lots"}, "DEFAULT_GUILD_CREDITS is invalid"),
-        ({"DATABASE_URL": "postgresql://bot:pw@db/imagine"}, "PostgreSQL support is not available"),
+        (
+            {"DATABASE_URL": "postgresql://bot:pw@127.0.0.1:1/imagine"},
+            "Cannot reach the PostgreSQL server at 127.0.0.1:1",
+        ),
+        ({"DATABASE_URL": "postgresql://bot:pw@127.0.0.1:x/imagine"}, "not a valid PostgreSQL"),
         ({"DATABASE_URL": "mysql://db/imagine"}, "scheme 'mysql' is not supported"),
         ({"DATABASE_URL": "sqlite:///"}, "no file name"),
     ],
@@ -292,6 +312,54 @@ def test_locked_database(
     assert state(db_path) == before
 
 
+def test_postgres_connection_problems(
+    pg_server: PgServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _clean_environment(tmp_path, monkeypatch)
+    for url, fragment in (
+        (pg_server.url("postgres", password="pw-wrong"), "refused the password for user"),
+        (pg_server.url("missing_db"), "'missing_db' does not exist"),
+    ):
+        monkeypatch.setenv("DATABASE_URL", url)
+        code, out, err = run(capsys, "credits", GUILD, "--add", "1")
+        assert (code, out) == (1, "")
+        assert fragment in err
+        assert err.count("\n") == 1
+        assert "pw-wrong" not in err
+        real_password = urlsplit(pg_server.admin_url).password
+        assert real_password
+        assert real_password not in err
+
+
+def test_locked_postgres_database(
+    pg_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _clean_environment(tmp_path, monkeypatch)
+    monkeypatch.setenv("DATABASE_URL", pg_url)
+    run(capsys, "credits", GUILD)
+    before = state(pg_url)
+    monkeypatch.setattr("bot.storage.DEFAULT_LOCK_TIMEOUT", 0.2)
+
+    async def attempt() -> tuple[int, str, str]:
+        other = await asyncpg.connect(pg_url)
+        try:
+            await other.execute("BEGIN; LOCK TABLE guilds IN EXCLUSIVE MODE")
+            return await asyncio.to_thread(run, capsys, "credits", GUILD, "--add", "5")
+        finally:
+            await other.close()
+
+    code, out, err = asyncio.run(attempt())
+    assert (code, out) == (1, "")
+    assert "locked by another process for more than 0.2 s" in err
+    assert state(pg_url) == before
+
+
 # -- real processes ----------------------------------------------------------------------------
 
 
@@ -316,8 +384,8 @@ async def _cli_process(database_url: str, cwd: Path, *argv: str) -> tuple[int, s
     return process.returncode, out.decode(), err.decode()
 
 
-async def _balance_and_check(path: Path) -> tuple[int | None, int]:
-    storage = await open_storage(f"sqlite:///{path}")
+async def _balance_and_check(url: str) -> tuple[int | None, int]:
+    storage = await open_storage(url)
     try:
         ledger = CreditLedger(storage, default_credits=0)
         assert await ledger.verify()
@@ -326,9 +394,17 @@ async def _balance_and_check(path: Path) -> tuple[int | None, int]:
         await storage.close()
 
 
-async def test_twenty_parallel_processes_lose_no_update(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
-    url = f"sqlite:///{path}"
+def _shared_url(backend: str, path: Path, request: pytest.FixtureRequest) -> str:
+    """A SQLite file at ``path``, or a fresh PostgreSQL database."""
+    if backend == "sqlite":
+        return f"sqlite:///{path}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+async def test_twenty_parallel_processes_lose_no_update(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = _shared_url(backend, tmp_path / "shared.db", request)
     code, out, _ = await _cli_process(url, tmp_path, "credits", GUILD)
     assert (code, out) == (0, f"Guild {GUILD}: 100 credits\n")
     results = await asyncio.gather(
@@ -336,20 +412,21 @@ async def test_twenty_parallel_processes_lose_no_update(tmp_path: Path) -> None:
     )
     assert [code for code, _, _ in results] == [0] * 20, [err for _, _, err in results]
     assert sorted(int(out.split()[2]) for _, out, _ in results) == list(range(101, 121))
-    assert await _balance_and_check(path) == (120, 21)
+    assert await _balance_and_check(url) == (120, 21)
 
 
-async def test_parallel_processes_on_a_brand_new_database(tmp_path: Path) -> None:
-    path = tmp_path / "new" / "fresh.db"
-    url = f"sqlite:///{path}"
+async def test_parallel_processes_on_a_brand_new_database(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = _shared_url(backend, tmp_path / "new" / "fresh.db", request)
     results = await asyncio.gather(
         *(_cli_process(url, tmp_path, "credits", GUILD, "--add", "2") for _ in range(8))
     )
     assert [code for code, _, _ in results] == [0] * 8, [err for _, _, err in results]
-    assert await _balance_and_check(path) == (116, 9)
+    assert await _balance_and_check(url) == (116, 9)
 
 
-async def test_a_process_never_prints_a_traceback(tmp_path: Path) -> None:
+async def test_a_process_never_prints_a_traceback(tmp_path: Path, unused_tcp_port: int) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     for argv, expected in (
         (("credits", "not-a-guild"), 2),
@@ -361,7 +438,9 @@ async def test_a_process_never_prints_a_traceback(tmp_path: Path) -> None:
         assert out == ""
         assert "Traceback" not in err
         assert len(err.strip().splitlines()) == 1
-    code, _, err = await _cli_process("ftp://nowhere", tmp_path, "credits", GUILD)
-    assert code == 1
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
+    for bad_url in ("ftp://nowhere", f"postgresql://bot:pw@127.0.0.1:{unused_tcp_port}/imagine"):
+        code, _, err = await _cli_process(bad_url, tmp_path, "credits", GUILD)
+        assert code == 1
+        assert "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
+        assert ":pw@" not in err

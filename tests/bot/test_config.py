@@ -116,3 +116,10 @@ def test_shard_ids_need_a_count(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHARD_IDS", "0,2")
     with pytest.raises(ConfigError, match="below SHARD_COUNT"):
         load_settings(None)
+
+
+def test_database_password_counts_as_a_secret() -> None:
+    settings = make(database_url="postgresql://bot:p%40ss-w0rd@db.internal:5432/imagine")
+    assert "p%40ss-w0rd" in settings.secrets()
+    assert "p@ss-w0rd" in settings.secrets()
+    assert make(database_url="postgresql+asyncpg://bot@db/imagine").secrets() == ("t0ken", "k3y")

@@ -2,11 +2,15 @@
 
 Invariants checked throughout: a balance never goes below zero, the ledger of
 every guild sums to its balance, and a job is never settled twice.
+
+Every test that uses the ``storage`` fixture (or ``database_url``) runs on both
+backends: a SQLite file and a fresh PostgreSQL database (``tests/pg.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -60,10 +64,6 @@ class FakeClock:
         self.now += timedelta(**delta)
 
 
-def url_for(path: Path) -> str:
-    return f"sqlite:///{path}"
-
-
 def new_job(
     guild: int = GUILD,
     user: int = USER,
@@ -100,18 +100,13 @@ async def assert_invariants(ledger: CreditLedger, *guilds: int) -> None:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "ledger.db"
-
-
-@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(datetime(2024, 5, 1, 12, 0, tzinfo=UTC))
 
 
 @pytest.fixture
-async def storage(db_path: Path, clock: FakeClock) -> AsyncIterator[Storage]:
-    opened = await open_storage(url_for(db_path), clock=clock)
+async def storage(database_url: str, clock: FakeClock) -> AsyncIterator[Storage]:
+    opened = await open_storage(database_url, clock=clock)
     yield opened
     await opened.close()
 
@@ -281,6 +276,68 @@ async def test_two_hundred_concurrent_reservations_against_fifty_credits(
     assert await ledger.balance(GUILD) == 0
     assert len(await ledger.active_jobs(guild_id=GUILD)) == 50
     await assert_invariants(ledger, GUILD)
+
+
+async def test_two_connections_share_one_budget_and_one_cap(database_url: str) -> None:
+    # Two storages on one database stand for two processes (bot shards, CLIs).
+    first, second = await open_storage(database_url), await open_storage(database_url)
+    try:
+        ledgers = [CreditLedger(storage, default_credits=0) for storage in (first, second)]
+        await ledgers[0].set_balance(GUILD, 50, actor_id=None)
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(
+                *(ledgers[index % 2].reserve(new_job()) for index in range(200)),
+                return_exceptions=True,
+            ),
+            timeout=60,
+        )
+        assert sum(isinstance(outcome, JobRecord) for outcome in outcomes) == 50
+        assert all(isinstance(o, JobRecord | InsufficientCredits) for o in outcomes)
+        await ledgers[1].set_balance(OTHER_GUILD, 1000, actor_id=None)
+        await ledgers[1].update_settings(OTHER_GUILD, daily_user_cap=30)
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(
+                *(ledgers[index % 2].reserve(new_job(OTHER_GUILD)) for index in range(120)),
+                return_exceptions=True,
+            ),
+            timeout=60,
+        )
+        assert sum(isinstance(outcome, JobRecord) for outcome in outcomes) == 30
+        assert all(isinstance(o, JobRecord | DailyCapReached) for o in outcomes)
+        assert await ledgers[0].usage_today(OTHER_GUILD, USER) == 30
+        await assert_invariants(ledgers[1], GUILD, OTHER_GUILD)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_entries_are_in_the_order_they_were_committed(database_url: str) -> None:
+    # The real clock, two connections, everything at once: reading the statement
+    # newest first, each entry's balance before it is the next entry's balance after.
+    first, second = await open_storage(database_url), await open_storage(database_url)
+    try:
+        ledgers = [CreditLedger(storage, default_credits=100) for storage in (first, second)]
+
+        async def operation(index: int) -> None:
+            ledger = ledgers[index % 2]
+            if index % 3 == 0:
+                await ledger.grant(GUILD, index + 1, actor_id=None)
+            else:
+                job = await ledger.reserve(new_job(units=1 + index % 4))
+                await ledger.commit(job.id, delivered=index % 2)
+
+        await asyncio.wait_for(asyncio.gather(*(operation(i) for i in range(60))), timeout=60)
+        entries = await ledgers[0].history(GUILD, limit=1000)
+        assert len(entries) == await ledgers[0].count_history(GUILD)
+        for newer, older in itertools.pairwise(entries):
+            assert newer.balance_after is not None
+            assert newer.balance_after - newer.delta == older.balance_after
+            assert newer.created_at >= older.created_at
+        assert entries[0].balance_after == await ledgers[1].balance(GUILD)
+        await assert_invariants(ledgers[0], GUILD)
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_insufficient_credits_say_why_and_change_nothing(ledger: CreditLedger) -> None:
@@ -568,9 +625,9 @@ async def test_active_jobs(ledger: CreditLedger) -> None:
 
 
 async def test_recover_refunds_interrupted_jobs_exactly_once(
-    db_path: Path, caplog: pytest.LogCaptureFixture
+    database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    storage = await open_storage(url_for(db_path))
+    storage = await open_storage(database_url)
     ledger = CreditLedger(storage, default_credits=100)
     queued = await ledger.reserve(new_job(units=2, images=2))
     running = await ledger.reserve(new_job(OTHER_GUILD, units=4))
@@ -579,7 +636,7 @@ async def test_recover_refunds_interrupted_jobs_exactly_once(
     await ledger.commit(done.id)
     await storage.close()  # the process stops: nothing committed or refunded
 
-    storage = await open_storage(url_for(db_path))
+    storage = await open_storage(database_url)
     try:
         ledger = CreditLedger(storage, default_credits=100)
         caplog.set_level(logging.INFO, logger="bot.credits")
@@ -615,12 +672,12 @@ asyncio.run(main())
 """
 
 
-async def test_recover_after_a_real_crash(db_path: Path) -> None:
+async def test_recover_after_a_real_crash(database_url: str) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         CRASH_SCRIPT,
-        url_for(db_path),
+        database_url,
         str(GUILD),
         stdout=asyncio.subprocess.PIPE,
         cwd=REPO,
@@ -630,7 +687,7 @@ async def test_recover_after_a_real_crash(db_path: Path) -> None:
     assert process.returncode == 0
     job_id = int(stdout.split()[0])
 
-    storage = await open_storage(url_for(db_path))
+    storage = await open_storage(database_url)
     try:
         ledger = CreditLedger(storage, default_credits=100)
         assert await ledger.balance(GUILD) == 92
@@ -753,6 +810,24 @@ async def test_state_round_trip(ledger: CreditLedger) -> None:
     assert await ledger.get_state("command-tree-hash") == "def456"
     with pytest.raises(ValueError, match="state keys"):
         await ledger.set_state("", "x")
+
+
+async def test_unusual_text_is_stored(ledger: CreditLedger, storage: Storage) -> None:
+    # A NUL cannot live in PostgreSQL text: notes show U+FFFD there; prompts
+    # (JSON) keep it exactly on both backends.
+    params = {"prompt": 'a\x00b ü 🦊 \\ "quoted"', "n": 2**53 + 1, "x": 0.1}
+    job = await ledger.reserve(NewJob(GUILD, CHANNEL, USER, params, 1, 1))
+    assert job.params == params
+    stored = await storage.get_job(job.id)
+    assert stored is not None
+    assert stored.params == params
+    await ledger.grant(GUILD, 1, actor_id=None, note="top\x00up ü")
+    note = (await ledger.history(GUILD, limit=1))[0].note
+    assert note in {"top\x00up ü", "top\ufffdup ü"}
+    await ledger.update_settings(GUILD, blocked_words=["gore\x00"])
+    assert (await ledger.get_settings(GUILD)).blocked_words[0] in {"gore\x00", "gore\ufffd"}
+    await ledger.refund(job.id, "failed\x00")
+    await assert_invariants(ledger, GUILD)
 
 
 async def test_logs_carry_the_ids(ledger: CreditLedger, caplog: pytest.LogCaptureFixture) -> None:

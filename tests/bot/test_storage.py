@@ -1,6 +1,8 @@
 """Storage: DATABASE_URL forms, migrations, connection settings, failures, schema rules.
 
-Every test uses a real SQLite file in a temporary folder.
+Tests that take ``database_url`` run twice: on a real SQLite file in a temporary
+folder, and on a fresh database of a real PostgreSQL server (``tests/pg.py``;
+skipped with the reason when none can be started). The rest are about one backend.
 """
 
 from __future__ import annotations
@@ -8,25 +10,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import shutil
 import sqlite3
 import stat
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bot.credits import CreditLedger, NewJob
 from bot.storage import Storage, StorageError, open_storage
+from bot.storage import _pg_setup as pg_setup
 from bot.storage._sqlite_setup import split_statements
+from bot.storage.postgres import PostgresStorage, parse_url
 from bot.storage.sqlite import SQLiteStorage, load_migrations, sqlite_path
+from tests.pg import PgServer
 
 GUILD = 111_111_111_111_111_111
 OTHER_GUILD = 222_222_222_222_222_222
 CHANNEL = 333_333_333_333_333_333
 USER = 444_444_444_444_444_444
 LATEST = load_migrations()[-1].number
+PG_LATEST = pg_setup.load_migrations()[-1].number
 
 
 def url_for(path: Path) -> str:
@@ -43,14 +52,86 @@ def job(guild: int = GUILD, *, units: int = 1, images: int = 1) -> NewJob:
     return NewJob(guild, CHANNEL, USER, {"prompt": "a fox"}, units, images)
 
 
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite:")
+
+
+def latest(url: str) -> int:
+    return LATEST if is_sqlite(url) else PG_LATEST
+
+
+async def raw_execute(url: str, statement: str, *args: object) -> None:
+    """One statement straight on the database, behind the interface (``?`` parameters)."""
+    if is_sqlite(url):
+        with contextlib.closing(raw(Path(sqlite_path(url)))) as other:
+            other.execute("PRAGMA foreign_keys = ON")
+            other.execute(statement, args)
+        return
+    numbered = iter(range(1, len(args) + 1))
+    statement = re.sub(r"\?", lambda _: f"${next(numbered)}", statement)
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(statement, *args)
+    finally:
+        await connection.close()
+
+
+async def schema_version(url: str) -> int:
+    if is_sqlite(url):
+        with contextlib.closing(raw(Path(sqlite_path(url)))) as other:
+            return int(other.execute("PRAGMA user_version").fetchone()[0])
+    connection = await asyncpg.connect(url)
+    try:
+        return int(await connection.fetchval("SELECT MAX(version) FROM schema_migrations"))
+    finally:
+        await connection.close()
+
+
+async def table_names(url: str) -> set[str]:
+    if is_sqlite(url):
+        with contextlib.closing(raw(Path(sqlite_path(url)))) as other:
+            rows = other.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            return {name for (name,) in rows}
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        )
+        return {row["tablename"] for row in rows}
+    finally:
+        await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def guilds_locked(url: str) -> AsyncIterator[asyncpg.Connection | sqlite3.Connection]:
+    """Another session holds the lock every write needs until the block ends."""
+    if is_sqlite(url):
+        other = raw(Path(sqlite_path(url)))
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            yield other
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                other.execute("ROLLBACK")
+            other.close()
+        return
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("BEGIN; LOCK TABLE guilds IN EXCLUSIVE MODE")
+        yield connection
+        await connection.execute("ROLLBACK")  # a warning only, if already committed
+    finally:
+        await connection.close()
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "imagine.db"
 
 
 @pytest.fixture
-async def storage(db_path: Path) -> AsyncIterator[Storage]:
-    opened = await open_storage(url_for(db_path))
+async def storage(database_url: str) -> AsyncIterator[Storage]:
+    opened = await open_storage(database_url)
     yield opened
     await opened.close()
 
@@ -141,10 +222,11 @@ def test_malformed_sqlite_urls(url: str, fragment: str) -> None:
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [
-        ("postgresql://bot:s3cret@db.example/imagine", "PostgreSQL support is not available yet"),
-        ("postgres://bot:s3cret@db.example/imagine", "PostgreSQL support is not available yet"),
-        ("postgresql+asyncpg://bot:s3cret@db/imagine", "PostgreSQL support is not available yet"),
         ("mysql://bot:s3cret@db.example/imagine", "scheme 'mysql' is not supported"),
+        ("postgresql+psycopg2://bot:s3cret@db/imagine", "is not supported"),
+        ("postgresql:/bot:s3cret@db/imagine", "must look like postgresql://"),
+        ("postgresql://bot:s3cret@127.0.0.1:port/imagine", "not a valid PostgreSQL URL"),
+        ("postgresql://bot:s3cret@127.0.0.1:5432/db?sslmode=bogus", "not a valid PostgreSQL URL"),
         ("imagine.db", "not a database URL"),
         ("", "not a database URL"),
     ],
@@ -155,6 +237,56 @@ async def test_unsupported_urls_are_refused_without_echoing_secrets(
     with pytest.raises(StorageError, match=fragment) as caught:
         await open_storage(url)
     assert "s3cret" not in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_postgres_url_forms() -> None:
+    target = parse_url("postgresql://bot:p%40ss@db.example:6543/imagine?sslmode=require")
+    assert (target.host, target.database, target.user) == ("db.example:6543", "imagine", "bot")
+    assert str(target) == "PostgreSQL database 'imagine' at db.example:6543"
+    assert target.redact("password p@ss and p%40ss") == "password *** and ***"
+    assert parse_url("postgres://bot@db/imagine").dsn == "postgresql://bot@db/imagine"
+    assert parse_url("postgresql+asyncpg://bot:x@db/imagine").dsn == "postgresql://bot:x@db/imagine"
+    local = parse_url("postgresql:///imagine?host=/run/postgresql&port=5433")
+    assert (local.host, local.database, local.user) == ("/run/postgresql", "imagine", None)
+    secret = parse_url("postgresql://db/imagine?password=s3cret&user=bot")
+    assert secret.user == "bot"
+    assert "s3cret" not in secret.redact(f"failed for {secret.dsn} (password s3cret)")
+
+
+def test_named_parameters_compile_to_numbers() -> None:
+    compiled = pg_setup.query(
+        "SELECT :a::bigint, :b, COALESCE(:a::timestamptz, now()), '12:30' WHERE x = :b"
+    )
+    assert (
+        compiled.text
+        == "SELECT $1::bigint, $2, COALESCE($1::timestamptz, now()), '12:30' WHERE x = $2"
+    )
+    assert compiled.args({"b": 2, "a": 1, "unused": 3}) == [1, 2]
+
+
+async def test_an_unreachable_postgres_server(unused_tcp_port: int) -> None:
+    url = f"postgresql://bot:s3cret@127.0.0.1:{unused_tcp_port}/imagine"
+    with pytest.raises(StorageError) as caught:
+        await asyncio.wait_for(open_storage(url), timeout=30)
+    message = str(caught.value)
+    assert message.startswith(f"Cannot reach the PostgreSQL server at 127.0.0.1:{unused_tcp_port}")
+    assert "s3cret" not in message
+    assert "\n" not in message
+
+
+async def test_postgres_refuses_bad_credentials_and_missing_databases(
+    pg_server: PgServer,
+) -> None:
+    with pytest.raises(StorageError, match="refused the password for user 'postgres'") as caught:
+        await open_storage(pg_server.url("postgres", password="s3cret-but-wrong"))
+    assert "s3cret" not in str(caught.value)
+    with pytest.raises(StorageError, match="refused the password for user 'nobody_here'"):
+        await open_storage(pg_server.url("postgres", user="nobody_here", password="s3cret"))
+    with pytest.raises(StorageError, match="'no_such_db' does not exist") as caught:
+        await open_storage(pg_server.url("no_such_db"))
+    password = parse_url(pg_server.admin_url).secrets
+    assert not any(secret in str(caught.value) for secret in password)
 
 
 async def test_relative_url_is_relative_to_working_directory(
@@ -202,56 +334,87 @@ async def test_file_that_is_not_a_database_is_refused(db_path: Path) -> None:
 # -- connection settings and migrations -------------------------------------------------
 
 
-async def test_connection_settings(storage: Storage, db_path: Path) -> None:
-    assert isinstance(storage, SQLiteStorage)
-    connection = storage._conn  # looking inside on purpose: these are per-connection
-    assert list(await connection.execute_fetchall("PRAGMA foreign_keys")) == [(1,)]
-    assert list(await connection.execute_fetchall("PRAGMA synchronous")) == [(1,)]  # NORMAL
-    assert list(await connection.execute_fetchall("PRAGMA busy_timeout")) == [(5000,)]
+async def test_connection_settings(db_path: Path) -> None:
+    storage = await open_storage(url_for(db_path))
+    try:
+        assert isinstance(storage, SQLiteStorage)
+        connection = storage._conn  # looking inside on purpose: these are per-connection
+        assert list(await connection.execute_fetchall("PRAGMA foreign_keys")) == [(1,)]
+        assert list(await connection.execute_fetchall("PRAGMA synchronous")) == [(1,)]  # NORMAL
+        assert list(await connection.execute_fetchall("PRAGMA busy_timeout")) == [(5000,)]
+    finally:
+        await storage.close()
     with contextlib.closing(raw(db_path)) as other:
         assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
-async def test_migrations_on_an_empty_database(storage: Storage, db_path: Path) -> None:
-    with contextlib.closing(raw(db_path)) as other:
-        assert other.execute("PRAGMA user_version").fetchone() == (LATEST,)
-        tables = {
-            name for (name,) in other.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
+async def test_postgres_connection_settings(pg_url: str) -> None:
+    storage = await open_storage(pg_url, lock_timeout=2.5)
+    try:
+        assert isinstance(storage, PostgresStorage)
+        async with storage._pool.acquire() as connection:  # looking inside on purpose
+            assert await connection.fetchval("SHOW lock_timeout") == "2500ms"
+            assert await connection.fetchval("SHOW TimeZone") == "UTC"
+            assert await connection.fetchval("SHOW idle_in_transaction_session_timeout") == "1min"
+            assert await connection.fetchval("SHOW application_name") == "imagine-bot"
+    finally:
+        await storage.close()
+
+
+async def test_migrations_on_an_empty_database(storage: Storage, database_url: str) -> None:
+    assert await schema_version(database_url) == latest(database_url)
+    tables = await table_names(database_url)
     assert {"guilds", "ledger", "jobs", "guild_settings", "app_state"} <= tables
+    if not is_sqlite(database_url):
+        assert {"schema_migrations", "job_owners"} <= tables
 
 
 async def test_migrations_on_a_migrated_database_keep_data(
-    db_path: Path, caplog: pytest.LogCaptureFixture
+    database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="bot.storage")
-    first = await open_storage(url_for(db_path))
+    first = await open_storage(database_url)
     await CreditLedger(first, default_credits=42).grant(GUILD, 8, actor_id=None)
     await first.close()
     applied = [r for r in caplog.records if "applied database migration" in r.getMessage()]
-    assert len(applied) == LATEST
+    assert len(applied) == latest(database_url)
 
     caplog.clear()
-    second = await open_storage(url_for(db_path))
+    second = await open_storage(database_url)
     try:
         assert await CreditLedger(second, default_credits=42).balance(GUILD) == 50
     finally:
         await second.close()
     assert not [r for r in caplog.records if "applied database migration" in r.getMessage()]
-    with contextlib.closing(raw(db_path)) as other:
-        assert other.execute("PRAGMA user_version").fetchone() == (LATEST,)
+    assert await schema_version(database_url) == latest(database_url)
+
+
+async def test_postgres_migrations_are_recorded(pg_url: str) -> None:
+    await (await open_storage(pg_url)).close()
+    connection = await asyncpg.connect(pg_url)
+    try:
+        rows = await connection.fetch("SELECT * FROM schema_migrations ORDER BY version")
+    finally:
+        await connection.close()
+    assert [(row["version"], row["name"]) for row in rows] == [
+        (migration.number, migration.name) for migration in pg_setup.load_migrations()
+    ]
+    assert all(row["applied_at"].tzinfo is not None for row in rows)
 
 
 @pytest.mark.parametrize("attempt", range(5))
-async def test_concurrent_first_opens_migrate_once(tmp_path: Path, attempt: int) -> None:
-    # Connections racing on a brand-new file: the switch to WAL and the
-    # migration must each happen once, and no opener may fail.
-    db_path = tmp_path / f"race-{attempt}.db"
+async def test_concurrent_first_opens_migrate_once(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, attempt: int
+) -> None:
+    # Connections racing on a brand-new database: the switch to WAL (SQLite) and
+    # the migrations must each happen once, and no opener may fail.
+    if backend == "sqlite":
+        url = url_for(tmp_path / f"race-{attempt}.db")
+    else:
+        url = request.getfixturevalue("pg_url")
     results = await asyncio.wait_for(
-        asyncio.gather(
-            *(open_storage(url_for(db_path)) for _ in range(12)), return_exceptions=True
-        ),
-        timeout=30,
+        asyncio.gather(*(open_storage(url) for _ in range(12)), return_exceptions=True),
+        timeout=60,
     )
     opened = [result for result in results if not isinstance(result, BaseException)]
     try:
@@ -263,23 +426,33 @@ async def test_concurrent_first_opens_migrate_once(tmp_path: Path, attempt: int)
     finally:
         for storage in opened:
             await storage.close()
-    with contextlib.closing(raw(db_path)) as other:
-        assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert other.execute("PRAGMA user_version").fetchone() == (LATEST,)
+    assert await schema_version(url) == latest(url)
+    if backend == "sqlite":
+        with contextlib.closing(raw(tmp_path / f"race-{attempt}.db")) as other:
+            assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
-async def test_a_newer_schema_is_refused(db_path: Path) -> None:
-    await (await open_storage(url_for(db_path))).close()
-    with contextlib.closing(raw(db_path)) as other:
-        other.execute(f"PRAGMA user_version = {LATEST + 5}")
+async def test_a_newer_schema_is_refused(database_url: str) -> None:
+    await (await open_storage(database_url)).close()
+    newer = latest(database_url) + 5
+    if is_sqlite(database_url):
+        await raw_execute(database_url, f"PRAGMA user_version = {newer}")
+    else:
+        await raw_execute(
+            database_url,
+            "INSERT INTO schema_migrations (version, name) VALUES (?, 'future')",
+            newer,
+        )
     with pytest.raises(StorageError, match="newer than this version of the bot"):
-        await open_storage(url_for(db_path))
+        await open_storage(database_url)
 
 
-def test_migration_files_are_numbered_without_gaps() -> None:
-    numbers = [migration.number for migration in load_migrations()]
+@pytest.mark.parametrize("migrations", [load_migrations, pg_setup.load_migrations])
+def test_migration_files_are_numbered_without_gaps(migrations: object) -> None:
+    found = migrations()  # type: ignore[operator]
+    numbers = [migration.number for migration in found]
     assert numbers == list(range(1, len(numbers) + 1))
-    assert load_migrations()[0].name == "0001_initial"
+    assert found[0].name == "0001_initial"
 
 
 def test_statement_splitter_keeps_trigger_bodies_whole() -> None:
@@ -329,13 +502,14 @@ async def test_database_locked_too_long_at_open(db_path: Path) -> None:
         await asyncio.wait_for(open_storage(url_for(db_path), lock_timeout=0.2), timeout=10)
 
 
-async def test_database_locked_too_long_during_a_write(db_path: Path) -> None:
-    opened = await open_storage(url_for(db_path), lock_timeout=0.2)
+async def test_database_locked_too_long_during_a_write(database_url: str) -> None:
+    opened = await open_storage(database_url, lock_timeout=0.2)
     try:
         ledger = CreditLedger(opened, default_credits=10)
         await ledger.ensure_guild(GUILD)
-        with write_locked(db_path), pytest.raises(StorageError, match=r"more than 0\.2 s"):
-            await asyncio.wait_for(ledger.grant(GUILD, 5, actor_id=None), timeout=10)
+        async with guilds_locked(database_url):
+            with pytest.raises(StorageError, match=r"more than 0\.2 s"):
+                await asyncio.wait_for(ledger.grant(GUILD, 5, actor_id=None), timeout=10)
         # nothing half-done, and the connection is still usable
         assert await ledger.balance(GUILD) == 10
         assert await ledger.grant(GUILD, 5, actor_id=None) == 15
@@ -344,27 +518,72 @@ async def test_database_locked_too_long_during_a_write(db_path: Path) -> None:
         await opened.close()
 
 
-async def test_a_writer_waits_for_a_short_lock(db_path: Path) -> None:
-    opened = await open_storage(url_for(db_path), lock_timeout=5)
+async def test_a_writer_waits_for_a_short_lock(database_url: str) -> None:
+    opened = await open_storage(database_url, lock_timeout=5)
     try:
         ledger = CreditLedger(opened, default_credits=10)
         await ledger.ensure_guild(GUILD)
-        other = raw(db_path)
-        other.execute("BEGIN IMMEDIATE")
-        loop = asyncio.get_running_loop()
-        loop.call_later(0.2, other.execute, "COMMIT")
-        assert await asyncio.wait_for(ledger.grant(GUILD, 1, actor_id=None), timeout=10) == 11
-        other.close()
+
+        async def release_later(other: asyncpg.Connection | sqlite3.Connection) -> None:
+            await asyncio.sleep(0.2)
+            if isinstance(other, sqlite3.Connection):
+                other.execute("COMMIT")
+            else:
+                await other.execute("COMMIT")
+
+        async with guilds_locked(database_url) as other:
+            releasing = asyncio.ensure_future(release_later(other))
+            assert await asyncio.wait_for(ledger.grant(GUILD, 1, actor_id=None), timeout=10) == 11
+            await releasing
     finally:
         await opened.close()
 
 
-async def test_closed_storage_refuses_work(db_path: Path) -> None:
-    opened = await open_storage(url_for(db_path))
+async def test_closed_storage_refuses_work(database_url: str) -> None:
+    opened = await open_storage(database_url)
     await opened.close()
     await opened.close()  # closing twice is fine
     with pytest.raises(StorageError, match="already closed"):
         await opened.get_balance(GUILD)
+    with pytest.raises(StorageError, match="already closed"):
+        await opened.set_state("key", "value")
+
+
+async def test_postgres_read_only_database(pg_server: PgServer, pg_url: str) -> None:
+    await (await open_storage(pg_url)).close()
+    name = pg_url.rsplit("/", 1)[1]
+    pg_server.admin(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    with pytest.raises(StorageError, match="is read-only"):
+        await open_storage(pg_url)
+
+
+async def test_postgres_survives_dropped_connections(
+    pg_server: PgServer, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server ends every session (a restart, a failover, an admin): the next
+    # read and the next write get fresh connections instead of failing.
+    caplog.set_level(logging.WARNING, logger="bot.storage")
+    opened = await open_storage(pg_url)
+    try:
+        ledger = CreditLedger(opened, default_credits=10)
+        await ledger.ensure_guild(GUILD)
+        name = pg_url.rsplit("/", 1)[1]
+        for operation in ("read", "write"):
+            pg_server.admin(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                name,
+            )
+            if operation == "read":
+                assert await ledger.balance(GUILD) == 10
+            else:
+                assert await ledger.grant(GUILD, 1, actor_id=None) == 11
+        assert await ledger.verify()
+        # (the loop was blocked while the sessions ended, so the pool still held
+        # the dead connections: the retry path ran, not just a lucky reconnect)
+        assert any("retrying" in record.getMessage() for record in caplog.records)
+    finally:
+        await opened.close()
 
 
 async def test_cancellation_at_any_point_leaves_the_ledger_consistent(storage: Storage) -> None:
@@ -393,17 +612,28 @@ async def _one_job(storage: Storage) -> int:
     return (await ledger.reserve(job(units=2, images=2))).id
 
 
-async def test_ledger_is_append_only(storage: Storage, db_path: Path) -> None:
+async def test_ledger_is_append_only(storage: Storage, database_url: str) -> None:
     await _one_job(storage)
-    with contextlib.closing(raw(db_path)) as other:
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            other.execute("UPDATE ledger SET delta = 0")
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            other.execute("DELETE FROM ledger")
+    if is_sqlite(database_url):
+        errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
+        statements = ["UPDATE ledger SET delta = 0", "DELETE FROM ledger"]
+    else:
+        errors = (asyncpg.IntegrityConstraintViolationError,)
+        statements = ["UPDATE ledger SET delta = 0", "DELETE FROM ledger", "TRUNCATE ledger"]
+    for statement in statements:
+        with pytest.raises(errors, match="append-only"):
+            await raw_execute(database_url, statement)
 
 
-async def test_schema_rules(storage: Storage, db_path: Path) -> None:
-    job_id = await _one_job(storage)
+@pytest.fixture
+async def sqlite_storage(db_path: Path) -> AsyncIterator[Storage]:
+    opened = await open_storage(url_for(db_path))
+    yield opened
+    await opened.close()
+
+
+async def test_schema_rules(sqlite_storage: Storage, db_path: Path) -> None:
+    job_id = await _one_job(sqlite_storage)
     now = "2024-01-01T00:00:00.000000+00:00"
     with contextlib.closing(raw(db_path)) as other:
         other.execute("PRAGMA foreign_keys = ON")
@@ -444,8 +674,73 @@ async def test_schema_rules(storage: Storage, db_path: Path) -> None:
             other.execute("UPDATE guilds SET balance = 'lots'")
 
 
-async def test_timestamps_are_utc_iso_8601(storage: Storage, db_path: Path) -> None:
-    await _one_job(storage)
+async def test_postgres_schema_rules(pg_url: str) -> None:
+    storage = await open_storage(pg_url)
+    try:
+        job_id = await _one_job(storage)
+    finally:
+        await storage.close()
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    other = await asyncpg.connect(pg_url)
+    try:
+        with pytest.raises(asyncpg.CheckViolationError):
+            await other.execute("UPDATE guilds SET balance = -1")
+        refund = (
+            "INSERT INTO ledger (guild_id, job_id, delta, kind, balance_after, created_at) "
+            "VALUES ($1, $2, 4, 'refund', 10, $3)"
+        )
+        await other.execute(refund, GUILD, job_id, now)
+        with pytest.raises(asyncpg.UniqueViolationError):  # a second refund for the same job
+            await other.execute(refund, GUILD, job_id, now)
+        # a reserve must take credits, a commit moves none
+        for kind, delta in (("reserve", 3), ("commit", -1), ("bonus", 1)):
+            with pytest.raises(asyncpg.CheckViolationError):
+                await other.execute(
+                    "INSERT INTO ledger (guild_id, job_id, delta, kind, balance_after, "
+                    "created_at) VALUES ($1, $2, $3, $4, 10, $5)",
+                    GUILD,
+                    job_id,
+                    delta,
+                    kind,
+                    now,
+                )
+        with pytest.raises(asyncpg.CheckViolationError):
+            await other.execute("UPDATE jobs SET cost = 5")  # cost = units x images
+        with pytest.raises(asyncpg.CheckViolationError):
+            await other.execute("UPDATE jobs SET status = 'succeeded'")  # no finish time
+        with pytest.raises(asyncpg.CheckViolationError):
+            await other.execute("UPDATE jobs SET params = '[1, 2]'")  # an object, not a list
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await other.execute(
+                "INSERT INTO ledger (guild_id, delta, kind, balance_after, created_at) "
+                "VALUES ($1, 1, 'grant', 1, $2)",
+                OTHER_GUILD,
+                now,
+            )
+        with pytest.raises(asyncpg.CheckViolationError):
+            await other.execute(
+                "INSERT INTO guild_settings (guild_id, allowed_channel_ids, updated_at) "
+                "VALUES ($1, '{1, NULL}', $2)",
+                GUILD,
+                now,
+            )
+        with pytest.raises(asyncpg.NotNullViolationError):
+            await other.execute("UPDATE guilds SET created_at = NULL")
+        with pytest.raises(asyncpg.InvalidTextRepresentationError):  # no silent coercion
+            await other.execute("UPDATE guilds SET balance = 'lots'")
+        with pytest.raises(asyncpg.GeneratedAlwaysError):  # ids come from the database
+            await other.execute(
+                "INSERT INTO ledger (id, guild_id, delta, kind, balance_after, created_at) "
+                "VALUES (999, $1, 1, 'grant', 1, $2)",
+                GUILD,
+                now,
+            )
+    finally:
+        await other.close()
+
+
+async def test_timestamps_are_utc_iso_8601(sqlite_storage: Storage, db_path: Path) -> None:
+    await _one_job(sqlite_storage)
     with contextlib.closing(raw(db_path)) as other:
         stamps = [
             value
@@ -461,13 +756,41 @@ async def test_timestamps_are_utc_iso_8601(storage: Storage, db_path: Path) -> N
         assert value[10] == "T"
 
 
-async def test_verify_detects_a_tampered_balance(storage: Storage, db_path: Path) -> None:
+async def test_postgres_timestamps_are_timestamptz_from_the_server(pg_url: str) -> None:
+    storage = await open_storage(pg_url)  # no test clock: the server stamps rows
+    try:
+        before = datetime.now(UTC) - timedelta(seconds=5)
+        job_id = await _one_job(storage)
+        record = await storage.get_job(job_id)
+        after = datetime.now(UTC) + timedelta(seconds=5)
+    finally:
+        await storage.close()
+    assert record is not None
+    assert record.created_at.utcoffset() == timedelta(0)
+    assert before < record.created_at <= record.updated_at < after
+    other = await asyncpg.connect(pg_url)
+    try:
+        types = {
+            (row["table_name"], row["column_name"]): row["data_type"]
+            for row in await other.fetch(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND column_name LIKE '%\\_at'"
+            )
+        }
+    finally:
+        await other.close()
+    assert ("ledger", "created_at") in types
+    assert set(types.values()) == {"timestamp with time zone"}
+
+
+async def test_verify_detects_a_tampered_balance(storage: Storage, database_url: str) -> None:
     ledger = CreditLedger(storage, default_credits=10)
     await ledger.ensure_guild(GUILD)
     await ledger.ensure_guild(OTHER_GUILD)
     assert await ledger.verify()
-    with contextlib.closing(raw(db_path)) as other:
-        other.execute("UPDATE guilds SET balance = balance + 1 WHERE guild_id = ?", (GUILD,))
+    await raw_execute(
+        database_url, "UPDATE guilds SET balance = balance + 1 WHERE guild_id = ?", GUILD
+    )
     assert not await ledger.verify()
     assert not await ledger.verify(GUILD)
     assert await ledger.verify(OTHER_GUILD)
@@ -477,14 +800,14 @@ async def test_verify_detects_a_tampered_balance(storage: Storage, db_path: Path
 
 
 async def test_verify_detects_a_job_settled_without_its_refund(
-    storage: Storage, db_path: Path
+    storage: Storage, database_url: str
 ) -> None:
     job_id = await _one_job(storage)
-    with contextlib.closing(raw(db_path)) as other:
-        other.execute(
-            "UPDATE jobs SET status = 'refunded', finished_at = updated_at WHERE id = ?",
-            (job_id,),
-        )
+    await raw_execute(
+        database_url,
+        "UPDATE jobs SET status = 'refunded', finished_at = updated_at WHERE id = ?",
+        job_id,
+    )
     problems = await storage.audit()
     assert len(problems) == 1
     assert f"job {job_id} (refunded" in problems[0].problem
