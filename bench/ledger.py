@@ -1,15 +1,18 @@
 """Ledger throughput: reserve + commit pairs per second on a temporary SQLite file.
 
-Run with ``python -m bench.ledger`` (or ``python bench/ledger.py``). Each pair
-is two real transactions through :class:`bot.credits.CreditLedger`: reserve
-(cap check + conditional debit + job + RESERVE entry) and commit (job settled
-+ COMMIT entry).
+Run with ``python -m bench.ledger`` (or ``python bench/ledger.py``; ``--runs 3``
+repeats it). Each pair goes through :class:`bot.credits.CreditLedger` exactly as
+the bot does: reserve (one transaction: cap check + conditional debit + job +
+RESERVE entry) and commit (a read of the job, then one transaction: job settled
++ COMMIT entry), so three Storage operations, each one hop to the SQLite
+backend's connection thread.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import tempfile
 import time
@@ -44,7 +47,7 @@ async def measure(database_url: str, pairs: int = 2000, *, concurrency: int = 1)
             while remaining > 0:
                 remaining -= 1
                 record = await ledger.reserve(job)
-                await ledger.commit(record.id)
+                await ledger.commit(record)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -67,12 +70,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Ledger reserve+commit throughput.")
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=1)
-    args = parser.parse_args(argv)
-    rate = benchmark(args.pairs, concurrency=args.concurrency)
-    print(
-        f"{rate:,.0f} reserve+commit per second "
-        f"({args.pairs} pairs, {args.concurrency} concurrent, temp file DB)"
+    parser.add_argument(
+        "--runs", type=int, default=1, help="repeat on a fresh file each time (default 1)"
     )
+    args = parser.parse_args(argv)
+    if args.pairs < 1 or args.concurrency < 1 or args.runs < 1:
+        parser.error("--pairs, --concurrency and --runs must be at least 1")
+    rates: list[float] = []
+    for _ in range(args.runs):
+        rate = benchmark(args.pairs, concurrency=args.concurrency)
+        rates.append(rate)
+        print(
+            f"{rate:,.0f} reserve+commit per second "
+            f"({args.pairs} pairs, {args.concurrency} concurrent, temp file DB)",
+            flush=True,
+        )
+    if len(rates) > 1:
+        print(
+            f"median {statistics.median(rates):,.0f}, min {min(rates):,.0f}, "
+            f"max {max(rates):,.0f} over {len(rates)} runs"
+        )
     return 0
 
 

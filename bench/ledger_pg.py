@@ -55,7 +55,7 @@ async def work(
         started = time.time()
         for _ in range(pairs):
             record = await ledger.reserve(job)
-            await ledger.commit(record.id)
+            await ledger.commit(record)
         ended = time.time()
     finally:
         await storage.close()

@@ -376,18 +376,27 @@ class CreditLedger:
             raise JobNotActive(job)
         return job
 
-    async def commit(self, job_id: int, delivered: int | None = None) -> CommitResult:
+    async def _job(self, job: int | JobRecord) -> JobRecord:
+        """The job's record. A caller holding the record from ``reserve`` saves a read:
+        cost and sizes never change, and the settle itself only applies to an open job."""
+        if isinstance(job, JobRecord):
+            return job
+        job_id = _snowflake(job, "job_id")
+        record = await self._storage.get_job(job_id)
+        if record is None:
+            raise UnknownJob(job_id)
+        return record
+
+    async def commit(self, job: int | JobRecord, delivered: int | None = None) -> CommitResult:
         """Charge for the ``delivered`` images (default: all) and refund the rest.
 
         ``delivered == 0`` is a full refund. Idempotent: a job already settled is
         returned unchanged with ``committed == refunded == 0``.
         """
-        job_id = _snowflake(job_id, "job_id")
         if delivered is not None and (not _is_int(delivered) or delivered < 0):
             raise InvalidAmount("The number of delivered images must be 0 or more.")
-        job = await self._storage.get_job(job_id)
-        if job is None:
-            raise UnknownJob(job_id)
+        job = await self._job(job)
+        job_id = job.id
         if job.status not in OPEN_STATUSES:
             return await self._unchanged(job)
         count = job.images_total if delivered is None else delivered
@@ -413,12 +422,9 @@ class CreditLedger:
             refund_note=f"{missing} of {_plural(job.images_total, 'image')} not delivered",
         )
 
-    async def refund(self, job_id: int, reason: str) -> CommitResult:
+    async def refund(self, job: int | JobRecord, reason: str) -> CommitResult:
         """Return the whole cost, exactly once; the job ends ``refunded`` with ``error=reason``."""
-        job_id = _snowflake(job_id, "job_id")
-        job = await self._storage.get_job(job_id)
-        if job is None:
-            raise UnknownJob(job_id)
+        job = await self._job(job)
         if job.status not in OPEN_STATUSES:
             return await self._unchanged(job)
         text = _note(reason) or "refunded"

@@ -173,6 +173,7 @@ class JobQueue:
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._image_tasks: set[asyncio.Task[None]] = set()
+        self._orphans: set[asyncio.Future[CommitResult]] = set()
         self._seq = itertools.count()
         self._closing = False
 
@@ -235,9 +236,9 @@ class JobQueue:
             )
         # Count the slot before the first await so two quick commands cannot both pass.
         self._per_user[key] = load + 1
-        try:
-            request = request.with_random_seed()
-            record = await self._ledger.reserve(
+        request = request.with_random_seed()
+        reservation = asyncio.ensure_future(
+            self._ledger.reserve(
                 NewJob(
                     guild_id=guild_id,
                     channel_id=channel_id,
@@ -248,12 +249,21 @@ class JobQueue:
                     parent_job_id=parent_job_id,
                 )
             )
+        )
+        try:
+            # Shielded: a write that started always completes, so a caller that is
+            # cancelled mid-way must still learn of (and undo) its reservation.
+            record = await asyncio.shield(reservation)
+        except asyncio.CancelledError:
+            self._release_user(key)
+            reservation.add_done_callback(self._undo_reservation)
+            raise
         except BaseException:
             self._release_user(key)
             raise
         if self.closing:
             # Shutdown began while the reservation was being written.
-            await self._ledger.refund(record.id, "the bot was shutting down")
+            await self._ledger.refund(record, "the bot was shutting down")
             self._release_user(key)
             raise ShuttingDown()
         job = Job(record=record, request=request, delivery=delivery, seq=next(self._seq))
@@ -419,7 +429,7 @@ class JobQueue:
                     delivered = await job.delivery.deliver(job, images)
                 except Exception:
                     log.exception("delivery failed", extra=job.context)
-                    result = await self._ledger.refund(job.id, "the images could not be posted")
+                    result = await self._ledger.refund(job.record, "the images could not be posted")
                     self._count(result, "delivery_failed")
                     await self._tell_failed(
                         job,
@@ -428,7 +438,7 @@ class JobQueue:
                     )
                     return
             if delivered:
-                result = await self._ledger.commit(job.id, delivered)
+                result = await self._ledger.commit(job.record, delivered)
                 self._count(result, "succeeded" if delivered == job.total else "partial")
                 self._metrics.images.inc(delivered)
                 try:
@@ -437,7 +447,7 @@ class JobQueue:
                     log.warning("post-delivery update failed", exc_info=True, extra=job.context)
             else:
                 message = _failure_message(job.errors, job.total)
-                result = await self._ledger.refund(job.id, message)
+                result = await self._ledger.refund(job.record, message)
                 self._count(result, "failed")
                 await self._tell_failed(job, message, result.refunded)
         finally:
@@ -474,6 +484,20 @@ class JobQueue:
         self._release_user((job.record.guild_id, job.record.user_id))
         self._metrics.jobs_in_flight.set(len(self._active) - len(self._waiting))
         job.settled.set()
+
+    def _undo_reservation(self, reservation: asyncio.Future[JobRecord]) -> None:
+        if reservation.cancelled() or reservation.exception() is not None:
+            return
+        record = reservation.result()
+        refund = asyncio.ensure_future(self._ledger.refund(record, "the request was cancelled"))
+        self._orphans.add(refund)
+        refund.add_done_callback(self._orphan_done)
+
+    def _orphan_done(self, refund: asyncio.Future[CommitResult]) -> None:
+        self._orphans.discard(refund)
+        if not refund.cancelled() and (error := refund.exception()) is not None:
+            # recover() at the next start refunds it; say so rather than lose it silently.
+            log.error("refund of a cancelled reservation failed", exc_info=error)
 
     def _release_user(self, key: tuple[int, int]) -> None:
         remaining = self._per_user.get(key, 0) - 1

@@ -318,3 +318,25 @@ async def test_shutdown_refunds_what_cannot_finish(ledger: CreditLedger) -> None
     assert await ledger.active_jobs() == []
     assert await ledger.verify()
     assert running.settled.is_set() and waiting.settled.is_set()
+
+
+async def test_a_cancelled_reservation_is_refunded(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator()
+    queue = make_queue(generator, ledger)
+    await ledger.ensure_guild(GUILD)
+    attempt = asyncio.create_task(submit(queue))
+    await asyncio.sleep(0)  # the reservation is on its way to the database
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    for _ in range(100):  # the write finishes, then the refund follows it
+        if await ledger.count_history(GUILD) == 3:
+            break
+        await asyncio.sleep(0.01)
+    # grant, reserve, refund: the reservation did happen, and was undone
+    assert [e.kind for e in await ledger.history(GUILD)] == ["refund", "reserve", "grant"]
+    assert await ledger.balance(GUILD) == 100
+    assert await ledger.active_jobs() == []
+    assert await ledger.verify()
+    assert queue.user_load(GUILD, ALICE) == 0
+    assert generator.calls == []
