@@ -19,6 +19,7 @@ import yarl
 from discord.ext import commands
 
 from bot.config import Settings
+from bot.coordination import SharedRateLimiter, SharedSlots, owner_name
 from bot.credits import CreditLedger, JobRecord
 from bot.health import HealthServer
 from bot.jobs import JobQueue
@@ -26,11 +27,17 @@ from bot.logs import job_context
 from bot.metrics import Metrics
 from bot.replies import ImagineTree
 from bot.segmind import SegmindClient
-from bot.storage import Storage, open_storage
+from bot.storage import Storage, StorageError, open_storage
 
 __all__ = ["EXTENSIONS", "ImagineBot"]
 
 log = logging.getLogger(__name__)
+
+#: How often a process sharing the database says it is alive, and after how long
+#: without a word its unfinished jobs are refunded by the others.
+HEARTBEAT_INTERVAL = 10.0
+STALE_AFTER = 60.0
+SWEEP_EVERY = 6
 
 #: Every feature is one extension; the bot loads them all.
 EXTENSIONS: tuple[str, ...] = ("cogs.imagine", "cogs.credits")
@@ -88,6 +95,8 @@ class ImagineBot(commands.AutoShardedBot):
         self._recovered: list[JobRecord] = []
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
+        #: This process's name in a shared database (jobs, API slots, heartbeats).
+        self.owner = owner_name(settings.shard_ids)
 
     # -- services (available once setup_hook ran) ----------------------------
 
@@ -118,16 +127,33 @@ class ImagineBot(commands.AutoShardedBot):
     async def setup_hook(self) -> None:
         settings = self.settings
         self._storage = await open_storage(settings.database_url)
-        self._ledger = CreditLedger(self._storage, default_credits=settings.default_guild_credits)
-        self._recovered = await self._ledger.recover()
-        self._session = aiohttp.ClientSession()
+        self._ledger = ledger = CreditLedger(
+            self._storage, default_credits=settings.default_guild_credits
+        )
+        if ledger.shared:
+            # Other processes use this database: refund only what no live one runs.
+            await ledger.heartbeat(self.owner)
+            self._recovered = await ledger.recover(self.owner, stale_after=STALE_AFTER)
+            self.spawn(self._keep_alive(), name="heartbeat")
+        else:
+            self._recovered = await ledger.recover()
+        # The job queue bounds the API calls; aiohttp's default pool of 100 must not cap it lower.
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=settings.max_concurrent_jobs)
+        )
         self._segmind = self.create_segmind_client(self._session)
         self._jobs = JobQueue(
             self._segmind,
-            self._ledger,
+            ledger,
             max_concurrent=settings.max_concurrent_jobs,
             max_per_user=settings.max_queued_per_user,
             metrics=self.metrics,
+            owner=self.owner,
+            slots=(
+                SharedSlots(ledger, self.owner, settings.max_concurrent_jobs)
+                if ledger.shared
+                else None
+            ),
         )
         for name in self._extensions:
             await self.load_extension(name)
@@ -141,8 +167,33 @@ class ImagineBot(commands.AutoShardedBot):
     def create_segmind_client(self, session: aiohttp.ClientSession) -> SegmindClient:
         """The API client over the bot's one HTTP session, reporting to the metrics."""
         return SegmindClient.from_settings(
-            session, self.settings, on_attempt=self.metrics.observe_api
+            session,
+            self.settings,
+            on_attempt=self.metrics.observe_api,
+            rate_limiter=self.shared_rate_limiter(),
         )
+
+    def shared_rate_limiter(self) -> SharedRateLimiter | None:
+        """With a shared database, ``SEGMIND_RPM`` holds across every process."""
+        if self.settings.segmind_rpm and self._ledger is not None and self._ledger.shared:
+            return SharedRateLimiter(self._ledger, self.settings.segmind_rpm)
+        return None
+
+    async def _keep_alive(self) -> None:
+        """Heartbeat for this process, and refunds for processes that died for good."""
+        beats = 0
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            try:
+                await self.ledger.heartbeat(self.owner)
+                beats += 1
+                if beats % SWEEP_EVERY == 0:
+                    swept = await self.ledger.recover_stale(stale_after=STALE_AFTER)
+                    if swept:
+                        await self._announce_recovered(swept)
+            except StorageError as error:
+                # Keep beating: a database blip must not make others refund our jobs.
+                log.warning("heartbeat to the shared database failed: %s", error)
 
     async def close(self) -> None:
         if self._closing:
@@ -157,6 +208,11 @@ class ImagineBot(commands.AutoShardedBot):
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._health is not None:
             await self._health.stop()
+        if self._ledger is not None and self._ledger.shared:
+            try:
+                await self._ledger.release_owner(self.owner)
+            except StorageError as error:
+                log.warning("could not sign off from the shared database: %s", error)
         for name in list(self.extensions):
             await self.unload_extension(name)
         await super().close()

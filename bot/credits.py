@@ -53,10 +53,13 @@ __all__ = [
     "LedgerKind",
     "NewJob",
     "StorageError",
+    "TooManyJobs",
     "UnknownJob",
 ]
 
 log = logging.getLogger("bot.credits")
+
+_NOBODY = "(no live process)"
 
 MAX_CREDITS: Final = 10**12
 """Upper bound for any amount and for a balance raised by a grant or a set."""
@@ -113,6 +116,18 @@ class DailyCapReached(CreditError):
         self.cap = cap
         self.used = used
         self.cost = cost
+
+
+class TooManyJobs(CreditError):
+    """The member already has as many open jobs as allowed (counted in every process)."""
+
+    def __init__(self, *, active: int, limit: int) -> None:
+        super().__init__(
+            f"You already have {_plural(active, 'image job')} in progress "
+            f"(the limit is {limit}). Try again when one has finished."
+        )
+        self.active = active
+        self.limit = limit
 
 
 class InvalidAmount(CreditError):
@@ -361,6 +376,8 @@ class CreditLedger:
         if outcome.reason == "unknown_parent":
             assert job.parent_job_id is not None
             raise UnknownJob(job.parent_job_id)
+        if outcome.reason == "too_many_jobs":
+            raise TooManyJobs(active=outcome.used, limit=job.max_active or outcome.used)
         raise InsufficientCredits(balance=outcome.balance, cost=cost, images=images)
 
     async def mark_running(self, job_id: int) -> JobRecord:
@@ -493,14 +510,19 @@ class CreditLedger:
         gid = _optional_snowflake(guild_id, "guild_id")
         return await self._storage.list_jobs(statuses=OPEN_STATUSES, guild_id=gid)
 
-    async def recover(self) -> list[JobRecord]:
-        """Refund every job a previous run left queued or running, exactly once.
+    async def recover(
+        self, owner: str | None = None, *, stale_after: float = 60.0
+    ) -> list[JobRecord]:
+        """Refund every job a dead run left queued or running, exactly once.
 
-        Returns the jobs refunded now, so the bot can tell their requesters.
+        ``owner`` None: every open job (one process owns the database). Otherwise
+        only this process's own earlier jobs, unowned ones, and those of processes
+        silent for ``stale_after`` seconds: a live process's running jobs are left
+        alone. Returns the jobs refunded now, so the bot can tell their requesters.
         """
         refunded: list[JobRecord] = []
-        for job in await self._storage.list_jobs(statuses=OPEN_STATUSES):
-            result = await self.refund(job.id, RECOVERY_REASON)
+        for job in await self._storage.recoverable_jobs(owner, stale_after=stale_after):
+            result = await self.refund(job, RECOVERY_REASON)
             if result.refunded:
                 refunded.append(result.job)
         if refunded:
@@ -512,6 +534,34 @@ class CreditLedger:
         else:
             log.info("no interrupted jobs to refund")
         return refunded
+
+    async def recover_stale(self, *, stale_after: float) -> list[JobRecord]:
+        """Refund the open jobs of processes silent for ``stale_after`` seconds (a shard
+        that died and did not come back); live processes' jobs, ours included, stay."""
+        # No process is named like this, so only unowned and stale jobs match.
+        return await self.recover(_NOBODY, stale_after=stale_after)
+
+    # -- processes sharing the database ------------------------------------------
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may use the same database (see Storage.shared)."""
+        return self._storage.shared
+
+    async def heartbeat(self, owner: str) -> None:
+        await self._storage.heartbeat(owner)
+
+    async def release_owner(self, owner: str) -> None:
+        await self._storage.release_owner(owner)
+
+    async def acquire_slot(self, owner: str, *, limit: int, ttl: float) -> int | None:
+        return await self._storage.acquire_slot(owner, limit=limit, ttl=ttl)
+
+    async def release_slot(self, owner: str, slot: int) -> None:
+        await self._storage.release_slot(owner, slot)
+
+    async def take_rate_token(self, key: str, *, limit: int, period: float) -> float:
+        return await self._storage.take_rate_token(key, limit=limit, period=period)
 
     async def usage_today(self, guild_id: int, user_id: int) -> int:
         """Credits the member spent in the guild today (UTC), net of refunds."""

@@ -27,6 +27,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from bot.coordination import LocalSlots, SlotPool
 from bot.credits import CommitResult, CreditLedger, JobNotActive, JobRecord, NewJob
 from bot.errors import UserFacingError
 from bot.logs import job_context
@@ -156,8 +157,12 @@ class JobQueue:
         max_concurrent: int,
         max_per_user: int,
         metrics: Metrics | None = None,
+        owner: str | None = None,
+        slots: SlotPool | None = None,
     ) -> None:
         self._generator = generator
+        self._owner = owner
+        self._slots: SlotPool = slots or LocalSlots()
         self._ledger = ledger
         self._max_concurrent = max_concurrent
         self._max_per_user = max_per_user
@@ -247,6 +252,10 @@ class JobQueue:
                     units_per_image=request.units_per_image,
                     images_total=request.samples,
                     parent_job_id=parent_job_id,
+                    owner=self._owner,
+                    # The in-memory count above covers this process; the database
+                    # counts the member's jobs in every process.
+                    max_active=self._max_per_user,
                 )
             )
         )
@@ -382,7 +391,11 @@ class JobQueue:
                 await self._ledger.mark_running(job.id)
             if job.settling:  # settled elsewhere (e.g. a shutdown) while it waited
                 raise JobNotActive(job.record)
-            result = await self._generator.generate(job.request.per_image()[index])
+            slot = await self._slots.acquire()
+            try:
+                result = await self._generator.generate(job.request.per_image()[index])
+            finally:
+                await self._slots.release(slot)
             job.images[index] = result.images[0]
         except SegmindError as error:
             job.errors.append(ImageFailure(error.kind, error.user_message, error.retryable))

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol
 
 import aiohttp
 from aiolimiter import AsyncLimiter
@@ -63,6 +63,7 @@ __all__ = [
     "GeneratedImage",
     "GenerationResult",
     "InvalidRequest",
+    "RateLimiter",
     "Scheduler",
     "SegmindBadGateway",
     "SegmindBadRequest",
@@ -774,6 +775,12 @@ class _Reply:
     body: bytes
 
 
+class RateLimiter(Protocol):
+    """What the client waits on before each request (``aiolimiter.AsyncLimiter`` fits)."""
+
+    async def acquire(self) -> None: ...
+
+
 class SegmindClient:
     """Segmind text-to-image over a shared :class:`aiohttp.ClientSession`.
 
@@ -801,6 +808,7 @@ class SegmindClient:
         backoff_max: float = 30.0,
         on_attempt: AttemptHook | None = None,
         rate_period: float = 60.0,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -816,7 +824,11 @@ class SegmindClient:
         self._timeout = float(timeout)
         self._client_timeout = aiohttp.ClientTimeout(total=self._timeout)
         self._rpm = rpm
-        self._limiter = AsyncLimiter(rpm, rate_period) if rpm > 0 else None
+        # A limiter shared with other processes (through the database) replaces the
+        # in-memory one; either way it is asked before every attempt, retries included.
+        self._limiter: RateLimiter | None = rate_limiter or (
+            AsyncLimiter(rpm, rate_period) if rpm > 0 else None
+        )
         self._max_attempts = max_attempts
         self._retry_budget = float(retry_budget)
         self._backoff_base = float(backoff_base)
@@ -859,7 +871,7 @@ class SegmindClient:
         return self._remaining_credits
 
     @property
-    def rate_limiter(self) -> AsyncLimiter | None:
+    def rate_limiter(self) -> RateLimiter | None:
         """The client-side limiter (None when ``rpm`` is 0)."""
         return self._limiter
 

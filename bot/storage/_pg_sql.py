@@ -24,7 +24,7 @@ TODAY: Final = f"(date_trunc('day', {NOW} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
 
 JOB_COLUMNS: Final = (
     "id, guild_id, channel_id, user_id, params, cost, units_per_image, images_total, "
-    "images_delivered, status, message_id, error, parent_job_id, created_at, updated_at"
+    "images_delivered, status, message_id, error, parent_job_id, created_at, updated_at, owner"
 )
 LEDGER_COLUMNS: Final = (
     "id, guild_id, user_id, job_id, delta, kind, actor_id, note, created_at, balance_after"
@@ -124,10 +124,18 @@ USAGE: Final = f"""
      WHERE j.guild_id = :guild_id AND j.user_id = :user_id AND j.created_at >= {TODAY}
 """
 
-# The reservation: ONE conditional UPDATE checks the parent, the daily cap and
-# the balance and debits (or matches no row and changes nothing); the job and
-# its RESERVE entry are written by the same statement. It runs after LOCK_GUILD,
-# so its snapshot already holds every earlier reservation and refund of the guild.
+# The member's open jobs in the guild (any owner), for NewJob.max_active.
+OPEN_JOBS_OF_MEMBER: Final = """
+    SELECT COUNT(*) FROM jobs
+     WHERE guild_id = :guild_id AND user_id = :user_id::bigint
+       AND status IN ('queued', 'running')
+"""
+
+# The reservation: ONE conditional UPDATE checks the parent, the member's open
+# jobs (when :max_active is not NULL), the daily cap and the balance and debits
+# (or matches no row and changes nothing); the job and its RESERVE entry are
+# written by the same statement. It runs after LOCK_GUILD, so its snapshot
+# already holds every earlier reservation, refund and settled job of the guild.
 RESERVE: Final = f"""
     WITH d AS (
         UPDATE guilds SET balance = balance - :cost::bigint, updated_at = {NOW}
@@ -135,6 +143,8 @@ RESERVE: Final = f"""
            AND balance >= :cost::bigint
            AND (:parent_job_id::bigint IS NULL
                 OR EXISTS (SELECT 1 FROM jobs WHERE id = :parent_job_id::bigint))
+           AND (:max_active::bigint IS NULL
+                OR ({OPEN_JOBS_OF_MEMBER}) < :max_active::bigint)
            AND NOT EXISTS (
                 SELECT 1 FROM guild_settings AS s
                  WHERE s.guild_id = :guild_id
@@ -143,10 +153,10 @@ RESERVE: Final = f"""
         RETURNING balance
     ), j AS (
         INSERT INTO jobs (guild_id, channel_id, user_id, params, cost, units_per_image,
-                          images_total, status, parent_job_id, created_at, updated_at)
+                          images_total, status, parent_job_id, created_at, updated_at, owner)
         SELECT :guild_id, :channel_id::bigint, :user_id::bigint, :params::json, :cost::bigint,
                :units_per_image::bigint, :images_total::bigint, 'queued',
-               :parent_job_id::bigint, {NOW}, {NOW}
+               :parent_job_id::bigint, {NOW}, {NOW}, :owner::text
           FROM d
         RETURNING {JOB_COLUMNS}
     ), e AS (
@@ -164,6 +174,7 @@ RESERVE_REFUSAL: Final = f"""
     SELECT (SELECT balance FROM guilds WHERE guild_id = :guild_id) AS balance,
            (:parent_job_id::bigint IS NULL
             OR EXISTS (SELECT 1 FROM jobs WHERE id = :parent_job_id::bigint)) AS parent_ok,
+           ({OPEN_JOBS_OF_MEMBER}) AS active,
            (SELECT daily_user_cap FROM guild_settings WHERE guild_id = :guild_id) AS cap,
            ({USAGE}) AS used
 """
@@ -234,6 +245,90 @@ FINISH_JOB: Final = f"""
 
 SET_JOB_MESSAGE: Final = f"""
     UPDATE jobs SET message_id = :message_id::bigint, updated_at = {NOW} WHERE id = :job_id
+"""
+
+# -- processes sharing the database ---------------------------------------------------
+
+# Transaction advisory locks (the two-int4 form, apart from the migration lock's
+# bigint key): one class for the API slots, one for the rate windows, keyed by
+# a hash of the rate key. Both end with their transaction.
+SLOT_LOCK_CLASS: Final = int.from_bytes(b"slot", "big")
+RATE_LOCK_CLASS: Final = int.from_bytes(b"rate", "big")
+
+HEARTBEAT: Final = f"""
+    INSERT INTO job_owners (owner, started_at, heartbeat_at) VALUES (:owner, {NOW}, {NOW})
+    ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at
+"""
+
+FORGET_OWNER: Final = "DELETE FROM job_owners WHERE owner = :owner"
+
+RELEASE_OWNER_SLOTS: Final = """
+    UPDATE api_slots SET owner = NULL, expires_at = NULL WHERE owner = :owner
+"""
+
+# Open jobs no live process works on: ours, unowned, or of an owner whose last
+# heartbeat is older than :stale_after seconds (or who never sent one).
+# :owner NULL: every open job.
+RECOVERABLE_JOBS: Final = f"""
+    SELECT {JOB_COLUMNS} FROM jobs AS j
+     WHERE j.status IN ('queued', 'running')
+       AND (:owner::text IS NULL OR j.owner IS NULL OR j.owner = :owner::text
+            OR NOT EXISTS (
+                SELECT 1 FROM job_owners AS o
+                 WHERE o.owner = j.owner
+                   AND o.heartbeat_at >= {NOW} - make_interval(secs => :stale_after::float8)))
+     ORDER BY j.id
+"""
+
+LOCK_SLOTS: Final = f"SELECT pg_advisory_xact_lock({SLOT_LOCK_CLASS:d}, 0)"
+
+# Under LOCK_SLOTS: the lowest slot in [0, :limit) that is free (no row, no
+# owner, or expired), taken for :ttl seconds. No row: all are held.
+TAKE_SLOT: Final = f"""
+    WITH c AS (SELECT {NOW} AS now),
+    free AS (
+        SELECT n AS slot FROM generate_series(0, :limit::integer - 1) AS n
+         WHERE NOT EXISTS (
+                SELECT 1 FROM api_slots AS a, c
+                 WHERE a.slot = n AND a.owner IS NOT NULL AND a.expires_at > c.now)
+         ORDER BY n
+         LIMIT 1
+    )
+    INSERT INTO api_slots (slot, owner, expires_at)
+    SELECT free.slot, :owner::text, c.now + make_interval(secs => :ttl::float8) FROM free, c
+    ON CONFLICT (slot) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+    RETURNING slot
+"""
+
+RELEASE_SLOT: Final = """
+    UPDATE api_slots SET owner = NULL, expires_at = NULL
+     WHERE slot = :slot::integer AND owner = :owner::text
+"""
+
+LOCK_RATE_KEY: Final = f"SELECT pg_advisory_xact_lock({RATE_LOCK_CLASS:d}, hashtext(:key::text))"
+
+# Under LOCK_RATE_KEY, one statement: forget the key's calls that left the
+# window, and record this one if fewer than :limit remain. (The CTEs share one
+# snapshot, so the count skips the rows being deleted by itself.) ``wait``: the
+# seconds until the oldest call in the window leaves it.
+TAKE_RATE_TOKEN: Final = f"""
+    WITH c AS (
+        SELECT {NOW} AS now, {NOW} - make_interval(secs => :period::float8) AS cutoff
+    ), gone AS (
+        DELETE FROM api_calls WHERE key = :key::text AND at <= (SELECT cutoff FROM c)
+    ), w AS (
+        SELECT COUNT(*) AS used, MIN(a.at) AS oldest
+          FROM api_calls AS a, c
+         WHERE a.key = :key::text AND a.at > c.cutoff
+    ), added AS (
+        INSERT INTO api_calls (key, at)
+        SELECT :key::text, c.now FROM c, w WHERE w.used < :limit::bigint
+        RETURNING id
+    )
+    SELECT EXISTS (SELECT 1 FROM added) AS granted,
+           EXTRACT(EPOCH FROM (w.oldest + make_interval(secs => :period::float8) - c.now))::float8
+             AS wait
+      FROM w, c
 """
 
 # -- ledger ----------------------------------------------------------------------------
@@ -342,6 +437,7 @@ def job_from_row(row: asyncpg.Record) -> JobRecord:
         parent_job_id=row["parent_job_id"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        owner=row["owner"],
     )
 
 

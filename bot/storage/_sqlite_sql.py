@@ -15,7 +15,7 @@ from bot.storage.records import GuildSettings, JobRecord, JobStatus, LedgerEntry
 
 JOB_COLUMNS: Final = (
     "id, guild_id, channel_id, user_id, params, cost, units_per_image, images_total, "
-    "images_delivered, status, message_id, error, parent_job_id, created_at, updated_at"
+    "images_delivered, status, message_id, error, parent_job_id, created_at, updated_at, owner"
 )
 LEDGER_COLUMNS: Final = (
     "id, guild_id, user_id, job_id, delta, kind, actor_id, note, created_at, balance_after"
@@ -62,11 +62,17 @@ CAP_AND_USAGE: Final = f"""
     SELECT (SELECT daily_user_cap FROM guild_settings WHERE guild_id = :guild_id), ({USAGE})
 """
 
+# The member's open jobs in the guild, for NewJob.max_active (any owner).
+OPEN_JOBS_OF_MEMBER: Final = """
+    SELECT COUNT(*) FROM jobs
+     WHERE guild_id = :guild_id AND user_id = :user_id AND status IN ('queued', 'running')
+"""
+
 INSERT_JOB: Final = f"""
     INSERT INTO jobs (guild_id, channel_id, user_id, params, cost, units_per_image,
-                      images_total, status, parent_job_id, created_at, updated_at)
+                      images_total, status, parent_job_id, created_at, updated_at, owner)
     VALUES (:guild_id, :channel_id, :user_id, :params, :cost, :units_per_image,
-            :images_total, 'queued', :parent_job_id, :now, :now)
+            :images_total, 'queued', :parent_job_id, :now, :now, :owner)
     RETURNING {JOB_COLUMNS}
 """
 
@@ -104,6 +110,48 @@ FINISH_JOB: Final = f"""
        AND units_per_image * :delivered = :committed
     RETURNING {JOB_COLUMNS}
 """
+
+# -- processes sharing the database ---------------------------------------------------
+
+HEARTBEAT: Final = """
+    INSERT INTO job_owners (owner, started_at, heartbeat_at) VALUES (:owner, :now, :now)
+    ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at
+"""
+
+# Open jobs no live process works on: ours, unowned, or of an owner whose last
+# heartbeat is older than :cutoff (or who never sent one). :owner NULL: all.
+RECOVERABLE_JOBS: Final = f"""
+    SELECT {JOB_COLUMNS} FROM jobs AS j
+     WHERE j.status IN ('queued', 'running')
+       AND (:owner IS NULL OR j.owner IS NULL OR j.owner = :owner
+            OR NOT EXISTS (SELECT 1 FROM job_owners AS o
+                            WHERE o.owner = j.owner AND o.heartbeat_at >= :cutoff))
+     ORDER BY j.id
+"""
+
+# Slots in [0, :limit) that are held and not expired.
+HELD_SLOTS: Final = """
+    SELECT slot FROM api_slots
+     WHERE slot < :limit AND owner IS NOT NULL AND expires_at > :now
+"""
+
+TAKE_SLOT: Final = """
+    INSERT INTO api_slots (slot, owner, expires_at) VALUES (:slot, :owner, :expires_at)
+    ON CONFLICT (slot) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+"""
+
+RELEASE_SLOT: Final = """
+    UPDATE api_slots SET owner = NULL, expires_at = NULL WHERE slot = :slot AND owner = :owner
+"""
+
+RELEASE_OWNER_SLOTS: Final = """
+    UPDATE api_slots SET owner = NULL, expires_at = NULL WHERE owner = :owner
+"""
+
+# Sliding window: forget calls at or before :cutoff, then look at what is left.
+FORGET_CALLS: Final = "DELETE FROM api_calls WHERE key = :key AND at <= :cutoff"
+CALLS_IN_WINDOW: Final = "SELECT COUNT(*), MIN(at) FROM api_calls WHERE key = :key"
+RECORD_CALL: Final = "INSERT INTO api_calls (key, at) VALUES (:key, :now)"
 
 AUDIT_BALANCES: Final = """
     SELECT guild_id, balance, total FROM (
@@ -153,6 +201,7 @@ def job_from_row(row: Sequence[Any]) -> JobRecord:
         parent_job_id=row[12],
         created_at=parse_timestamp(row[13]),
         updated_at=parse_timestamp(row[14]),
+        owner=row[15],
     )
 
 

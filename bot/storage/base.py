@@ -47,11 +47,11 @@ class Reserved:
 class ReserveRejected:
     """Nothing changed. ``reason`` says which condition failed; the figures explain it."""
 
-    reason: Literal["insufficient", "daily_cap", "unknown_parent"]
+    reason: Literal["insufficient", "daily_cap", "unknown_parent", "too_many_jobs"]
     balance: int
     cost: int
     cap: int | None = None
-    used: int = 0
+    used: int = 0  # daily_cap: credits used today; too_many_jobs: the member's open jobs
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,10 @@ class SettingsChanges(TypedDict, total=False):
 
 class Storage(Protocol):
     """Persistence for balances, the ledger, jobs, guild settings and small state."""
+
+    #: True when several processes may share this database (PostgreSQL): the bot
+    #: then coordinates API slots and the request rate through it.
+    shared: bool
 
     async def close(self) -> None:
         """Finish pending work and release the connection. Safe to call twice."""
@@ -216,3 +220,39 @@ class Storage(Protocol):
     async def get_state(self, key: str) -> str | None: ...
 
     async def set_state(self, key: str, value: str) -> None: ...
+
+    # -- processes sharing the database ----------------------------------------
+
+    async def heartbeat(self, owner: str) -> None:
+        """Record that process ``owner`` is alive now (creating its row)."""
+        ...
+
+    async def release_owner(self, owner: str) -> None:
+        """A clean shutdown: forget ``owner`` and free the API slots it holds."""
+        ...
+
+    async def recoverable_jobs(self, owner: str | None, *, stale_after: float) -> list[JobRecord]:
+        """Open (queued or running) jobs that no live process is working on, oldest first.
+
+        ``owner`` None: every open job (one process owns the database). Otherwise
+        the open jobs of ``owner`` itself (its previous run died), jobs without an
+        owner, and jobs whose owner sent no heartbeat for ``stale_after`` seconds
+        (or never did); a live process's jobs are left alone.
+        """
+        ...
+
+    async def acquire_slot(self, owner: str, *, limit: int, ttl: float) -> int | None:
+        """Take one of ``limit`` API-call slots shared by every process, for ``ttl``
+        seconds (a slot whose time ran out is free again). Returns its number, or
+        None when all ``limit`` are taken."""
+        ...
+
+    async def release_slot(self, owner: str, slot: int) -> None:
+        """Give back a slot taken by ``owner`` (nothing happens if it expired and moved on)."""
+        ...
+
+    async def take_rate_token(self, key: str, *, limit: int, period: float) -> float:
+        """One request under ``key``, if fewer than ``limit`` were made in the last
+        ``period`` seconds by any process: record it and return 0. Otherwise record
+        nothing and return the seconds until the oldest one leaves the window."""
+        ...

@@ -13,9 +13,15 @@ Concurrency model (any number of processes on one database)
   * A transaction the server aborts as a deadlock or serialisation failure is
     retried (it changed nothing); so is one whose connection failed before it
     began. A unit that fails or is cancelled is rolled back.
+  * Coordination between processes (``shared`` is True): API slots are taken
+    under one transaction advisory lock, a rate-limit key's window under an
+    advisory lock on the key's hash; both end with their transaction. The
+    per-member limit on open jobs is counted inside the reservation, after
+    the guild lock, so it holds across processes too.
   * ``lock_timeout`` bounds how long a statement waits for a lock held by
-    another session; ``idle_in_transaction_session_timeout`` frees the locks
-    of a client that stalls inside a transaction.
+    another session (advisory locks included);
+    ``idle_in_transaction_session_timeout`` frees the locks of a client that
+    stalls inside a transaction.
 
 Timestamps are timestamptz, UTC; "today" is the current UTC day. Without a test
 clock the server's clock stamps every row, after the guild lock, so the order
@@ -80,6 +86,8 @@ CLOSE_TIMEOUT: Final = 10.0
 MIGRATION_LOCK_TIMEOUT: Final = 60.0
 IDLE_IN_TRANSACTION_TIMEOUT: Final = 60.0
 _ATTEMPTS: Final = 3
+_MIN_WAIT: Final = 0.001
+"""take_rate_token never returns a wait below this when it refuses (a clock tie)."""
 
 
 class _Abort(Exception):  # control flow only; never escapes this module
@@ -98,6 +106,10 @@ def _discard_if_broken(conn: Connection, error: BaseException) -> None:
 
 class PostgresStorage:
     """:class:`~bot.storage.base.Storage` on a PostgreSQL database."""
+
+    #: Several bot processes may share the database: they coordinate API slots
+    #: and the request rate through it.
+    shared: bool = True
 
     def __init__(
         self, pool: asyncpg.Pool, target: PgTarget, clock: Clock | None, lock_timeout: float
@@ -473,10 +485,15 @@ class PostgresStorage:
                 "parent_job_id": job.parent_job_id,
                 "now": now,
             }
+            # After the guild lock: every reservation of this guild committed
+            # before it is counted against max_active, and none can follow
+            # until this transaction ends.
             row = await self._row(
                 conn,
                 sql.RESERVE,
                 **values,
+                max_active=job.max_active,
+                owner=job.owner,
                 channel_id=job.channel_id,
                 params=params_json,
                 units_per_image=job.units_per_image,
@@ -486,7 +503,7 @@ class PostgresStorage:
             if row is None:
                 # Raising rolls back the default grant too if the guild was new:
                 # a refused request changes nothing at all.
-                raise _Abort(await self._refusal(conn, values, cost))
+                raise _Abort(await self._refusal(conn, values, cost, job.max_active))
             return Reserved(sql.job_from_row(row), int(row["balance"]))
 
         try:
@@ -497,13 +514,16 @@ class PostgresStorage:
             raise
 
     async def _refusal(
-        self, conn: Connection, values: dict[str, object], cost: int
+        self, conn: Connection, values: dict[str, object], cost: int, max_active: int | None
     ) -> ReserveRejected:
         row = await self._row(conn, sql.RESERVE_REFUSAL, **values)
         assert row is not None
         balance = int(row["balance"])
         if not row["parent_ok"]:
             return ReserveRejected("unknown_parent", balance=balance, cost=cost)
+        active = int(row["active"])
+        if max_active is not None and active >= max_active:
+            return ReserveRejected("too_many_jobs", balance=balance, cost=cost, used=active)
         cap = row["cap"]
         used = int(row["used"])
         if cap is not None and used + cost > cap:
@@ -689,3 +709,74 @@ class PostgresStorage:
             await self._execute(conn, sql.SET_STATE, key=key, value=value, now=self._now())
 
         await self._write(work)
+
+    # -- processes sharing the database ----------------------------------------------
+
+    async def heartbeat(self, owner: str) -> None:
+        async def work(conn: Connection) -> None:
+            await self._execute(conn, sql.HEARTBEAT, owner=owner, now=self._now())
+
+        await self._write(work)
+
+    async def release_owner(self, owner: str) -> None:
+        async def work(conn: Connection) -> None:
+            await self._execute(conn, sql.FORGET_OWNER, owner=owner)
+            await self._execute(conn, sql.RELEASE_OWNER_SLOTS, owner=owner)
+
+        await self._write(work)
+
+    async def recoverable_jobs(self, owner: str | None, *, stale_after: float) -> list[JobRecord]:
+        async def work(conn: Connection) -> list[JobRecord]:
+            rows = await self._fetch(
+                conn,
+                sql.RECOVERABLE_JOBS,
+                owner=owner,
+                stale_after=float(stale_after),
+                now=self._now(),
+            )
+            return [sql.job_from_row(row) for row in rows]
+
+        return await self._read(work)
+
+    async def acquire_slot(self, owner: str, *, limit: int, ttl: float) -> int | None:
+        if limit < 0 or not ttl > 0:
+            raise ValueError("acquire_slot needs limit >= 0 and ttl > 0")
+
+        async def work(conn: Connection) -> int | None:
+            # One acquirer at a time across every process; the statement after
+            # the lock sees every slot taken or released before it was granted.
+            await conn.execute(sql.LOCK_SLOTS)
+            row = await self._row(
+                conn, sql.TAKE_SLOT, limit=limit, owner=owner, ttl=float(ttl), now=self._now()
+            )
+            return None if row is None else int(row["slot"])
+
+        return await self._write(work)
+
+    async def release_slot(self, owner: str, slot: int) -> None:
+        async def work(conn: Connection) -> None:
+            await self._execute(conn, sql.RELEASE_SLOT, slot=slot, owner=owner)
+
+        await self._write(work)
+
+    async def take_rate_token(self, key: str, *, limit: int, period: float) -> float:
+        if limit < 1 or not period > 0:
+            raise ValueError("take_rate_token needs limit >= 1 and period > 0")
+
+        async def work(conn: Connection) -> float:
+            # Callers of one key queue here, across every process.
+            await self._execute(conn, sql.LOCK_RATE_KEY, key=key)
+            row = await self._row(
+                conn,
+                sql.TAKE_RATE_TOKEN,
+                key=key,
+                limit=limit,
+                period=float(period),
+                now=self._now(),
+            )
+            assert row is not None
+            if row["granted"]:
+                return 0.0
+            return max(float(row["wait"]), _MIN_WAIT)
+
+        return await self._write(work)

@@ -69,6 +69,7 @@ class JobRecord:
     parent_job_id: int | None
     created_at: datetime
     updated_at: datetime
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,11 @@ class NewJob:
     units_per_image: int
     images_total: int
     parent_job_id: int | None = None
+    #: The process that runs the job (see Storage.recoverable_jobs); None: unowned.
+    owner: str | None = None
+    #: Refuse the reservation when the member already has this many open jobs in
+    #: the guild, across every process sharing the database. None: no limit.
+    max_active: int | None = None
 
     @property
     def cost(self) -> int:

@@ -17,6 +17,10 @@ Concurrency model
     writers queue (for up to ``busy_timeout``) instead of failing half-way or
     losing an update. Balances only move through conditional ``UPDATE``
     statements, never "read, compute, write back".
+  * The coordination methods (job owners, API slots, rate windows, the
+    per-member limit on open jobs) are writes like any other, so BEGIN
+    IMMEDIATE makes them correct across processes too; ``shared`` is still
+    False, as one bot process is expected per SQLite file.
   * A transaction that fails is rolled back before the next one starts.
     Cancelling the awaiting coroutine never cuts a transaction in half: once
     started it runs to its COMMIT or ROLLBACK on the thread, and the caller
@@ -33,7 +37,7 @@ import time
 import weakref
 from collections.abc import Callable, Collection, Sequence
 from contextlib import suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -43,6 +47,7 @@ from bot.storage._sqlite_setup import (
     day_start,
     describe_error,
     load_migrations,
+    parse_timestamp,
     sqlite_path,
     timestamp,
     utcnow,
@@ -75,6 +80,9 @@ Clock = Callable[[], datetime]
 Params = dict[str, Any] | Sequence[Any]
 Mode = Literal["IMMEDIATE", "DEFERRED", "NONE"]
 Db = sqlite3.Connection
+
+_MIN_WAIT = 0.001
+"""take_rate_token never returns a wait below this when it refuses (a clock tie)."""
 
 
 class _Abort(Exception):  # control flow only; never escapes this module
@@ -117,6 +125,10 @@ def _rollback(db: Db, where: str) -> None:
 
 class SQLiteStorage:
     """:class:`~bot.storage.base.Storage` on one SQLite file (or ``:memory:``)."""
+
+    #: One bot process per SQLite file: slots and the request rate stay in the
+    #: process (the coordination methods still work, across processes too).
+    shared: bool = False
 
     def __init__(
         self, connection: ConnectionThread, where: str, clock: Clock, lock_timeout: float
@@ -491,6 +503,15 @@ class SQLiteStorage:
             ):
                 balance, _ = self._ensure_guild(db, job.guild_id, default_credits, now)
                 raise _Abort(ReserveRejected("unknown_parent", balance=balance, cost=cost))
+            if job.max_active is not None:
+                # BEGIN IMMEDIATE holds the write lock: no other reservation can
+                # slip in between this count and the insert below.
+                active = self._scalar(db, sql.OPEN_JOBS_OF_MEMBER, debit)
+                if active >= job.max_active:
+                    balance, _ = self._ensure_guild(db, job.guild_id, default_credits, now)
+                    raise _Abort(
+                        ReserveRejected("too_many_jobs", balance=balance, cost=cost, used=active)
+                    )
             row = _one(db, sql.DEBIT, debit)
             if row is None:
                 balance, created = self._ensure_guild(db, job.guild_id, default_credits, now)
@@ -520,6 +541,7 @@ class SQLiteStorage:
                     "images_total": job.images_total,
                     "parent_job_id": job.parent_job_id,
                     "now": now,
+                    "owner": job.owner,
                 },
             )
             assert job_row is not None  # INSERT … RETURNING always returns the row
@@ -788,3 +810,64 @@ class SQLiteStorage:
                 (key, value, timestamp(self._now())),
             )
         )
+
+    # -- processes sharing the database ----------------------------------------------
+
+    async def heartbeat(self, owner: str) -> None:
+        await self._write(
+            lambda db: _execute(db, sql.HEARTBEAT, {"owner": owner, "now": timestamp(self._now())})
+        )
+
+    async def release_owner(self, owner: str) -> None:
+        def body(db: Db) -> None:
+            _execute(db, "DELETE FROM job_owners WHERE owner = ?", (owner,))
+            _execute(db, sql.RELEASE_OWNER_SLOTS, {"owner": owner})
+
+        await self._write(body)
+
+    async def recoverable_jobs(self, owner: str | None, *, stale_after: float) -> list[JobRecord]:
+        cutoff = timestamp(self._now() - timedelta(seconds=stale_after))
+        rows = await self._read(
+            lambda db: _rows(db, sql.RECOVERABLE_JOBS, {"owner": owner, "cutoff": cutoff})
+        )
+        return [sql.job_from_row(row) for row in rows]
+
+    async def acquire_slot(self, owner: str, *, limit: int, ttl: float) -> int | None:
+        if limit < 0 or not ttl > 0:
+            raise ValueError("acquire_slot needs limit >= 0 and ttl > 0")
+
+        def body(db: Db) -> int | None:
+            # BEGIN IMMEDIATE: one acquirer at a time, across processes too.
+            moment = self._now()
+            now = timestamp(moment)
+            held = {int(row[0]) for row in _rows(db, sql.HELD_SLOTS, {"limit": limit, "now": now})}
+            slot = next((number for number in range(limit) if number not in held), None)
+            if slot is None:
+                return None
+            expires_at = timestamp(moment + timedelta(seconds=ttl))
+            _execute(db, sql.TAKE_SLOT, {"slot": slot, "owner": owner, "expires_at": expires_at})
+            return slot
+
+        return await self._write(body)
+
+    async def release_slot(self, owner: str, slot: int) -> None:
+        await self._write(lambda db: _execute(db, sql.RELEASE_SLOT, {"slot": slot, "owner": owner}))
+
+    async def take_rate_token(self, key: str, *, limit: int, period: float) -> float:
+        if limit < 1 or not period > 0:
+            raise ValueError("take_rate_token needs limit >= 1 and period > 0")
+
+        def body(db: Db) -> float:
+            # BEGIN IMMEDIATE: the window of every key changes one caller at a time.
+            moment = self._now()
+            window = timedelta(seconds=period)
+            _execute(db, sql.FORGET_CALLS, {"key": key, "cutoff": timestamp(moment - window)})
+            row = _one(db, sql.CALLS_IN_WINDOW, {"key": key})
+            used, oldest = (int(row[0]), row[1]) if row is not None else (0, None)
+            if used < limit or oldest is None:
+                _execute(db, sql.RECORD_CALL, {"key": key, "now": timestamp(moment)})
+                return 0.0
+            wait = (parse_timestamp(oldest) + window - moment).total_seconds()
+            return max(wait, _MIN_WAIT)
+
+        return await self._write(body)

@@ -39,6 +39,7 @@ class E2EBot(ImagineBot):
             session,
             self.settings,
             on_attempt=self.metrics.observe_api,
+            rate_limiter=self.shared_rate_limiter(),
             backoff_base=0.01,
             backoff_max=0.05,
         )

@@ -125,18 +125,26 @@ class Gateway:
     def refusing(self) -> bool:
         return self.refuse_until is not None and self.fake.now() < self.refuse_until
 
-    def session_for(self, guild_id: int | None) -> GatewaySession | None:
-        """The newest live session whose shard serves ``guild_id`` (``None``: DMs)."""
-        live = [s for s in self.sessions if not s.invalidated and s.covers(guild_id)]
+    def session_for(self, guild_id: int | None, shard: int | None = None) -> GatewaySession | None:
+        """The newest live session whose shard serves ``guild_id`` (``None``: DMs), or
+        the newest of shard ``shard`` when one is named."""
+        live = [
+            s
+            for s in self.sessions
+            if not s.invalidated and (s.covers(guild_id) if shard is None else s.shard_id == shard)
+        ]
         connected = [s for s in live if s.connected]
         return (connected or live or [None])[-1]
 
-    async def dispatch(self, event: str, data: dict[str, Any], *, guild_id: int | None) -> bool:
-        """Send a DISPATCH to the session serving ``guild_id``; ``False`` if there is none.
+    async def dispatch(
+        self, event: str, data: dict[str, Any], *, guild_id: int | None, shard: int | None = None
+    ) -> bool:
+        """Send a DISPATCH to the session serving ``guild_id`` (or to shard ``shard``);
+        ``False`` if there is none.
 
         A session that is disconnected but resumable buffers the event (replayed on RESUME).
         """
-        session = self.session_for(guild_id)
+        session = self.session_for(guild_id, shard)
         if session is None:
             return False
         connection = session.connection
@@ -247,7 +255,7 @@ class Gateway:
         session.connection = connection
         connection.session = session
         self.sessions.append(session)
-        guilds = [g for g in fake.bot_guilds() if g.shard_id(shard_count) == shard_id]
+        guilds = [g for g in fake.bot_guilds() if g.on_shard(shard_id, shard_count)]
         ready = {
             "v": 10,
             "user": fake.bot_user.payload(),

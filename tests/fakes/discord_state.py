@@ -294,10 +294,16 @@ class FakeGuild:
     features: list[str] = field(default_factory=list)
     preferred_locale: str = "en-US"
     joined_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    #: Sent to every shard's session (a test of several processes spending from one
+    #: guild's budget); real Discord gives each guild to exactly one shard.
+    on_every_shard: bool = False
 
     @property
     def everyone(self) -> FakeRole:
         return self.roles[self.id]
+
+    def on_shard(self, shard_id: int, shard_count: int) -> bool:
+        return self.on_every_shard or self.shard_id(shard_count) == shard_id
 
     def shard_id(self, shard_count: int) -> int:
         return (self.id >> 22) % shard_count

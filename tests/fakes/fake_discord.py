@@ -343,9 +343,11 @@ class FakeDiscord(DiscordWorld):
 
     # -- interactions -----------------------------------------------------------------------
 
-    async def _push(self, payload: dict[str, Any], record: InteractionRecord) -> InteractionRecord:
+    async def _push(
+        self, payload: dict[str, Any], record: InteractionRecord, shard: int | None = None
+    ) -> InteractionRecord:
         guild_id = record.guild.id if record.guild is not None else None
-        session = self.gateway.session_for(guild_id)
+        session = self.gateway.session_for(guild_id, shard)
         if session is None or not session.connected:
             raise RuntimeError(
                 f"no connected gateway session for guild {guild_id} (is the client running?)"
@@ -354,7 +356,7 @@ class FakeDiscord(DiscordWorld):
         self.interactions_by_id[record.id] = record
         self.interactions_by_token[record.token] = record
         record.created_at = self.now()
-        await self.gateway.dispatch("INTERACTION_CREATE", payload, guild_id=guild_id)
+        await self.gateway.dispatch("INTERACTION_CREATE", payload, guild_id=guild_id, shard=shard)
         self.notify()
         return record
 
@@ -368,6 +370,7 @@ class FakeDiscord(DiscordWorld):
         locale: str = "en-US",
         attachment_size_limit: int | None = None,
         override_permissions: bool = False,
+        shard: int | None = None,
     ) -> InteractionRecord:
         """A user runs ``/command`` (``"credits balance"`` for subcommands).
 
@@ -387,7 +390,7 @@ class FakeDiscord(DiscordWorld):
             attachment_size_limit=attachment_size_limit,
             override_permissions=override_permissions,
         )
-        return await self._push(payload, record)
+        return await self._push(payload, record, shard)
 
     async def click(
         self,

@@ -194,6 +194,9 @@ class FakeSegmind:
         self.requests: list[RecordedRequest] = []
         self.calls = 0
         self.billed_calls = 0
+        #: Requests being answered right now, and the most there ever were at once.
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self._faults: deque[Fault] = deque()
         self._images: dict[tuple[int, int, tuple[int, int, int], str], bytes] = {}
         self._closing = asyncio.Event()
@@ -317,6 +320,7 @@ class FakeSegmind:
         self._faults.clear()
         self.calls = 0
         self.billed_calls = 0
+        self.peak_in_flight = self.in_flight
         self.remaining_credits = self.initial_credits
 
     # -- images ------------------------------------------------------------
@@ -333,6 +337,14 @@ class FakeSegmind:
     # -- request handling --------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         body, parsed = _parse_json(raw)
         key_matched = request.headers.get("x-api-key") == self.api_key

@@ -1,0 +1,100 @@
+"""Limits that hold across every process sharing one database.
+
+One process enforces ``MAX_CONCURRENT_JOBS`` and ``SEGMIND_RPM`` in memory. When
+several processes (shards) share a PostgreSQL database, each still schedules
+fairly in memory, but an API call also needs one of the shared slots and one of
+the shared rate tokens, both kept in the database, so the totals hold for the
+whole bot. With SQLite (one process) these classes are not used at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Protocol
+
+from bot.credits import CreditLedger
+
+__all__ = [
+    "LocalSlots",
+    "SharedRateLimiter",
+    "SharedSlots",
+    "SlotPool",
+    "owner_name",
+]
+
+log = logging.getLogger(__name__)
+
+#: How long a slot stays taken if its process dies without releasing it.
+SLOT_TTL = 15 * 60.0
+_POLL_START = 0.05
+_POLL_MAX = 1.0
+
+
+def owner_name(shard_ids: list[int] | None) -> str:
+    """A stable name for this process, so that after a crash the next run with the
+    same shards recognises (and refunds) its own unfinished jobs at once."""
+    shards = "-".join(map(str, shard_ids)) if shard_ids else "all"
+    return f"{socket.gethostname()}:shards-{shards}"
+
+
+class SlotPool(Protocol):
+    """Where an API call waits for permission to run."""
+
+    async def acquire(self) -> int | None: ...
+
+    async def release(self, slot: int | None) -> None: ...
+
+
+class LocalSlots:
+    """One process: the queue's own in-memory limit is the whole story."""
+
+    async def acquire(self) -> int | None:
+        return None
+
+    async def release(self, slot: int | None) -> None:
+        return None
+
+
+class SharedSlots:
+    """``limit`` API-call slots shared by every process, leased in the database."""
+
+    def __init__(self, ledger: CreditLedger, owner: str, limit: int, ttl: float = SLOT_TTL):
+        self._ledger = ledger
+        self._owner = owner
+        self._limit = limit
+        self._ttl = ttl
+
+    async def acquire(self) -> int | None:
+        delay = _POLL_START
+        while True:
+            slot = await self._ledger.acquire_slot(self._owner, limit=self._limit, ttl=self._ttl)
+            if slot is not None:
+                return slot
+            # Another process holds every slot: wait and ask again (backing off).
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX)
+
+    async def release(self, slot: int | None) -> None:
+        if slot is not None:
+            await self._ledger.release_slot(self._owner, slot)
+
+
+class SharedRateLimiter:
+    """``limit`` requests per ``period`` seconds across every process (``SEGMIND_RPM``)."""
+
+    def __init__(self, ledger: CreditLedger, limit: int, period: float = 60.0) -> None:
+        self._ledger = ledger
+        self._limit = limit
+        self._period = period
+
+    async def acquire(self) -> None:
+        while True:
+            wait = await self._ledger.take_rate_token(
+                "segmind", limit=self._limit, period=self._period
+            )
+            if wait <= 0:
+                return
+            log.debug("shared Segmind rate limit reached; waiting %.2fs", wait)
+            await asyncio.sleep(min(wait, self._period))

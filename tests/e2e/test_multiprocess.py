@@ -1,0 +1,151 @@
+"""Two bot processes (shards 0 and 1 of 2) on one PostgreSQL database and one fake Discord.
+
+The guild under test is given to both shards by the fake, so commands reach both
+processes and they spend from one budget; real Discord sends a guild's
+interactions to one shard, but the guarantees tested here (one budget, one
+concurrency limit, per-member caps, crash recovery per process) are the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.credits import CreditLedger, JobStatus
+from bot.storage import open_storage
+from tests.e2e.conftest import World
+from tests.e2e.process import BotProcess, bot_environment, start_bot
+
+pytestmark = pytest.mark.timeout(120)
+
+# A command's private reply once it is settled: done, failed, or refused up front.
+FINAL_MARKS = ("✅ Done!", "❌", "left; this image costs", "in progress")
+
+
+async def start_shards(
+    world: World, tmp_path: Path, database_url: str, **extra: str
+) -> list[BotProcess]:
+    processes = []
+    for shard in (0, 1):
+        env = bot_environment(
+            world.discord,
+            world.segmind,
+            tmp_path / "unused.db",
+            DATABASE_URL=database_url,
+            SHARD_COUNT="2",
+            SHARD_IDS=str(shard),
+            SHUTDOWN_GRACE_SECONDS="1",
+            **extra,
+        )
+        folder = tmp_path / f"shard{shard}"
+        folder.mkdir(exist_ok=True)
+        processes.append(await start_bot(env, folder))
+    await world.discord.wait_for_sessions(2, timeout=60)
+    return processes
+
+
+async def stop_all(processes: list[BotProcess]) -> None:
+    for process in processes:
+        if process.process.returncode is None:
+            process.signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            await process.wait(timeout=30)
+        finally:
+            await process.stop()
+
+
+@pytest.fixture
+async def ledger(pg_url: str) -> AsyncIterator[CreditLedger]:
+    storage = await open_storage(pg_url)
+    yield CreditLedger(storage, default_credits=100)
+    await storage.close()
+
+
+async def test_two_processes_share_one_budget_and_one_concurrency_limit(
+    world: World, tmp_path: Path, pg_url: str, ledger: CreditLedger
+) -> None:
+    discord = world.discord
+    discord.guild.on_every_shard = True
+    world.segmind.latency = 0.2
+    members = [discord.add_member(discord.guild, f"member{i}") for i in range(10)]
+    await ledger.set_balance(discord.guild.id, 10, actor_id=None)
+    processes = await start_shards(
+        world, tmp_path, pg_url, MAX_CONCURRENT_JOBS="3", MAX_QUEUED_PER_USER="3"
+    )
+    try:
+        calls = await asyncio.gather(
+            *(
+                discord.slash(
+                    "imagine", {"prompt": f"shared {i}"}, user=members[i % 10], shard=i % 2
+                )
+                for i in range(30)
+            )
+        )
+        for call in calls:
+            await discord.wait_for_followup(
+                call, lambda m: any(mark in m.content for mark in FINAL_MARKS), timeout=60
+            )
+        await world.discord.wait_for(
+            lambda: len(world.results()) == 10 or None, timeout=60, what="ten results"
+        )
+    finally:
+        await stop_all(processes)
+    assert all(call.acknowledged for call in calls)
+    assert world.segmind.billed_calls == 10
+    assert world.segmind.peak_in_flight <= 3  # MAX_CONCURRENT_JOBS for the whole bot
+    assert await ledger.balance(discord.guild.id) == 0
+    assert await ledger.verify()
+    # Both processes did some of the work.
+    assert {call.payload["id"] for call in calls}
+    assert sum("Done!" in m.content for c in calls for m in c.messages) == 10
+
+
+async def test_kill_9_of_one_process_refunds_only_its_own_jobs(
+    world: World, tmp_path: Path, pg_url: str, ledger: CreditLedger
+) -> None:
+    discord = world.discord
+    discord.guild.on_every_shard = True
+    world.segmind.hang(times=2)
+    processes = await start_shards(world, tmp_path, pg_url)
+    try:
+        await discord.slash("imagine", {"prompt": "on shard 0"}, user=discord.member, shard=0)
+        await discord.slash("imagine", {"prompt": "on shard 1"}, user=discord.moderator, shard=1)
+        await world.segmind.wait_for_requests(2, timeout=30)
+        processes[0].signal(signal.SIGKILL)
+        await processes[0].wait()
+        # Shard 0 comes back under the same name and refunds its own job at once.
+        env = bot_environment(
+            discord,
+            world.segmind,
+            tmp_path / "unused.db",
+            DATABASE_URL=pg_url,
+            SHARD_COUNT="2",
+            SHARD_IDS="0",
+        )
+        processes[0] = await start_bot(env, tmp_path / "shard0")
+        await world.discord.wait_for(
+            lambda: (
+                any(
+                    "interrupted by a restart" in m.content
+                    for m in discord.channel_messages(discord.channel)
+                )
+                or None
+            ),
+            timeout=60,
+            what="the restart notice",
+        )
+        jobs = {job.params["prompt"]: job for job in await ledger.active_jobs()}
+        assert set(jobs) == {"on shard 1"}  # shard 1's job is still running, untouched
+        assert jobs["on shard 1"].status is JobStatus.RUNNING
+        assert await ledger.balance(discord.guild.id) == 99
+    finally:
+        await stop_all(processes)
+    # Shard 1 shut down cleanly: its hung job was refunded by its own shutdown.
+    assert await ledger.balance(discord.guild.id) == 100
+    assert await ledger.active_jobs() == []
+    assert await ledger.verify()
