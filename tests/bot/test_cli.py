@@ -367,7 +367,7 @@ async def _cli_process(database_url: str, cwd: Path, *argv: str) -> tuple[int, s
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot.cli",
+        "bot",  # the operator entry point: python -m bot credits ...
         *argv,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
