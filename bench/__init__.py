@@ -1,1 +1,1 @@
-"""Benchmarks (run as scripts; not part of the test suite)."""
+"""Benchmarks: ``python -m bench`` runs them all (see bench/README.md)."""

@@ -1,0 +1,30 @@
+"""Smoke test of the benchmarks (bench/): every benchmark runs at its smallest size, in
+this process (the bot-process ones start their own child), and the report has every
+row. No timing is asserted: this only proves the benchmarks still run."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from bench import scenarios
+from bench.__main__ import run
+from bench.report import ROW_KEYS, build_report
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_smallest_benchmark_reports_every_row() -> None:
+    results = asyncio.run(run(scenarios.SMOKE, verbose=False))
+    report = build_report(results, command="pytest tests/test_bench.py")
+
+    assert [row.key for row in report.rows] == list(ROW_KEYS)
+    table = report.markdown()
+    for row in report.rows:
+        assert row.result and "n/a" not in row.result, row
+        assert f"| {row.label} | {row.result} |" in table
+    assert all(run.jobs for run in report.details)
+    assert results.process_flat.peak_rss > 0 and results.process_photo.peak_rss > 0
+    assert not math.isnan(results.ledger.rate)
