@@ -94,8 +94,13 @@ class ChannelDelivery:
         self._upload_limit = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
         self._message: discord.Message | None = None
         self._note = ""
+        self._shown_progress = False
 
     async def progress(self, job: Job, progress: JobProgress) -> None:
+        if progress.state == "generating" and progress.done == 0 and not self._shown_progress:
+            # Started at once: Discord's own "thinking…" already says it; one edit saved.
+            return
+        self._shown_progress = True
         self._status.show(status_text(progress, job.record.cost))
 
     async def deliver(self, job: Job, images: Sequence[GeneratedImage]) -> int:
