@@ -28,6 +28,7 @@ EXIT_CONFIG = 2
 async def serve(settings: Settings) -> int:
     """Run the bot until it is told to stop; return the process exit code."""
     # Imported here so that configuration errors and the CLI never load discord.py.
+    import aiohttp
     import discord
 
     from bot.app import ImagineBot, apply_endpoints
@@ -58,6 +59,10 @@ async def serve(settings: Settings) -> int:
             return EXIT_CONFIG
         except StorageError as error:
             log.error("database problem: %s", error)
+            return EXIT_RUNTIME
+        except (OSError, aiohttp.ClientError, discord.HTTPException) as error:
+            # Discord unreachable or failing at login: one line, the bot's supervisor retries.
+            log.error("could not connect to Discord: %s", error)
             return EXIT_RUNTIME
     return EXIT_OK
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tomllib
@@ -108,3 +109,30 @@ def test_compose_gives_jobs_time_to_finish() -> None:
     assert "restart: unless-stopped" in text
     assert "env_file: .env" in text
     assert re.search(r"- \S+:/data", text)
+
+
+def test_unreachable_discord_exits_1_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        "DISCORD_TOKEN": "not.a.real-token",
+        "SEGMIND_API_KEY": "not-a-real-key",
+        "DISCORD_API_URL": f"http://127.0.0.1:{port}/api/v10",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "bot"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "could not connect to Discord" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "not.a.real-token" not in result.stderr
