@@ -169,13 +169,19 @@ class ImagineBot(commands.AutoShardedBot):
         gc.collect()
         gc.freeze()
 
-    def create_segmind_client(self, session: aiohttp.ClientSession) -> SegmindClient:
-        """The API client over the bot's one HTTP session, reporting to the metrics."""
+    def create_segmind_client(
+        self, session: aiohttp.ClientSession, **overrides: Any
+    ) -> SegmindClient:
+        """The API client over the bot's one HTTP session, reporting to the metrics.
+
+        ``overrides`` go to :meth:`SegmindClient.from_settings` (tests shorten the backoff).
+        """
         return SegmindClient.from_settings(
             session,
             self.settings,
             on_attempt=self.metrics.observe_api,
             rate_limiter=self.shared_rate_limiter(),
+            **overrides,
         )
 
     def shared_rate_limiter(self) -> SharedRateLimiter | None:

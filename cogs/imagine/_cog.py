@@ -238,15 +238,23 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     # -- button actions ------------------------------------------------------
 
-    async def reroll(self, interaction: discord.Interaction[Any], job_id: int) -> None:
-        self.bot.metrics.interactions.labels(type="reroll").inc()
+    async def _stored_request(
+        self, interaction: discord.Interaction[Any], job_id: int
+    ) -> dict[str, object] | None:
+        """The parameters job ``job_id`` was made with; None (and the member told) if unknown."""
         job = await self.bot.ledger.get_job(job_id)
         if job is None:
             await reply_private(interaction, UNKNOWN_JOB)
+            return None
+        return {name: job.params.get(name) for name in REQUEST_FIELDS}
+
+    async def reroll(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        self.bot.metrics.interactions.labels(type="reroll").inc()
+        values = await self._stored_request(interaction, job_id)
+        if values is None:
             return
-        values = {name: job.params.get(name) for name in REQUEST_FIELDS}
         values["seed"] = None  # a reroll draws a new seed
-        await self.launch(interaction, values, parent_job_id=job.id)
+        await self.launch(interaction, values, parent_job_id=job_id)
 
     async def edit(
         self,
@@ -256,14 +264,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
         negative_prompt: str,
     ) -> None:
         self.bot.metrics.interactions.labels(type="edit").inc()
-        job = await self.bot.ledger.get_job(job_id)
-        if job is None:
-            await reply_private(interaction, UNKNOWN_JOB)
+        values = await self._stored_request(interaction, job_id)
+        if values is None:
             return
-        values = {name: job.params.get(name) for name in REQUEST_FIELDS}
         values["prompt"] = prompt
         values["negative_prompt"] = negative_prompt or None
-        await self.launch(interaction, values, parent_job_id=job.id)
+        await self.launch(interaction, values, parent_job_id=job_id)
 
     async def delete_result(self, interaction: discord.Interaction[Any], job_id: int) -> None:
         self.bot.metrics.interactions.labels(type="delete").inc()

@@ -34,14 +34,11 @@ class E2EBot(ImagineBot):
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         return None
 
-    def create_segmind_client(self, session: aiohttp.ClientSession) -> SegmindClient:
-        return SegmindClient.from_settings(
-            session,
-            self.settings,
-            on_attempt=self.metrics.observe_api,
-            rate_limiter=self.shared_rate_limiter(),
-            backoff_base=0.01,
-            backoff_max=0.05,
+    def create_segmind_client(
+        self, session: aiohttp.ClientSession, **overrides: Any
+    ) -> SegmindClient:
+        return super().create_segmind_client(
+            session, **{"backoff_base": 0.01, "backoff_max": 0.05, **overrides}
         )
 
 
