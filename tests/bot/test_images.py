@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import struct
 import zlib
 
@@ -69,6 +70,48 @@ def test_probe_rejects_truncated_jpeg() -> None:
     data = encode(noise(128, 128), "JPEG", quality=90)
     with pytest.raises(InvalidImage, match="corrupt"):
         probe_image(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.99], ids=["half", "last-percent"])
+def test_probe_of_a_large_jpeg_reports_full_size_and_catches_truncation(cut: float) -> None:
+    # probe_image decodes JPEGs at 1/8 scale: the size must still be the real one,
+    # and a stream cut anywhere must still fail.
+    data = encode(noise(1024, 1024), "JPEG", quality=90)
+    assert probe_image(data) == ImageInfo(format="JPEG", width=1024, height=1024)
+    with pytest.raises(InvalidImage, match="corrupt"):
+        probe_image(data[: int(len(data) * cut)])
+
+
+def test_probe_judges_damaged_jpegs_like_a_full_size_decode() -> None:
+    # The reduced-scale decode must refuse exactly what a full-size decode refuses.
+    pixels = random.Random(7).randbytes(512 * 512 * 3)
+    original = encode(Image.frombytes("RGB", (512, 512), pixels), "JPEG", quality=90)
+    refused = 0
+    for offset in range(1000, len(original) - 400, len(original) // 25):
+        garbled = bytearray(original)
+        garbled[offset : offset + 41] = b"\x00\xff" * 20 + b"\xd3"  # bytes, then a stray marker
+        for data in (bytes(garbled), original[:offset]):
+            try:
+                Image.open(io.BytesIO(data)).load()
+            except OSError:
+                full_size_refuses = True
+            else:
+                full_size_refuses = False
+            try:
+                probe_image(data)
+            except InvalidImage:
+                probe_refuses = True
+            else:
+                probe_refuses = False
+            assert probe_refuses == full_size_refuses, offset
+            refused += probe_refuses
+    assert refused > 0  # the damage is real, not a no-op
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_probe_accepts_greyscale_and_cmyk_jpegs(mode: str) -> None:
+    data = encode(Image.new(mode, (40, 24)), "JPEG")
+    assert probe_image(data) == ImageInfo(format="JPEG", width=40, height=24)
 
 
 def test_probe_rejects_truncated_png() -> None:
