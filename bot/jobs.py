@@ -387,15 +387,21 @@ class JobQueue:
     async def _run_image(self, job: Job, index: int, *, first: bool) -> None:
         cancelled = False
         try:
-            if first:
-                await self._ledger.mark_running(job.id)
             if job.settling:  # settled elsewhere (e.g. a shutdown) while it waited
                 raise JobNotActive(job.record)
+            # queued -> running is written while the first call runs, not before it:
+            # the write is off the job's critical path, and its verdict is still
+            # awaited before the image is kept.
+            marking = self._mark_running(job) if first else None
             slot = await self._slots.acquire()
             try:
                 result = await self._generator.generate(job.request.per_image()[index])
             finally:
                 await self._slots.release(slot)
+            if marking is not None:
+                # JobNotActive: the job was settled elsewhere meanwhile (another
+                # process recovered it); its credits are back, so the image is dropped.
+                await marking
             job.images[index] = result.images[0]
         except SegmindError as error:
             job.errors.append(ImageFailure(error.kind, error.user_message, error.retryable))
@@ -428,6 +434,13 @@ class JobQueue:
             # Settling runs as its own task so that a shutdown cancelling API calls
             # never interrupts a delivery or a ledger write.
             self._spawn(self._settle(job), job)
+
+    def _mark_running(self, job: Job) -> asyncio.Future[JobRecord]:
+        marking = asyncio.ensure_future(self._ledger.mark_running(job.id))
+        # When the API call fails first nobody awaits the verdict: retrieve it here so
+        # that a refused mark (the job already settled) is not reported as lost.
+        marking.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return marking
 
     async def _settle(self, job: Job) -> None:
         """Deliver what worked, then commit it and refund the rest: exactly once."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.credits import CommitResult, CreditLedger, InsufficientCredits
+from bot.credits import CommitResult, CreditLedger, InsufficientCredits, JobRecord
 from bot.jobs import Job, JobProgress, JobQueue, QueueFull, ShuttingDown
 from bot.segmind import (
     GeneratedImage,
@@ -340,3 +340,67 @@ async def test_a_cancelled_reservation_is_refunded(ledger: CreditLedger) -> None
     assert await ledger.verify()
     assert queue.user_load(GUILD, ALICE) == 0
     assert generator.calls == []
+
+
+async def test_first_call_runs_while_the_job_is_marked_running(
+    ledger: CreditLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The queued -> running write is not on the critical path: the API call starts
+    # while it is still under way, and the image is kept once it has succeeded.
+    marked = asyncio.Event()
+    real_mark = ledger.mark_running
+
+    async def slow_mark(job_id: int) -> JobRecord:
+        await marked.wait()
+        return await real_mark(job_id)
+
+    monkeypatch.setattr(ledger, "mark_running", slow_mark)
+    generator = ScriptedGenerator(gated=True)
+    queue = make_queue(generator, ledger)
+    job, delivery = await submit(queue)
+    await generator.wait_calls(1)  # would time out if the call waited for the mark
+    generator.release()
+    await asyncio.sleep(0.05)
+    assert not job.settled.is_set()  # the image is not kept before the mark's verdict
+    marked.set()
+    await settle(job)
+    stored = await ledger.get_job(job.id)
+    assert stored is not None and stored.status.value == "succeeded"
+    assert len(delivery.delivered) == 1
+
+
+async def test_an_image_of_a_job_settled_elsewhere_is_dropped(ledger: CreditLedger) -> None:
+    # Another process recovered the job (refunded it) while it waited for a slot:
+    # its call still starts, but the mark is refused and the image is dropped.
+    generator = ScriptedGenerator(gated=True)
+    queue = make_queue(generator, ledger, concurrent=1)
+    first, _ = await submit(queue, user=BOB, prompt="first")
+    job, delivery = await submit(queue)
+    await generator.wait_calls(1)
+    await ledger.refund(job.id, "recovered by another process")
+    generator.release(2)
+    await settle(first)
+    await settle(job)
+    assert delivery.delivered == []
+    assert delivery.failures and "restarted" in delivery.failures[0][0]
+    assert delivery.failures[0][1] == 0  # already refunded: nothing more to give back
+    assert await ledger.balance(GUILD) == 99  # BOB's image only
+    assert await ledger.verify()
+
+
+async def test_a_failed_call_of_a_job_settled_elsewhere_refunds_nothing_twice(
+    ledger: CreditLedger,
+) -> None:
+    generator = ScriptedGenerator(gated=True)
+    generator.failures["doomed"] = SegmindUnauthorized(status=401, detail="bad key")
+    queue = make_queue(generator, ledger, concurrent=1)
+    first, _ = await submit(queue, user=BOB, prompt="first")
+    job, delivery = await submit(queue, prompt="doomed")
+    await generator.wait_calls(1)
+    await ledger.refund(job.id, "recovered by another process")
+    generator.release(2)
+    await settle(first)
+    await settle(job)
+    assert delivery.failures
+    assert await ledger.balance(GUILD) == 99
+    assert await ledger.verify()
