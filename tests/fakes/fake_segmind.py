@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Literal, NamedTuple, Self
 
 import pytest_asyncio
 from aiohttp import web
@@ -148,6 +148,32 @@ def _validate(body: Any) -> str | None:
     if not isinstance(body.get("base64", False), bool):
         return "base64 must be a boolean"
     return None
+
+
+class _Plan(NamedTuple):
+    """What a valid request asks for (the seed drawn when it has none)."""
+
+    width: int
+    height: int
+    seed: int
+    prompt: str
+    samples: int
+    base64: bool
+
+
+def _plan(body: Any) -> _Plan | None:
+    """The images a request asks for, or None when it is invalid."""
+    if _validate(body) is not None:
+        return None
+    seed = body.get("seed")
+    return _Plan(
+        width=body.get("img_width", 512),
+        height=body.get("img_height", 512),
+        seed=random.randint(0, MAX_SEED) if seed is None else seed,
+        prompt=body["prompt"],
+        samples=body.get("samples", 1),
+        base64=body.get("base64", False),
+    )
 
 
 def _colour(seed: int, prompt: str) -> tuple[int, int, int]:
@@ -359,6 +385,33 @@ class FakeSegmind:
         self.calls += 1
         async with self._arrivals:
             self._arrivals.notify_all()
+        plan = _plan(body) if parsed else None
+        early: asyncio.Task[list[bytes]] | None = None
+        if (
+            self.latency > 0
+            and plan is not None
+            and key_matched
+            and request.match_info["model"] == self.model
+            and not self._faults
+        ):
+            # The latency is the time to the answer, like a real server's: the images
+            # are made while it runs, so encoding them does not add to it.
+            early = asyncio.ensure_future(self._make_images(plan))
+        try:
+            return await self._respond_after_latency(request, record, body, parsed, plan, early)
+        finally:
+            if early is not None and not early.done():
+                early.cancel()
+
+    async def _respond_after_latency(
+        self,
+        request: web.Request,
+        record: RecordedRequest,
+        body: Any,
+        parsed: bool,
+        plan: _Plan | None,
+        early: asyncio.Task[list[bytes]] | None,
+    ) -> web.StreamResponse:
         if self.latency > 0:
             await self._sleep(self.latency)
 
@@ -378,36 +431,32 @@ class FakeSegmind:
                 record, fault.status, fault.body, fault.content_type, fault.headers
             )
 
-        if not key_matched:
+        if not record.key_matched:
             return self._error(record, 401, "Unauthorized")
         if request.match_info["model"] != self.model:
             return self._error(record, 404, f"Model {request.match_info['model']} not found")
         if not parsed:
             return self._error(record, 400, "Request body is not valid JSON")
-        problem = _validate(body)
-        if problem is not None:
-            return self._error(record, 422, problem)
-
-        width, height = body.get("img_width", 512), body.get("img_height", 512)
-        seed = body.get("seed")
-        if seed is None:
-            seed = random.randint(0, MAX_SEED)
+        if plan is None:
+            return self._error(record, 422, _validate(body) or "invalid request")
         if fault is not None and fault.kind == "corrupt":
             return self._success(record, fault.body or b"", fault.content_type)
         if fault is not None and fault.kind == "wrong_size":
-            width, height = fault.size
-
-        wants_base64 = body.get("base64", False)
-        count = body.get("samples", 1) if wants_base64 and self.multi_image else 1
-        images = [
-            await self.image(width, height, (seed + n) % (MAX_SEED + 1), body["prompt"])
-            for n in range(count)
-        ]
-        if not wants_base64:
+            plan = plan._replace(width=fault.size[0], height=fault.size[1])
+            early = None
+        images = await early if early is not None else await self._make_images(plan)
+        if not plan.base64:
             return self._success(record, images[0], f"image/{self.image_format.lower()}")
         encoded = [base64.b64encode(image).decode("ascii") for image in images]
         document = {"images": encoded} if self.multi_image else {"image": encoded[0]}
         return self._success(record, json.dumps(document).encode(), "application/json")
+
+    async def _make_images(self, plan: _Plan) -> list[bytes]:
+        count = plan.samples if plan.base64 and self.multi_image else 1
+        return [
+            await self.image(plan.width, plan.height, (plan.seed + n) % (MAX_SEED + 1), plan.prompt)
+            for n in range(count)
+        ]
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
