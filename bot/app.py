@@ -23,6 +23,7 @@ from bot.config import Settings
 from bot.coordination import SharedRateLimiter, SharedSlots, owner_name
 from bot.credits import CreditLedger, JobRecord
 from bot.health import HealthServer
+from bot.image_store import ImageStore
 from bot.jobs import JobQueue
 from bot.logs import job_context
 from bot.metrics import Metrics
@@ -92,6 +93,7 @@ class ImagineBot(commands.AutoShardedBot):
         self._ledger: CreditLedger | None = None
         self._segmind: SegmindClient | None = None
         self._jobs: JobQueue | None = None
+        self._images: ImageStore | None = None
         self._health: HealthServer | None = None
         self._recovered: list[JobRecord] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -143,6 +145,7 @@ class ImagineBot(commands.AutoShardedBot):
             connector=aiohttp.TCPConnector(limit=settings.max_concurrent_jobs)
         )
         self._segmind = self.create_segmind_client(self._session)
+        self._images = ImageStore(memory_budget=settings.image_memory_budget_mb * 1024 * 1024)
         self._jobs = JobQueue(
             self._segmind,
             ledger,
@@ -155,6 +158,7 @@ class ImagineBot(commands.AutoShardedBot):
                 if ledger.shared
                 else None
             ),
+            image_store=self._images,
         )
         for name in self._extensions:
             await self.load_extension(name)
@@ -231,6 +235,8 @@ class ImagineBot(commands.AutoShardedBot):
             await self._session.close()
         if self._storage is not None:
             await self._storage.close()
+        if self._images is not None:
+            self._images.close()
         log.info("closed")
 
     def spawn(self, coro: Any, *, name: str | None = None) -> asyncio.Task[None]:

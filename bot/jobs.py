@@ -30,9 +30,10 @@ from typing import Literal, Protocol
 from bot.coordination import LocalSlots, SlotPool
 from bot.credits import CommitResult, CreditLedger, JobNotActive, JobRecord, NewJob
 from bot.errors import UserFacingError
+from bot.image_store import HeldImage, ImageStore
 from bot.logs import job_context
 from bot.metrics import Metrics
-from bot.segmind import GeneratedImage, GenerationResult, SegmindError, Txt2ImgRequest
+from bot.segmind import GenerationResult, SegmindError, Txt2ImgRequest
 
 __all__ = [
     "ImageGenerator",
@@ -43,6 +44,9 @@ __all__ = [
     "QueueFull",
     "ShuttingDown",
 ]
+
+#: What a queue without an explicit store may keep in memory (``IMAGE_MEMORY_BUDGET_MB``).
+DEFAULT_IMAGE_MEMORY_BUDGET = 32 * 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +81,7 @@ class JobDelivery(Protocol):
     async def progress(self, job: Job, progress: JobProgress) -> None:
         """Show the job's place in line or how many images are done."""
 
-    async def deliver(self, job: Job, images: Sequence[GeneratedImage]) -> int:
+    async def deliver(self, job: Job, images: Sequence[HeldImage]) -> int:
         """Post the images; return how many reached the user. Raise if none did."""
 
     async def finished(self, job: Job, result: CommitResult) -> None:
@@ -95,7 +99,7 @@ class Job:
     request: Txt2ImgRequest
     delivery: JobDelivery
     seq: int
-    images: list[GeneratedImage | None] = field(default_factory=list)
+    images: list[HeldImage | None] = field(default_factory=list)
     errors: list[ImageFailure] = field(default_factory=list)
     pending: deque[int] = field(default_factory=deque)
     running: int = 0
@@ -118,7 +122,7 @@ class Job:
             guild_id=self.record.guild_id, user_id=self.record.user_id, job_id=self.record.id
         )
 
-    def succeeded_images(self) -> list[GeneratedImage]:
+    def succeeded_images(self) -> list[HeldImage]:
         return [image for image in self.images if image is not None]
 
 
@@ -159,8 +163,11 @@ class JobQueue:
         metrics: Metrics | None = None,
         owner: str | None = None,
         slots: SlotPool | None = None,
+        image_store: ImageStore | None = None,
     ) -> None:
         self._generator = generator
+        self._own_store = image_store is None
+        self._store = image_store or ImageStore(memory_budget=DEFAULT_IMAGE_MEMORY_BUDGET)
         self._owner = owner
         self._slots: SlotPool = slots or LocalSlots()
         self._ledger = ledger
@@ -402,7 +409,7 @@ class JobQueue:
                 # JobNotActive: the job was settled elsewhere meanwhile (another
                 # process recovered it); its credits are back, so the image is dropped.
                 await marking
-            job.images[index] = result.images[0]
+            job.images[index] = await self._store.hold(result.images[0])
         except SegmindError as error:
             job.errors.append(ImageFailure(error.kind, error.user_message, error.retryable))
             log.warning("image %d failed: %s", index + 1, error, extra=job.context)
@@ -504,6 +511,8 @@ class JobQueue:
             )
 
     def _forget(self, job: Job) -> None:
+        for image in job.succeeded_images():
+            image.release()
         if self._active.pop(job.id, None) is None:
             return
         self._waiting.pop(job.id, None)
@@ -564,6 +573,8 @@ class JobQueue:
             await asyncio.wait(pending, timeout=max(grace, 5.0))
         if leftovers:
             log.warning("shutdown interrupted %d unfinished job(s)", len(leftovers))
+        if self._own_store:
+            self._store.close()
 
     async def wait_idle(self) -> None:
         """Wait until no job is active (tests and benchmarks use this)."""

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.credits import CommitResult
+from bot.image_store import HeldImage
 from bot.jobs import Job, JobProgress
-from bot.segmind import GeneratedImage
 
 from ._buttons import result_view
 from ._render import pack_files, plural, prepare_files, result_embed, status_text
@@ -103,7 +103,7 @@ class ChannelDelivery:
         self._shown_progress = True
         self._status.show(status_text(progress, job.record.cost))
 
-    async def deliver(self, job: Job, images: Sequence[GeneratedImage]) -> int:
+    async def deliver(self, job: Job, images: Sequence[HeldImage]) -> int:
         files = await prepare_files(images, self._upload_limit)
         groups = pack_files(files, self._upload_limit)
         missing = job.total - len(images)

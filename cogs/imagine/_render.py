@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import discord
 
+from bot.image_store import HeldImage
 from bot.images import fit_jpeg
 from bot.jobs import JobProgress
-from bot.segmind import GeneratedImage, Txt2ImgRequest
+from bot.segmind import Txt2ImgRequest
 
 __all__ = [
     "PreparedFile",
@@ -77,30 +78,37 @@ def result_embed(
 
 @dataclass(frozen=True)
 class PreparedFile:
+    """One attachment: the held image as it is, or its re-encoded bytes."""
+
     filename: str
-    data: bytes
+    source: HeldImage | bytes
     seed: int | None
 
+    @property
+    def size(self) -> int:
+        return len(self.source) if isinstance(self.source, bytes) else self.source.size
+
     def to_file(self) -> discord.File:
-        return discord.File(io.BytesIO(self.data), filename=self.filename)
+        """For one upload (discord.py closes it after the request)."""
+        if isinstance(self.source, bytes):
+            return discord.File(io.BytesIO(self.source), filename=self.filename)
+        return discord.File(self.source.open(), filename=self.filename)
 
 
 def _extension(image_format: str) -> str:
     return "png" if image_format.upper() == "PNG" else "jpg"
 
 
-async def prepare_files(images: Sequence[GeneratedImage], limit: int) -> list[PreparedFile]:
+async def prepare_files(images: Sequence[HeldImage], limit: int) -> list[PreparedFile]:
     """Name each image ``kandinsky-<seed>.<ext>``; re-encode (off the loop) any over the limit."""
     budget = max(limit - _PAYLOAD_HEADROOM, 64 * 1024)
     prepared: list[PreparedFile] = []
     for index, image in enumerate(images):
         stem = f"kandinsky-{image.seed}" if image.seed is not None else f"kandinsky-{index + 1}"
-        if len(image.data) <= budget:
-            prepared.append(
-                PreparedFile(f"{stem}.{_extension(image.format)}", image.data, image.seed)
-            )
+        if image.size <= budget:
+            prepared.append(PreparedFile(f"{stem}.{_extension(image.format)}", image, image.seed))
             continue
-        data = await asyncio.to_thread(fit_jpeg, image.data, budget)
+        data = await asyncio.to_thread(fit_jpeg, await image.read(), budget)
         prepared.append(PreparedFile(f"{stem}.jpg", data, image.seed))
     # Two images with the same seed (a multi-image answer) must not share a name.
     seen: dict[str, int] = {}
@@ -110,7 +118,7 @@ async def prepare_files(images: Sequence[GeneratedImage], limit: int) -> list[Pr
         seen[file.filename] = count + 1
         if count:
             stem, dot, ext = file.filename.rpartition(".")
-            unique.append(PreparedFile(f"{stem}-{count + 1}{dot}{ext}", file.data, file.seed))
+            unique.append(PreparedFile(f"{stem}-{count + 1}{dot}{ext}", file.source, file.seed))
         else:
             unique.append(file)
     return unique
@@ -123,7 +131,7 @@ def pack_files(files: Sequence[PreparedFile], limit: int) -> list[list[PreparedF
     current: list[PreparedFile] = []
     used = 0
     for file in files:
-        size = len(file.data)
+        size = file.size
         if current and (used + size > budget or len(current) >= _MAX_FILES_PER_MESSAGE):
             messages.append(current)
             current, used = [], 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,6 +113,29 @@ async def test_four_large_images_cost_sixteen(world: World) -> None:
     assert all(r.json["samples"] == 1 for r in world.segmind.requests)
     assert embed_field(result, "Seeds") == ", ".join(map(str, seeds))
     assert embed_field(result, "Cost") == "16 credits"
+
+
+async def test_images_waiting_in_files_arrive_intact_and_the_files_go(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # IMAGE_MEMORY_BUDGET_MB=0: every finished image waits in a temporary file.
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    async with world.running(image_memory_budget_mb=0) as bot:
+        await world.imagine({"prompt": "harbour at dawn", "samples": 3, "seed": 40})
+        result = await world.result()
+        await bot.jobs.wait_idle()
+        folders = list(spool.iterdir())
+        assert len(folders) == 1 and list(folders[0].iterdir()) == []  # deleted once settled
+        assert await balance(world, bot) == 97
+    assert list(spool.iterdir()) == []  # the folder goes with the bot
+    sent = sorted(result.files.values(), key=lambda f: f.filename)
+    expected = [
+        await world.segmind.image(512, 512, seed, "harbour at dawn") for seed in (40, 41, 42)
+    ]
+    assert [f.filename for f in sent] == [f"kandinsky-{seed}.jpg" for seed in (40, 41, 42)]
+    assert [f.data for f in sent] == expected
 
 
 async def test_not_enough_credits_is_explained_and_calls_nothing(world: World) -> None:

@@ -1,0 +1,173 @@
+"""Where finished images wait for the rest of their job and for the upload.
+
+A job posts all its images in one message, so its first images wait for its
+last; with many jobs generating at once that is hundreds of images (a real
+1024x1024 Kandinsky JPEG weighs ~270 KB). The store keeps them in memory up to
+a byte budget (``IMAGE_MEMORY_BUDGET_MB``) and writes the rest to files in a
+private temporary folder, so the bot's memory stays bounded however many images
+are in flight. Files are written and read off the event loop (a worker thread
+writes; aiohttp streams the upload in chunks), and deleted once the job is
+settled; the folder goes when the store closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import itertools
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from bot.segmind import GeneratedImage
+
+__all__ = ["HeldImage", "ImageStore"]
+
+log = logging.getLogger(__name__)
+
+
+class HeldImage:
+    """One finished image, in memory or in a file, with what the result shows of it."""
+
+    __slots__ = (
+        "_data",
+        "_path",
+        "_released",
+        "_store",
+        "format",
+        "height",
+        "seed",
+        "size",
+        "width",
+    )
+
+    def __init__(
+        self,
+        store: ImageStore,
+        image: GeneratedImage,
+        *,
+        data: bytes | None,
+        path: Path | None,
+    ) -> None:
+        self._store = store
+        self._data = data
+        self._path = path
+        self._released = False
+        self.format = image.format
+        self.width = image.width
+        self.height = image.height
+        self.seed = image.seed
+        self.size = len(image.data)
+
+    @property
+    def on_disk(self) -> bool:
+        return self._path is not None
+
+    async def read(self) -> bytes:
+        """The image's bytes (read in a worker thread when they are in a file)."""
+        if self._path is not None:
+            return await asyncio.to_thread(self._path.read_bytes)
+        if self._data is None:
+            raise RuntimeError("the image was already handed to an upload")
+        return self._data
+
+    def open(self) -> io.BufferedIOBase:
+        """A binary file of the image for one upload; the caller closes it.
+
+        An image in memory is handed over rather than shared: the returned
+        ``BytesIO`` then owns the only reference to the bytes, so aiohttp's
+        ``getbuffer()`` does not copy them while uploading (it copies a shared
+        buffer), and this object no longer holds them.
+        """
+        if self._path is not None:
+            return self._path.open("rb")
+        data, self._data = self._data, None
+        if data is None:
+            raise RuntimeError("the image was already handed to an upload")
+        return io.BytesIO(data)
+
+    def release(self) -> None:
+        """Give back its share of the memory budget, or delete its file. Idempotent."""
+        if self._released:
+            return
+        self._released = True
+        self._data = None
+        if self._path is not None:
+            self._store._forget_file(self._path)
+        else:
+            self._store._forget_bytes(self.size)
+
+    def __repr__(self) -> str:
+        where = "disk" if self._path is not None else "memory"
+        return (
+            f"HeldImage({self.format} {self.width}x{self.height}, seed={self.seed}, "
+            f"{self.size} bytes in {where})"
+        )
+
+
+class ImageStore:
+    """Holds images in memory up to ``memory_budget`` bytes, and in files beyond it."""
+
+    def __init__(self, *, memory_budget: int, directory: Path | None = None) -> None:
+        if memory_budget < 0:
+            raise ValueError("memory_budget cannot be negative")
+        self._budget = memory_budget
+        self._parent = directory
+        self._folder: Path | None = None
+        self._in_memory = 0
+        self._files = 0
+        self._names = itertools.count(1)
+
+    @property
+    def bytes_in_memory(self) -> int:
+        return self._in_memory
+
+    @property
+    def files(self) -> int:
+        """Images held in files right now."""
+        return self._files
+
+    async def hold(self, image: GeneratedImage) -> HeldImage:
+        """Keep ``image`` until its job is settled; the caller drops its own reference."""
+        size = len(image.data)
+        if self._in_memory + size <= self._budget:
+            self._in_memory += size
+            return HeldImage(self, image, data=image.data, path=None)
+        path = self._next_path()
+        try:
+            await asyncio.to_thread(path.write_bytes, image.data)
+        except OSError as error:
+            # A full or read-only disk must not cost the member their image: keep it in
+            # memory over the budget and say so, rather than fail the job.
+            log.warning("could not write an image to %s (%s); keeping it in memory", path, error)
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+            self._in_memory += size
+            return HeldImage(self, image, data=image.data, path=None)
+        self._files += 1
+        return HeldImage(self, image, data=None, path=path)
+
+    def close(self) -> None:
+        """Delete the folder and whatever is left in it."""
+        folder, self._folder = self._folder, None
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._files = 0
+
+    def _next_path(self) -> Path:
+        if self._folder is None:
+            parent = None if self._parent is None else str(self._parent)
+            self._folder = Path(tempfile.mkdtemp(prefix="imagine-bot-images-", dir=parent))
+        return self._folder / f"{next(self._names)}.img"
+
+    def _forget_bytes(self, size: int) -> None:
+        self._in_memory -= size
+
+    def _forget_file(self, path: Path) -> None:
+        self._files -= 1
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            log.warning("could not delete %s: %s", path, error)
