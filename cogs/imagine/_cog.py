@@ -1,13 +1,27 @@
 """The ``/imagine`` command and the shared path every new job takes (command, Reroll, Edit).
 
-Order matters: checks that need nothing but the interaction answer at once;
-then the interaction is deferred (privately) inside Discord's 3 seconds; then
-the channel rules are read and credits reserved. Nothing is spent until every
-check has passed.
+Order matters:
+
+1. Checks that need nothing but the interaction answer at once, as its first
+   response.
+2. The private defer is sent inside Discord's 3 seconds, as a task that is not
+   awaited yet: the channel rules are read, credits reserved and the job queued
+   while it is in flight, so the API call does not wait for Discord's round trip
+   (50-150 ms).
+3. Whatever is said on the interaction after that (a refusal, the status line,
+   the error handler's apology) first waits for the defer: discord.py only
+   switches to follow-ups once the defer's answer has arrived, and Discord would
+   take an earlier message for the first response.
+
+If the defer fails (too late: 10062), the member sees nothing from us and there
+is nobody to tell: a refusal is only logged, while a job already queued runs and
+posts its result in the channel, its private status line dead from the start.
+Nothing is spent until every check has passed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Mapping
@@ -24,7 +38,7 @@ from bot.replies import reply_private
 from bot.segmind import MAX_SEED, InvalidRequest, Txt2ImgRequest, build_request
 
 from ._buttons import DYNAMIC_ITEMS, UNKNOWN_JOB
-from ._delivery import ChannelDelivery
+from ._delivery import ChannelDelivery, acknowledged
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -82,6 +96,27 @@ def _channel_refusal(settings: GuildSettings, channel: discord.abc.Messageable) 
         return None
     where = ", ".join(f"<#{cid}>" for cid in allowed[:10])
     return f"Image generation is turned off in this channel. Try {where}."
+
+
+async def _defer(interaction: discord.Interaction[Any]) -> bool:
+    """Defer ``interaction`` privately; False, logged and never raised, if that failed."""
+    if interaction.response.is_done():
+        return True
+    context = job_context(guild_id=interaction.guild_id, user_id=interaction.user.id)
+    try:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+    except discord.HTTPException as error:
+        # Usually too late to answer (Discord's 3 s passed).
+        log.warning(
+            "could not acknowledge /imagine (%s %s)", error.status, error.code, extra=context
+        )
+        return False
+    except Exception:
+        # Logged here rather than raised: a cancelled handler never awaits this task,
+        # and the status line only needs to know whether there is a line to edit.
+        log.exception("could not acknowledge /imagine", extra=context)
+        return False
+    return True
 
 
 class ImagineCog(commands.Cog, name="Imagine"):
@@ -148,7 +183,10 @@ class ImagineCog(commands.Cog, name="Imagine"):
         *,
         parent_job_id: int | None = None,
     ) -> None:
-        """Validate, defer, check the server's rules, reserve and queue a job."""
+        """Validate, defer, check the server's rules, reserve and queue a job.
+
+        The defer runs alongside the checks and the queueing (see the module docstring).
+        """
         guild = interaction.guild
         channel = interaction.channel
         if guild is None or channel is None or not isinstance(channel, discord.abc.Messageable):
@@ -174,18 +212,39 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 "The bot is restarting. Nothing was charged; please try again in a minute.",
             )
             return
-        if not interaction.response.is_done():
-            try:
-                await interaction.response.defer(ephemeral=True, thinking=True)
-            except discord.HTTPException as error:
-                # Too late to answer (Discord's 3 s passed): nothing was spent.
-                log.warning(
-                    "could not acknowledge /imagine (%s %s)",
-                    error.status,
-                    error.code,
+        defer = asyncio.get_running_loop().create_task(_defer(interaction))
+        try:
+            refusal = await self._check_and_queue(
+                interaction, guild, channel, request, defer, parent_job_id=parent_job_id
+            )
+        except Exception:
+            # The caller's error handler answers on the interaction: not before the defer.
+            await acknowledged(defer)
+            raise
+        if not await acknowledged(defer):
+            if refusal is not None:
+                log.info(
+                    "/imagine refused but the interaction was not acknowledged; nothing was spent",
                     extra=job_context(guild_id=guild.id, user_id=interaction.user.id),
                 )
-                return
+            return
+        if refusal is not None:
+            await reply_private(interaction, refusal)
+
+    async def _check_and_queue(
+        self,
+        interaction: discord.Interaction[Any],
+        guild: discord.Guild,
+        channel: discord.abc.Messageable,
+        request: Txt2ImgRequest,
+        defer: asyncio.Future[bool],
+        *,
+        parent_job_id: int | None,
+    ) -> str | None:
+        """Apply the server's rules, reserve and queue; the refusal to send privately, if any.
+
+        Runs while the defer is in flight, so it says nothing on the interaction itself.
+        """
         settings = await self.bot.ledger.get_settings(guild.id)
         refusal = _channel_refusal(settings, channel)
         word = _blocked_word(settings, request)
@@ -195,21 +254,20 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 "Nothing was charged."
             )
         if refusal is not None:
-            await reply_private(interaction, refusal)
-            return
+            return refusal
         try:
             await self.bot.jobs.enqueue(
                 guild_id=guild.id,
                 channel_id=interaction.channel_id or 0,
                 user_id=interaction.user.id,
                 request=request,
-                delivery=ChannelDelivery(self.bot, interaction, channel),
+                delivery=ChannelDelivery(self.bot, interaction, channel, acknowledged=defer),
                 parent_job_id=parent_job_id,
             )
         except (UserFacingError, CreditError) as error:
-            await reply_private(interaction, error.user_message)
-            return
+            return error.user_message
         await self._low_balance_notice(guild, settings)
+        return None
 
     async def _low_balance_notice(self, guild: discord.Guild, settings: GuildSettings) -> None:
         """Post one notice per crossing below the admins' threshold, mentioning nobody."""

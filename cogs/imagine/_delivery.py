@@ -27,11 +27,20 @@ from ._render import pack_files, plural, prepare_files, result_embed, status_tex
 if TYPE_CHECKING:
     from bot.app import ImagineBot
 
-__all__ = ["ChannelDelivery", "StatusMessage"]
+__all__ = ["ChannelDelivery", "StatusMessage", "acknowledged"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+
+
+async def acknowledged(defer: asyncio.Future[bool]) -> bool:
+    """Wait for the interaction's defer; True if Discord accepted it."""
+    if not defer.done():
+        # asyncio.wait, unlike await, leaves the defer running if the waiter is
+        # cancelled: a queued job's status line still waits on it.
+        await asyncio.wait((defer,))
+    return not defer.cancelled() and defer.exception() is None and defer.result()
 
 
 class StatusMessage:
@@ -39,10 +48,24 @@ class StatusMessage:
 
     Only the newest text matters, so updates that arrive while an edit is
     throttled replace each other; the final text always goes out.
+
+    The line is the interaction's deferred response, and the job starts while
+    that defer is still in flight: ``acknowledged`` (the defer's outcome, None
+    for already answered) is awaited before the first edit. When it reports
+    False there never was a line to edit: the status is dead from the start
+    (``alive`` False), as after the token's 15 minutes, so failures are told in
+    the channel instead.
     """
 
-    def __init__(self, interaction: discord.Interaction[Any], *, min_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        interaction: discord.Interaction[Any],
+        acknowledged: asyncio.Future[bool] | None = None,
+        *,
+        min_interval: float = 1.0,
+    ) -> None:
         self._interaction = interaction
+        self._acknowledged = acknowledged
         self._min_interval = min_interval
         self._pending: str | None = None
         self._last_edit = 0.0
@@ -62,6 +85,11 @@ class StatusMessage:
         return self.alive
 
     async def _flush(self) -> None:
+        # Before the defer's answer there is no message to edit yet (Unknown Webhook, which
+        # would kill the line); after a failed defer there never will be.
+        if self._acknowledged is not None and not await acknowledged(self._acknowledged):
+            self.alive = False
+            return
         while self._pending is not None and self.alive:
             wait = self._last_edit + self._min_interval - time.monotonic()
             if wait > 0:
@@ -86,10 +114,14 @@ class ChannelDelivery:
         bot: ImagineBot,
         interaction: discord.Interaction[Any],
         channel: discord.abc.Messageable,
+        *,
+        acknowledged: asyncio.Future[bool] | None = None,
     ) -> None:
+        """``acknowledged``: the interaction's defer, possibly still in flight (see
+        :class:`StatusMessage`)."""
         self._bot = bot
         self._channel = channel
-        self._status = StatusMessage(interaction)
+        self._status = StatusMessage(interaction, acknowledged)
         guild = interaction.guild
         self._upload_limit = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
         self._message: discord.Message | None = None

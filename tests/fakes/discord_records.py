@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +22,7 @@ __all__ = [
     "CallbackRecord",
     "CommandSync",
     "DiscordError",
+    "InjectedDelay",
     "InjectedFailure",
     "InteractionRecord",
     "ModalRecord",
@@ -161,6 +165,42 @@ class InjectedFailure:
                 headers["X-RateLimit-Global"] = "true"
             extra = {"retry_after": retry, "global": self.is_global}
         return DiscordError(self.status, self.code, self.message, headers=headers, extra=extra)
+
+
+@dataclass(eq=False)
+class InjectedDelay:
+    """A delay armed with :meth:`FakeDiscord.delay_next`: a matching request is held,
+    as if still on its way to Discord, for ``seconds`` or until :meth:`release`."""
+
+    method: str
+    path_regex: re.Pattern[str]
+    seconds: float
+    times: int = 1
+    hits: int = 0
+    holding: int = 0  # requests held right now
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def matches(self, method: str, path: str) -> bool:
+        return (
+            self.hits < self.times
+            and self.method in (method, "*")
+            and self.path_regex.search(path) is not None
+        )
+
+    def release(self) -> None:
+        """Let the held requests (and any later matching ones) through now."""
+        self.released.set()
+
+    async def hold(self, notify: Callable[[], None]) -> None:
+        """Hold one request; ``notify`` wakes the waiters once it is held."""
+        self.hits += 1
+        self.holding += 1
+        notify()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.released.wait(), self.seconds)
+        finally:
+            self.holding -= 1
 
 
 @dataclass(eq=False)

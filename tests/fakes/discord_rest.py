@@ -1,9 +1,10 @@
 """The fake Discord's REST API.
 
 Every request is recorded, matched to an operation of Discord's OpenAPI spec,
-validated, checked against armed failures, then served by ``op_<operationId>``
-(or answered 404 and recorded as unhandled). Responses are JSON with exactly
-``Content-Type: application/json`` and Discord's rate-limit headers.
+validated, held by an armed delay, checked against armed failures, then served
+by ``op_<operationId>`` (or answered 404 and recorded as unhandled). Responses
+are JSON with exactly ``Content-Type: application/json`` and Discord's
+rate-limit headers.
 """
 
 from __future__ import annotations
@@ -176,6 +177,10 @@ class RestApi:
                     Violation(record, operation.operation_id, problem.message, problem.errors)
                 )
                 raise DiscordError(400, 50035, "Invalid Form Body", errors=problem.errors)
+        for delay in fake.delays:
+            if delay.matches(record.method, record.path):
+                await delay.hold(fake.notify)
+                break
         for failure in fake.failures:
             if failure.matches(record.method, record.path):
                 failure.hits += 1

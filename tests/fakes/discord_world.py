@@ -19,6 +19,7 @@ from tests.fakes.discord_interactions import Actor
 from tests.fakes.discord_messages import mention_targets
 from tests.fakes.discord_records import (
     CommandSync,
+    InjectedDelay,
     InjectedFailure,
     InteractionRecord,
     ModalRecord,
@@ -70,6 +71,7 @@ class DiscordWorld:
         self.interactions: list[InteractionRecord] = []
         self.modals: list[ModalRecord] = []
         self.failures: list[InjectedFailure] = []
+        self.delays: list[InjectedDelay] = []
         self.internal_errors: list[str] = []  # bugs in the fake itself
         # world
         self.users: dict[int, FakeUser] = {}

@@ -51,6 +51,7 @@ from tests.fakes.discord_openapi import OpenApiSpec, load_spec
 from tests.fakes.discord_records import (
     CallbackRecord,
     CommandSync,
+    InjectedDelay,
     InjectedFailure,
     InteractionRecord,
     ModalRecord,
@@ -84,6 +85,7 @@ __all__ = [
     "FakeUser",
     "FileRecord",
     "GatewaySession",
+    "InjectedDelay",
     "InjectedFailure",
     "InteractionRecord",
     "ModalRecord",
@@ -272,6 +274,21 @@ class FakeDiscord(DiscordWorld):
         )
         self.failures.append(failure)
         return failure
+
+    def delay_next(
+        self, method: str, path_regex: str, seconds: float, *, times: int = 1
+    ) -> InjectedDelay:
+        """Hold the next ``times`` matching requests for ``seconds`` (or until
+        ``.release()``) before serving them: Discord's latency on one route.
+
+        The request is held before Discord acts on it (and before any failure armed
+        with :meth:`fail_next` for it), so deadlines are checked when it is let through.
+        """
+        delay = InjectedDelay(
+            method=method.upper(), path_regex=re.compile(path_regex), seconds=seconds, times=times
+        )
+        self.delays.append(delay)
+        return delay
 
     async def drop_gateway(self, *, code: int = 4000, refuse_for: float | None = None) -> int:
         """Close every gateway connection (sessions stay resumable); optionally refuse

@@ -404,6 +404,41 @@ async def test_late_answer_gets_unknown_interaction(fake_discord: FakeDiscord) -
     assert [(c.status, c.code) for c in call.rejected_callbacks] == [(404, 10062)]
 
 
+async def test_delayed_route_is_held_until_released_or_for_its_seconds(
+    fake_discord: FakeDiscord,
+) -> None:
+    callback = r"^/interactions/\d+/[^/]+/callback$"
+    held = fake_discord.delay_next("POST", callback, 10.0)
+    bot = TestBot(mentions=discord.AllowedMentions.none())
+    async with run_client(bot, fake_discord):
+        call = await fake_discord.slash("imagine", {"prompt": "a cat"})
+        await fake_discord.wait_for(lambda: held.holding == 1, what="the held callback")
+        await asyncio.sleep(0.05)
+        assert not call.acknowledged and call.callbacks == []
+        held.release()
+        reply = await fake_discord.wait_for_followup(call)
+        assert reply.content == "a cat"
+        assert call.acknowledged and (held.hits, held.holding) == (1, 0)
+
+        # A timed delay is Discord's latency: the acknowledgement lands that much later...
+        fake_discord.delay_next("POST", callback, 0.2)
+        slow = await fake_discord.slash("credits balance")
+        await fake_discord.wait_for_followup(slow)
+        assert slow.ack_latency is not None and slow.ack_latency >= 0.2
+        # ...and Discord's 3 s are checked when the request gets through.
+        fake_discord.ack_deadline = 0.1
+        fake_discord.delay_next("POST", callback, 0.2)
+        late = await fake_discord.slash("late", {"delay": 0})
+        error = await bot.result()
+        assert isinstance(error, discord.NotFound) and error.code == 10062
+        assert not late.acknowledged
+        # Spent delays hold nothing.
+        fake_discord.ack_deadline = 3.0
+        quick = await fake_discord.slash("credits balance")
+        await fake_discord.wait_for_followup(quick)
+        assert quick.ack_latency is not None and quick.ack_latency < 0.2
+
+
 async def test_second_callback_is_already_acknowledged(fake_discord: FakeDiscord) -> None:
     bot = TestBot(mentions=discord.AllowedMentions.none())
     async with run_client(bot, fake_discord):

@@ -1,0 +1,146 @@
+"""The defer that runs alongside /imagine's checks: it never raises, a waiter never cancels it,
+and the private status line edits nothing before it has been answered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import SimpleNamespace
+from typing import Any, cast
+
+import discord
+import pytest
+
+from cogs.imagine._cog import _defer
+from cogs.imagine._delivery import StatusMessage, acknowledged
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def unknown_interaction() -> discord.NotFound:
+    response = SimpleNamespace(status=404, reason="Not Found")
+    return discord.NotFound(cast(Any, response), {"code": 10062, "message": "Unknown interaction"})
+
+
+class StubResponse:
+    def __init__(self, error: BaseException | None = None, *, done: bool = False) -> None:
+        self.error = error
+        self.done = done
+        self.defers: list[dict[str, bool]] = []
+
+    def is_done(self) -> bool:
+        return self.done
+
+    async def defer(self, *, ephemeral: bool, thinking: bool) -> None:
+        self.defers.append({"ephemeral": ephemeral, "thinking": thinking})
+        await asyncio.sleep(0)
+        if self.error is not None:
+            raise self.error
+        self.done = True
+
+
+class StubInteraction:
+    guild_id = 10
+    user = SimpleNamespace(id=20)
+
+    def __init__(self, response: StubResponse | None = None) -> None:
+        self.response = response or StubResponse()
+        self.edits: list[str] = []
+
+    async def edit_original_response(self, *, content: str, **kwargs: Any) -> None:
+        self.edits.append(content)
+
+
+def interaction(stub: StubInteraction) -> discord.Interaction[Any]:
+    return cast("discord.Interaction[Any]", stub)
+
+
+async def test_defer_is_private_thinking_and_reports_success() -> None:
+    stub = StubInteraction()
+    assert await _defer(interaction(stub)) is True
+    assert stub.response.defers == [{"ephemeral": True, "thinking": True}]
+
+
+async def test_an_answered_interaction_is_not_deferred_again() -> None:
+    stub = StubInteraction(StubResponse(done=True))
+    assert await _defer(interaction(stub)) is True
+    assert stub.response.defers == []
+
+
+async def test_a_refused_defer_is_a_warning_not_an_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stub = StubInteraction(StubResponse(unknown_interaction()))
+    assert await _defer(interaction(stub)) is False
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert "404 10062" in record.getMessage()
+    assert (getattr(record, "guild_id", None), getattr(record, "user_id", None)) == (10, 20)
+
+
+async def test_an_unexpected_defer_failure_is_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Nobody may await the task (a cancelled handler): it must never end in an exception.
+    stub = StubInteraction(StubResponse(RuntimeError("Session is closed")))
+    task = asyncio.get_running_loop().create_task(_defer(interaction(stub)))
+    await asyncio.wait((task,))
+    assert task.exception() is None and task.result() is False
+    [record] = caplog.records
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+
+
+async def test_a_cancelled_waiter_leaves_the_defer_running() -> None:
+    defer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    waiter = asyncio.create_task(acknowledged(defer))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert waiter.cancelled() and not defer.cancelled()
+    defer.set_result(True)
+    assert await acknowledged(defer) is True
+
+
+async def test_a_cancelled_defer_counts_as_not_acknowledged() -> None:
+    defer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    defer.cancel()
+    assert await acknowledged(defer) is False
+
+
+async def test_status_line_waits_for_the_defer_then_edits() -> None:
+    stub = StubInteraction()
+    defer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    status = StatusMessage(interaction(stub), defer, min_interval=0)
+    status.show("Queued: #2 in line")
+    status.show("Generating 1/2…")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert stub.edits == []  # no message to edit before Discord answered the defer
+    defer.set_result(True)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert stub.edits == ["Generating 1/2…"]  # the newest text only
+    assert await status.final("✅ Done!") is True
+    assert stub.edits == ["Generating 1/2…", "✅ Done!"]
+
+
+@pytest.mark.parametrize("outcome", ["refused", "cancelled"])
+async def test_status_line_is_dead_when_the_defer_failed(outcome: str) -> None:
+    stub = StubInteraction()
+    defer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    status = StatusMessage(interaction(stub), defer, min_interval=0)
+    status.show("Queued: #2 in line")
+    if outcome == "refused":
+        defer.set_result(False)
+    else:
+        defer.cancel()
+    # False: ChannelDelivery.failed then tells the requester in the channel.
+    assert await status.final("❌ Segmind failed.") is False
+    assert status.alive is False and stub.edits == []
+
+
+async def test_status_line_without_a_defer_edits_at_once() -> None:
+    stub = StubInteraction()
+    status = StatusMessage(interaction(stub), min_interval=0)
+    assert await status.final("✅ Done!") is True
+    assert stub.edits == ["✅ Done!"]
