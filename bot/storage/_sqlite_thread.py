@@ -19,11 +19,15 @@ Properties the SQLite backend relies on:
   connection cannot hang interpreter exit. :meth:`stop` (used when the owner
   is garbage-collected or fails to open) and :meth:`close` let it finish the
   queued work, close the connection and end.
+
+:meth:`post` queues work nobody waits for (the SQLite backend's background
+WAL checkpoints): it takes its turn like the rest, and its errors are logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import sqlite3
 import threading
@@ -33,11 +37,14 @@ from typing import Any, TypeVar
 
 __all__ = ["ConnectionThread"]
 
+log = logging.getLogger("bot.storage")
+
 T = TypeVar("T")
 Params = dict[str, Any] | Sequence[Any]
 
-# (function, the loop of the coroutine waiting, the future it waits on)
-_Job = tuple[Callable[[], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+# (function, the loop of the coroutine waiting, the future it waits on); the
+# loop and the future are None for posted work, which nobody waits for
+_Job = tuple[Callable[[], Any], asyncio.AbstractEventLoop | None, "asyncio.Future[Any] | None"]
 
 
 def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
@@ -64,11 +71,20 @@ class ConnectionThread:
 
     async def connect(self, connect: Callable[[], sqlite3.Connection]) -> None:
         """Open the connection on the thread: ``sqlite3`` objects stay where they were made."""
-        await self._call(lambda: self._open(connect))
+        await self._submit(lambda: self._open(connect))
 
     async def run(self, function: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``function(connection)`` on the thread: one hop there and one back."""
-        return await self._call(lambda: function(self._require()))
+        return await self._submit(lambda: function(self._require()))
+
+    def post(self, function: Callable[[sqlite3.Connection], object]) -> None:
+        """Queue ``function(connection)`` without waiting for it; safe from any thread.
+
+        It runs in its turn like any other operation. What it raises is logged,
+        since nobody is there to receive it. Ignored once the thread is closing.
+        """
+        if self._accepting:
+            self._jobs.put((lambda: function(self._require()), None, None))
 
     async def execute_fetchall(self, sql: str, params: Params = ()) -> list[Any]:
         """One statement, all its rows (for small reads and for looking inside in tests)."""
@@ -110,9 +126,6 @@ class ConnectionThread:
         self._jobs.put((function, loop, future))
         return future
 
-    async def _call(self, function: Callable[[], T]) -> T:
-        return await self._submit(function)
-
     # -- the thread side ----------------------------------------------------------------
 
     def _serve(self) -> None:
@@ -130,6 +143,9 @@ class ConnectionThread:
 
     def _handle(self, job: _Job) -> None:
         function, loop, future = job
+        if loop is None or future is None:
+            self._run_posted(function)
+            return
         if future.cancelled():  # the caller gave up before it started: skip it whole
             return
         result: object = None
@@ -143,6 +159,12 @@ class ConnectionThread:
         # A traceback keeps this frame alive: drop what it would otherwise keep
         # (the function holds the storage; see _serve).
         del function, job, result, error
+
+    def _run_posted(self, function: Callable[[], object]) -> None:
+        try:
+            function()
+        except Exception:
+            log.exception("background work on the SQLite thread %s failed", self.name)
 
     def _open(self, connect: Callable[[], sqlite3.Connection]) -> None:
         if self._connection is not None:

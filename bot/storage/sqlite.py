@@ -26,10 +26,28 @@ Concurrency model
     started it runs to its COMMIT or ROLLBACK on the thread, and the caller
     just stops waiting (as before, a cancelled caller cannot tell whether a
     started write happened); one not yet started is skipped entirely.
+
+WAL checkpoints
+  A checkpoint fsyncs the WAL, copies its pages into the database file and
+  fsyncs that: about 4 ms here, more the longer the WAL. SQLite's automatic
+  checkpoint (every 1,000 WAL pages) runs inside the COMMIT of whichever write
+  crosses the mark, which added some 80 to 100 µs to the average reserve +
+  commit pair, a fifth of it. A file database therefore gets a second
+  connection on its own thread that runs a PASSIVE checkpoint every
+  :data:`_CHECKPOINT_EVERY` writes; PASSIVE neither waits for nor blocks the
+  writer. The WAL is synced about as often as before (100 of this backend's
+  writes are 300 to 1,000 pages), so a power cut can lose about as many of
+  the latest commits as it could before; WAL at synchronous=NORMAL stays
+  atomic and consistent either way. A checkpoint that overlaps writes cannot
+  rewind the WAL to its start, so under writes that never pause it keeps
+  growing: the writing connection keeps its own automatic checkpoint at
+  :data:`_WAL_BACKSTOP_PAGES` pages as the backstop (also for when the
+  checkpoint connection could not be opened: then at SQLite's 1,000).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -39,7 +57,7 @@ from collections.abc import Callable, Collection, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from bot.storage import _sqlite_sql as sql
 from bot.storage._sqlite_setup import (
@@ -84,6 +102,14 @@ Db = sqlite3.Connection
 _MIN_WAIT = 0.001
 """take_rate_token never returns a wait below this when it refuses (a clock tie)."""
 
+_CHECKPOINT_EVERY: Final = 100
+"""Writes between two background checkpoints: 300 to 1,000 WAL pages (a reserve
+writes 8, a settle 6, a heartbeat 1 or 2), against SQLite's default of 1,000."""
+
+_WAL_BACKSTOP_PAGES: Final = 4000
+"""wal_autocheckpoint of the writing connection when checkpoints run in the
+background: the WAL stays under about 16 MB even when writes never pause."""
+
 
 class _Abort(Exception):  # control flow only; never escapes this module
     """Roll the current transaction back and return ``result`` instead."""
@@ -109,6 +135,11 @@ def _one(db: Db, statement: str, params: Params = ()) -> Any | None:
 
 def _execute(db: Db, statement: str, params: Params = ()) -> int:
     return int(db.execute(statement, params).rowcount)
+
+
+def _stop_threads(threads: list[ConnectionThread]) -> None:
+    for thread in threads:
+        thread.stop()
 
 
 def _rollback(db: Db, where: str) -> None:
@@ -138,9 +169,14 @@ class SQLiteStorage:
         self._clock = clock
         self._lock_timeout = lock_timeout
         self._closed = False
-        # Forgotten without close(): let the thread close the connection and end.
-        # (It is a daemon, so it could never hold up interpreter exit anyway.)
-        self._finalizer = weakref.finalize(self, connection.stop)
+        # The connection threads: the writer, then the checkpointer once started.
+        self._threads = [connection]
+        self._checkpointer: ConnectionThread | None = None
+        self._writes = 0  # since the last background checkpoint was asked for
+        self._checkpoint_queued = False
+        # Forgotten without close(): let the threads close their connections and
+        # end. (They are daemons, so they could never hold up interpreter exit.)
+        self._finalizer = weakref.finalize(self, _stop_threads, self._threads)
         self._finalizer.atexit = False
 
     @classmethod
@@ -186,8 +222,10 @@ class SQLiteStorage:
         try:
             await thread.connect(connect)
             await thread.run(storage._set_up)
+            if target != ":memory:":
+                await storage._start_checkpointer(connect)
         except BaseException:
-            await storage.close()  # the thread closes what it opened, then ends
+            await storage.close()  # the threads close what they opened, then end
             raise
         return storage
 
@@ -197,12 +235,13 @@ class SQLiteStorage:
         return self._where
 
     async def close(self) -> None:
-        """Let the operations already submitted finish, then close the connection."""
+        """Let the operations already submitted finish, then close the connections."""
         if self._closed:
             return
         self._closed = True
         self._finalizer.detach()
-        await self._conn.close()
+        # Each thread finishes and closes on its own even if this is cancelled.
+        await asyncio.gather(*(thread.close() for thread in self._threads))
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -225,7 +264,12 @@ class SQLiteStorage:
         return await self._conn.run(lambda db: self._transaction(db, mode, body))
 
     async def _write(self, body: Callable[[Db], T]) -> T:
-        return await self._unit("IMMEDIATE", body)
+        try:
+            return await self._unit("IMMEDIATE", body)
+        finally:
+            self._writes += 1
+            if self._writes >= _CHECKPOINT_EVERY:
+                self._checkpoint_soon()
 
     async def _read(self, body: Callable[[Db], T]) -> T:
         return await self._unit("NONE", body)
@@ -254,6 +298,46 @@ class SQLiteStorage:
                 f"The database {self._where} returned no row where one was required."
             )
         return int(row[0])
+
+    # -- background checkpoints ----------------------------------------------------
+
+    async def _start_checkpointer(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        """Open the checkpoint connection; without it the writes checkpoint as before."""
+        checkpointer = ConnectionThread(f"sqlite checkpoint {Path(self._where).name}")
+        self._threads.append(checkpointer)  # closed with the storage from now on
+        try:
+            await checkpointer.connect(connect)
+            # NORMAL like the writer (a checkpoint syncs the same at NORMAL and FULL).
+            await checkpointer.run(lambda db: _rows(db, "PRAGMA synchronous = NORMAL"))
+        except (StorageError, sqlite3.Error) as error:
+            log.warning(
+                "no background WAL checkpoints for %s (%s): writes will checkpoint it",
+                self._where,
+                error,
+            )
+            return
+        await self._read(
+            lambda db: _rows(db, f"PRAGMA wal_autocheckpoint = {_WAL_BACKSTOP_PAGES:d}")
+        )
+        self._checkpointer = checkpointer
+
+    def _checkpoint_soon(self) -> None:
+        """Queue a background checkpoint, unless one is still waiting for its turn."""
+        self._writes = 0
+        if self._checkpointer is None or self._checkpoint_queued or self._closed:
+            return
+        self._checkpoint_queued = True
+        self._checkpointer.post(self._checkpoint)
+
+    def _checkpoint(self, db: Db) -> None:
+        """On the checkpoint thread: copy the WAL into the database file, syncing both."""
+        # Cleared first: writes made during a long checkpoint queue the next one.
+        self._checkpoint_queued = False
+        try:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as error:
+            # The writer's backstop checkpoint still bounds the WAL.
+            log.warning("background WAL checkpoint of %s failed: %s", self._where, error)
 
     # -- opening (on the thread) ---------------------------------------------------
 
@@ -670,11 +754,18 @@ class SQLiteStorage:
     async def list_jobs(
         self, *, statuses: Collection[JobStatus], guild_id: int | None = None
     ) -> list[JobRecord]:
-        values = sorted({JobStatus(status).value for status in statuses})
+        wanted = {JobStatus(status) for status in statuses}
+        values = sorted(status.value for status in wanted)
         if not values:
             return []
         marks = ", ".join("?" * len(values))
-        query = f"SELECT {sql.JOB_COLUMNS} FROM jobs WHERE status IN ({marks})"
+        if wanted <= OPEN_STATUSES:
+            # Only open jobs (the bot's active-jobs view): read the small partial
+            # index of open jobs rather than every job ever run.
+            source = f"jobs {sql.OPEN_JOBS_INDEX} WHERE {sql.OPEN_JOBS_WHERE} AND"
+        else:
+            source = "jobs WHERE"
+        query = f"SELECT {sql.JOB_COLUMNS} FROM {source} status IN ({marks})"
         params: list[object] = list(values)
         if guild_id is not None:
             query += " AND guild_id = ?"

@@ -25,7 +25,9 @@ import pytest
 from bot.credits import CreditLedger, NewJob
 from bot.storage import Storage, StorageError, open_storage
 from bot.storage import _pg_setup as pg_setup
+from bot.storage import sqlite as sqlite_backend
 from bot.storage._sqlite_setup import split_statements
+from bot.storage._sqlite_thread import ConnectionThread
 from bot.storage.postgres import PostgresStorage, parse_url
 from bot.storage.sqlite import SQLiteStorage, load_migrations, sqlite_path
 from tests.pg import PgServer
@@ -342,10 +344,81 @@ async def test_connection_settings(db_path: Path) -> None:
         assert list(await connection.execute_fetchall("PRAGMA foreign_keys")) == [(1,)]
         assert list(await connection.execute_fetchall("PRAGMA synchronous")) == [(1,)]  # NORMAL
         assert list(await connection.execute_fetchall("PRAGMA busy_timeout")) == [(5000,)]
+        # checkpoints run in the background; the writer's own is only a backstop
+        assert list(await connection.execute_fetchall("PRAGMA wal_autocheckpoint")) == [
+            (sqlite_backend._WAL_BACKSTOP_PAGES,)
+        ]
     finally:
         await storage.close()
     with contextlib.closing(raw(db_path)) as other:
         assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def _in_the_file_alone(db_path: Path, query: str) -> list[tuple[object, ...]]:
+    """``query`` on the database file by itself, without what is still only in its WAL."""
+    copy = db_path.with_name("copy.db")
+    shutil.copyfile(db_path, copy)  # the main file only: -wal and -shm stay behind
+    try:
+        with contextlib.closing(sqlite3.connect(copy)) as other:
+            return [tuple(row) for row in other.execute(query).fetchall()]
+    finally:
+        copy.unlink()
+
+
+def _wal_of(db_path: Path) -> Path:
+    return db_path.with_name(f"{db_path.name}-wal")
+
+
+async def test_wal_checkpoints_run_in_the_background(db_path: Path) -> None:
+    tables = "SELECT name FROM sqlite_master WHERE name = 'app_state'"
+    storage = await open_storage(url_for(db_path))
+    try:
+        assert isinstance(storage, SQLiteStorage)
+        checkpointer = storage._checkpointer  # looking inside on purpose
+        assert checkpointer is not None and checkpointer.is_alive()
+        # Everything written so far (the whole schema) is still only in the WAL.
+        assert _in_the_file_alone(db_path, tables) == []
+        every = sqlite_backend._CHECKPOINT_EVERY
+        for number in range(every - 1):
+            await storage.set_state(f"key {number}", "value")
+        await checkpointer.run(lambda db: None)  # whatever it was asked to do is done
+        assert _in_the_file_alone(db_path, tables) == []
+        # The next write asks for a checkpoint, far below the writer's own backstop.
+        await storage.set_state("last", "value")
+        await checkpointer.run(lambda db: None)
+        assert _in_the_file_alone(db_path, "SELECT COUNT(*) FROM app_state") == [(every,)]
+    finally:
+        await storage.close()
+    # Closing waits for both connections: the file alone holds everything again.
+    assert not any(thread.is_alive() for thread in storage._threads)
+    assert not _wal_of(db_path).exists()
+
+
+async def test_a_memory_database_has_no_checkpoint_thread() -> None:
+    storage = await open_storage("sqlite:///:memory:")
+    try:
+        assert isinstance(storage, SQLiteStorage)
+        assert storage._checkpointer is None
+        assert len(storage._threads) == 1
+    finally:
+        await storage.close()
+
+
+async def test_posted_work_that_fails_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    thread = ConnectionThread("sqlite test")
+    await thread.connect(lambda: sqlite3.connect(":memory:"))
+    try:
+
+        def broken(db: sqlite3.Connection) -> None:
+            db.execute("SELECT * FROM no_such_table")
+
+        thread.post(broken)
+        assert await thread.run(lambda db: db.execute("SELECT 1").fetchall()) == [(1,)]
+    finally:
+        await thread.close()
+    [record] = [r for r in caplog.records if "background work" in r.getMessage()]
+    assert record.exc_info is not None and "no_such_table" in str(record.exc_info[1])
+    thread.post(broken)  # once closed: ignored, not an error
 
 
 async def test_postgres_connection_settings(pg_url: str) -> None:

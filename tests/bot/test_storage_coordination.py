@@ -23,6 +23,7 @@ import pytest
 
 from bot.storage import Storage, open_storage
 from bot.storage import _pg_setup as pg_setup
+from bot.storage import _sqlite_sql as sql
 from bot.storage._sqlite_setup import load_migrations as sqlite_migrations
 from bot.storage._sqlite_setup import sqlite_path, timestamp
 from bot.storage.base import Reserved, ReserveRejected
@@ -539,7 +540,9 @@ async def test_an_older_database_migrates_forward_keeping_its_data(
         finally:
             await old.close()
     assert await schema_version(database_url) == start
-    assert "api_slots" not in await table_names(database_url)
+    coordination = 2 if kind == "sqlite" else 3  # the migration that adds api_slots
+    if start < coordination:
+        assert "api_slots" not in await table_names(database_url)
 
     # an open job written by the old version (no owner column yet at version 1)
     moment: object = timestamp(T0) if is_sqlite(database_url) else T0
@@ -587,3 +590,79 @@ async def test_an_older_database_migrates_forward_keeping_its_data(
     # and opening it again migrates nothing
     await (await open_storage(database_url)).close()
     assert await schema_version(database_url) == len(everything)
+
+
+def _job_indexes(url: str) -> set[str]:
+    with contextlib.closing(sqlite3.connect(Path(sqlite_path(url)))) as other:
+        rows = other.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'jobs' "
+            "AND sql IS NOT NULL"
+        ).fetchall()
+    return {str(row[0]) for row in rows}
+
+
+def _plan(url: str, statement: str, params: Any = ()) -> str:
+    with contextlib.closing(sqlite3.connect(Path(sqlite_path(url)))) as other:
+        rows = other.execute(f"EXPLAIN QUERY PLAN {statement}", params).fetchall()
+    return " | ".join(str(row[3]) for row in rows)
+
+
+async def test_sqlite_0003_leaves_open_job_lookups_on_the_open_jobs_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fresh database: only the two job indexes a reserve or settle must keep up.
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    await (await open_storage(fresh)).close()
+    assert _job_indexes(fresh) == {"jobs_guild_user_time", "jobs_open_member"}
+
+    # A database at 0002 with open and settled jobs, some owned.
+    url = f"sqlite:///{tmp_path / 'at2.db'}"
+    everything = sqlite_migrations()
+    assert [migration.number for migration in everything][:3] == [1, 2, 3]
+    with monkeypatch.context() as patch:
+        patch.setattr("bot.storage.sqlite.load_migrations", lambda: everything[:2])
+        old = await open_storage(url)
+        try:
+            settled = await reserved(old, new_job())
+            await refund(old, settled)
+            mine = await reserved(old, new_job(owner="me"))
+            unowned = await reserved(old, new_job(user=OTHER_USER))
+            elsewhere = await reserved(old, new_job(guild=OTHER_GUILD, owner="other"))
+        finally:
+            await old.close()
+    assert await schema_version(url) == 2
+    assert {"jobs_status", "jobs_open_owner"} <= _job_indexes(url)
+
+    storage = await open_storage(url)
+    try:
+        assert await schema_version(url) == len(everything)
+        assert _job_indexes(url) == {"jobs_guild_user_time", "jobs_open_member"}
+        # the data and every lookup by status are as before
+        open_ids = [mine.id, unowned.id, elsewhere.id]
+        assert ids(await storage.list_jobs(statuses={JobStatus.QUEUED, JobStatus.RUNNING})) == (
+            open_ids
+        )
+        assert ids(await storage.list_jobs(statuses={JobStatus.QUEUED}, guild_id=GUILD)) == [
+            mine.id,
+            unowned.id,
+        ]
+        assert ids(await storage.list_jobs(statuses={JobStatus.REFUNDED})) == [settled.id]
+        assert ids(await storage.recoverable_jobs(None, stale_after=60)) == open_ids
+        await storage.heartbeat("other")
+        assert ids(await storage.recoverable_jobs("me", stale_after=60)) == [mine.id, unowned.id]
+        assert await reserve(storage, new_job(max_active=1)) == ReserveRejected(
+            "too_many_jobs", balance=DEFAULT - 4, cost=2, used=1
+        )
+        await refund(storage, mine)
+        assert ids(await storage.recoverable_jobs(None, stale_after=60)) == open_ids[1:]
+        assert await storage.audit() == []
+    finally:
+        await storage.close()
+
+    # Open-job lookups read the partial index, not every job ever run.
+    assert "USING INDEX jobs_open_member" in _plan(
+        url, sql.RECOVERABLE_JOBS, {"owner": "me", "cutoff": timestamp(T0)}
+    )
+    assert "USING INDEX jobs_open_member" in _plan(
+        url, sql.OPEN_JOBS_OF_MEMBER, {"guild_id": GUILD, "user_id": USER}
+    )
