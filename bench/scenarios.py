@@ -60,6 +60,8 @@ __all__ = [
 #: Channels the jobs are spread over (discord.py holds each channel's messages to the
 #: rate limit the fake announces, 50 per second; real Discord allows far fewer).
 MAX_CHANNELS = 64
+#: Reserve+commit pairs in flight at once in the concurrent ledger run.
+LEDGER_CONCURRENCY = 4
 BIG_IMAGES = {"samples": 8, "img_width": 1024, "img_height": 1024}
 
 
@@ -197,7 +199,8 @@ class ProcessRun:
 @dataclass(frozen=True)
 class LedgerRun:
     pairs: int
-    rate: float
+    rate: float  # one pair at a time
+    concurrent_rate: float  # LEDGER_CONCURRENCY pairs at a time, as the bot's jobs settle
 
 
 def _config(profile: Profile, in_flight: int, **overrides: object) -> HarnessConfig:
@@ -376,11 +379,16 @@ async def process_run(profile: Profile, *, photo_like: bool) -> ProcessRun:
 
 
 async def ledger(profile: Profile) -> LedgerRun:
-    """Reserve+commit pairs per second, one at a time, on a fresh SQLite file."""
-    with tempfile.TemporaryDirectory(prefix="imagine-bench-") as folder:
-        url = f"sqlite:///{folder}/ledger.db"  # an absolute folder: sqlite:////tmp/…
-        rate = await ledger_bench.measure(url, profile.ledger_pairs)
-    return LedgerRun(profile.ledger_pairs, rate)
+    """Reserve+commit pairs per second on a fresh SQLite file: one at a time, and
+    :data:`LEDGER_CONCURRENCY` at a time (many jobs reserve and settle at once in the bot)."""
+    rates: list[float] = []
+    for concurrency in (1, LEDGER_CONCURRENCY):
+        with tempfile.TemporaryDirectory(prefix="imagine-bench-") as folder:
+            url = f"sqlite:///{folder}/ledger.db"  # an absolute folder: sqlite:////tmp/…
+            rates.append(
+                await ledger_bench.measure(url, profile.ledger_pairs, concurrency=concurrency)
+            )
+    return LedgerRun(profile.ledger_pairs, rates[0], rates[1])
 
 
 # -- helpers ------------------------------------------------------------------------------

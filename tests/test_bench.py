@@ -28,3 +28,4 @@ def test_smallest_benchmark_reports_every_row() -> None:
     assert all(run.jobs for run in report.details)
     assert results.process_flat.peak_rss > 0 and results.process_photo.peak_rss > 0
     assert not math.isnan(results.ledger.rate)
+    assert results.ledger.concurrent_rate > 0
