@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     default_guild_credits: int = Field(default=100, ge=0)
     max_concurrent_jobs: int = Field(default=4, ge=1, le=1000)
     max_queued_per_user: int = Field(default=3, ge=1, le=1000)
-    image_memory_budget_mb: int = Field(default=32, ge=0, le=65536)
+    image_memory_budget_mb: int = Field(default=16, ge=0, le=65536)
     segmind_rpm: int = Field(default=0, ge=0)
     owner_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: What a queue without an explicit store may keep in memory (``IMAGE_MEMORY_BUDGET_MB``).
-DEFAULT_IMAGE_MEMORY_BUDGET = 32 * 1024 * 1024
+DEFAULT_IMAGE_MEMORY_BUDGET = 16 * 1024 * 1024
 
 log = logging.getLogger(__name__)
 
