@@ -27,6 +27,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from bot.config import Settings
 from bot.coordination import LocalSlots, SlotPool
 from bot.credits import CommitResult, CreditLedger, JobNotActive, JobRecord, NewJob
 from bot.errors import UserFacingError
@@ -45,8 +46,8 @@ __all__ = [
     "ShuttingDown",
 ]
 
-#: What a queue without an explicit store may keep in memory (``IMAGE_MEMORY_BUDGET_MB``).
-DEFAULT_IMAGE_MEMORY_BUDGET = 16 * 1024 * 1024
+#: What a queue without an explicit store may keep in memory: IMAGE_MEMORY_BUDGET_MB's default.
+DEFAULT_IMAGE_MEMORY_BUDGET = Settings.model_fields["image_memory_budget_mb"].default * 1024 * 1024
 
 log = logging.getLogger(__name__)
 
