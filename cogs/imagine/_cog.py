@@ -36,6 +36,7 @@ from bot.errors import UserFacingError
 from bot.logs import job_context
 from bot.replies import reply_private
 from bot.segmind import MAX_SEED, InvalidRequest, Txt2ImgRequest, build_request
+from bot.storage import StorageError
 
 from ._buttons import DYNAMIC_ITEMS, UNKNOWN_JOB
 from ._delivery import ChannelDelivery, acknowledged
@@ -266,7 +267,16 @@ class ImagineCog(commands.Cog, name="Imagine"):
             )
         except (UserFacingError, CreditError) as error:
             return error.user_message
-        await self._low_balance_notice(guild, settings)
+        try:
+            await self._low_balance_notice(guild, settings)
+        except StorageError as error:
+            # The job is queued and will run: a notice that could not be checked must
+            # not turn into an apology for a request that worked.
+            log.warning(
+                "could not check the low-balance notice: %s",
+                error,
+                extra=job_context(guild_id=guild.id),
+            )
         return None
 
     async def _low_balance_notice(self, guild: discord.Guild, settings: GuildSettings) -> None:

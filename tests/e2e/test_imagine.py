@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.storage import StorageError
 from tests.e2e.conftest import World, embed_field, is_result
 
 pytestmark = pytest.mark.timeout(60)
@@ -315,3 +317,26 @@ async def test_job_finishing_after_the_token_expired_still_delivers(world: World
         assert await balance(world, bot) == 99
     assert is_result(result) and not result.ephemeral
     assert call.acknowledged
+
+
+async def test_a_low_balance_check_that_fails_does_not_spoil_a_queued_job(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with world.running() as bot:
+        guild = world.discord.guild.id
+        await bot.ledger.update_settings(
+            guild, low_balance_threshold=500, notice_channel_id=world.discord.channel.id
+        )
+
+        async def database_down(guild_id: int) -> bool:
+            raise StorageError("The database is locked.")
+
+        monkeypatch.setattr(bot.ledger, "claim_low_balance_notice", database_down)
+        await world.imagine({"prompt": "still fine"})
+        await world.result()
+        await bot.jobs.wait_idle()
+        assert await balance(world, bot) == 99
+    # No apology anywhere (a private reply or a status edit): the request worked, only
+    # the notice could not be checked.
+    said = [json.dumps(r.json) for r in world.discord.requests if r.json is not None]
+    assert said and not any("went wrong" in text for text in said)
