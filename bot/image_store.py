@@ -7,7 +7,8 @@ a byte budget (``IMAGE_MEMORY_BUDGET_MB``) and writes the rest to files in a
 private temporary folder, so the bot's memory stays bounded however many images
 are in flight. Files are written and read off the event loop (a worker thread
 writes; aiohttp streams the upload in chunks), and deleted once the job is
-settled; the folder goes when the store closes.
+settled; the folder goes when the store closes, and a folder left by a process
+that was killed is swept by the next store that needs one (see ``_make_folder``).
 """
 
 from __future__ import annotations
@@ -18,14 +19,40 @@ import io
 import itertools
 import logging
 import shutil
+import sys
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from bot.segmind import GeneratedImage
+
+if sys.platform != "win32":
+    import fcntl
 
 __all__ = ["HeldImage", "ImageStore"]
 
 log = logging.getLogger(__name__)
+
+_PREFIX = "imagine-bot-images-"
+_BUILDING_PREFIX = "imagine-bot-new-"
+_LOCK_NAME = ".lock"
+
+
+def _sweep(parent: Path) -> None:
+    """Delete the image folders of stores whose process is gone (see ``_make_folder``)."""
+    if sys.platform == "win32":  # no flock: leave them to the system's temp cleaning
+        return
+    for folder in parent.glob(_PREFIX + "*"):
+        try:
+            with (folder / _LOCK_NAME).open("rb") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # a live store holds it
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue  # not ours to judge (no lock file, no permission)
+        log.info("deleted %s, left by a process that did not shut down cleanly", folder)
 
 
 class HeldImage:
@@ -119,6 +146,8 @@ class ImageStore:
         self._in_memory = 0
         self._files = 0
         self._names = itertools.count(1)
+        self._lock: BinaryIO | None = None  # held open (and locked) while the folder lives
+        self._folder_lock = asyncio.Lock()
 
     @property
     def bytes_in_memory(self) -> int:
@@ -135,15 +164,17 @@ class ImageStore:
         if self._in_memory + size <= self._budget:
             self._in_memory += size
             return HeldImage(self, image, data=image.data, path=None)
-        path = self._next_path()
+        path: Path | None = None
         try:
+            path = await self._folder_path() / f"{next(self._names)}.img"
             await asyncio.to_thread(path.write_bytes, image.data)
         except OSError as error:
             # A full or read-only disk must not cost the member their image: keep it in
             # memory over the budget and say so, rather than fail the job.
-            log.warning("could not write an image to %s (%s); keeping it in memory", path, error)
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
+            log.warning("could not write an image to disk (%s); keeping it in memory", error)
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
             self._in_memory += size
             return HeldImage(self, image, data=image.data, path=None)
         self._files += 1
@@ -154,13 +185,42 @@ class ImageStore:
         folder, self._folder = self._folder, None
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()
         self._files = 0
 
-    def _next_path(self) -> Path:
-        if self._folder is None:
-            parent = None if self._parent is None else str(self._parent)
-            self._folder = Path(tempfile.mkdtemp(prefix="imagine-bot-images-", dir=parent))
-        return self._folder / f"{next(self._names)}.img"
+    async def _folder_path(self) -> Path:
+        # Locked: the images of one job arrive together, and must share one folder.
+        async with self._folder_lock:
+            if self._folder is None:
+                self._folder = await asyncio.to_thread(self._make_folder)
+            return self._folder
+
+    def _make_folder(self) -> Path:
+        """In a worker thread: sweep what crashed processes left, then make our folder.
+
+        Each live store holds an exclusive lock on ``.lock`` in its folder for as
+        long as it lives: a folder whose lock can be taken belongs to a process that
+        ended without closing its store (killed, out of memory), and goes. The folder
+        is locked under a temporary name and only then renamed to the name the sweep
+        looks at, so a sweep never sees a live folder unlocked.
+        """
+        parent = Path(self._parent) if self._parent is not None else Path(tempfile.gettempdir())
+        _sweep(parent)
+        building = Path(tempfile.mkdtemp(prefix=_BUILDING_PREFIX, dir=parent))
+        lock = (building / _LOCK_NAME).open("wb")
+        try:
+            if sys.platform != "win32":
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            folder = building.with_name(_PREFIX + building.name.removeprefix(_BUILDING_PREFIX))
+            building.rename(folder)
+        except OSError:
+            lock.close()
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+        self._lock = lock
+        return folder
 
     def _forget_bytes(self, size: int) -> None:
         self._in_memory -= size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from pathlib import Path
 
@@ -43,10 +44,10 @@ async def test_beyond_the_budget_images_go_to_files_and_come_back_intact(tmp_pat
     with spilled.open() as file:
         assert file.read() == bytes([7]) * 300
     [folder] = listing(tmp_path)
-    assert len(listing(folder)) == 1
+    assert [f.suffix for f in listing(folder)] == ["", ".img"]  # the lock file, the image
     spilled.release()
     spilled.release()  # idempotent
-    assert store.files == 0 and listing(folder) == []
+    assert store.files == 0 and [f.name for f in listing(folder)] == [".lock"]
     kept.release()
     store.close()
     assert listing(tmp_path) == []
@@ -99,3 +100,53 @@ async def test_a_disk_that_refuses_the_file_keeps_the_image_in_memory(
 def test_a_negative_budget_is_refused() -> None:
     with pytest.raises(ValueError, match="negative"):
         ImageStore(memory_budget=-1)
+
+
+async def test_folders_left_by_a_crashed_process_are_swept_live_ones_kept(tmp_path: Path) -> None:
+    # A crashed store: its folder and lock file remain, but nobody holds the lock.
+    crashed = tmp_path / "imagine-bot-images-crashed"
+    crashed.mkdir()
+    (crashed / ".lock").touch()
+    (crashed / "1.img").write_bytes(b"left over")
+    # A live store in another process: it holds its lock.
+    live = ImageStore(memory_budget=0, directory=tmp_path)
+    await live.hold(image(10))
+    [live_folder] = [f for f in listing(tmp_path) if f != crashed]
+    unrelated = tmp_path / "someone-elses"
+    unrelated.mkdir()
+
+    newcomer = ImageStore(memory_budget=0, directory=tmp_path)
+    await newcomer.hold(image(10))
+
+    folders = listing(tmp_path)
+    assert crashed not in folders  # swept
+    assert live_folder in folders and unrelated in folders  # kept
+    assert len(folders) == 3  # the live one, the unrelated one, the newcomer's
+    live.close()
+    newcomer.close()
+    assert listing(tmp_path) == [unrelated]
+
+
+async def test_a_folder_without_a_lock_file_is_not_swept(tmp_path: Path) -> None:
+    foreign = tmp_path / "imagine-bot-images-foreign"
+    foreign.mkdir()
+    store = ImageStore(memory_budget=0, directory=tmp_path)
+    await store.hold(image(10))
+    assert foreign in listing(tmp_path)
+    store.close()
+
+
+async def test_images_arriving_together_share_one_folder(tmp_path: Path) -> None:
+    store = ImageStore(memory_budget=0, directory=tmp_path)
+    held = await asyncio.gather(*(store.hold(image(10, seed=n)) for n in range(5)))
+    assert all(item.on_disk for item in held)
+    [folder] = listing(tmp_path)
+    assert len([f for f in listing(folder) if f.suffix == ".img"]) == 5
+    store.close()
+
+
+async def test_a_folder_that_cannot_be_made_keeps_the_image_in_memory(tmp_path: Path) -> None:
+    store = ImageStore(memory_budget=0, directory=tmp_path / "missing" / "parent")
+    held = await store.hold(image(20))
+    assert not held.on_disk
+    assert await held.read() == bytes([1]) * 20

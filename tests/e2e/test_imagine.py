@@ -129,7 +129,8 @@ async def test_images_waiting_in_files_arrive_intact_and_the_files_go(
         result = await world.result()
         await bot.jobs.wait_idle()
         folders = list(spool.iterdir())
-        assert len(folders) == 1 and list(folders[0].iterdir()) == []  # deleted once settled
+        assert len(folders) == 1  # one folder, and its images deleted once settled
+        assert [f.name for f in folders[0].iterdir()] == [".lock"]
         assert await balance(world, bot) == 97
     assert list(spool.iterdir()) == []  # the folder goes with the bot
     sent = sorted(result.files.values(), key=lambda f: f.filename)
