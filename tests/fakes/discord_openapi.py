@@ -143,13 +143,13 @@ class OpenApiSpec:
         # Prefer literal segments: /messages/@original over /messages/{message_id}.
         operations.sort(key=lambda op: (-op.literal_segments, op.template))
         self.operations = operations
+        self._by_method: dict[str, list[Operation]] = {}
+        for operation in operations:
+            self._by_method.setdefault(operation.method, []).append(operation)
 
     def match(self, method: str, path: str) -> tuple[Operation, dict[str, str]] | None:
         """The operation serving ``method path`` (path without the ``/api/v10`` prefix)."""
-        method = method.upper()
-        for operation in self.operations:
-            if operation.method != method:
-                continue
+        for operation in self._by_method.get(method.upper(), ()):
             found = operation.regex.match(path)
             if found is not None:
                 return operation, found.groupdict()

@@ -38,6 +38,21 @@ __all__ = ["RestApi"]
 
 _log = logging.getLogger(__name__)
 
+# The exact form aiohttp writes for plain names (discord.py's uploads): read with one
+# match instead of aiohttp's parser, which builds its regexes afresh on every call and
+# costs the benchmarks (sharing this loop with the bot) ~0.2 ms per upload.
+_PLAIN_DISPOSITION = re.compile(r'form-data; name="([^"\\%]*)"(?:; filename="([^"\\%]*)")?')
+
+
+def _disposition(part: Any) -> tuple[str, str | None]:
+    """A multipart part's ``name`` and ``filename`` (None: not a file), as aiohttp reads them."""
+    plain = _PLAIN_DISPOSITION.fullmatch(part.headers.get("Content-Disposition", ""))
+    if plain is not None:
+        return plain.group(1), plain.group(2)
+    filename = getattr(part, "filename", None)
+    return getattr(part, "name", None) or "", None if filename is None else str(filename)
+
+
 _API_PREFIX = re.compile(r"^/api(?:/v\d+)?(?=/)")
 _NO_AUTH = frozenset(
     {
@@ -205,15 +220,13 @@ class RestApi:
         if media_type == "multipart/form-data":
             reader = await request.multipart()
             while (part := await reader.next()) is not None:
-                name = getattr(part, "name", None) or ""
+                name, filename = _disposition(part)
                 data = await part.read()  # type: ignore[union-attr]
                 if name == "payload_json":
                     call.json = self._loads(bytes(data))
-                elif getattr(part, "filename", None) is not None:
+                elif filename is not None:
                     content_type = part.headers.get("Content-Type", "application/octet-stream")
-                    call.files.append(
-                        FileRecord(name, str(part.filename), content_type, bytes(data))  # type: ignore[union-attr]
-                    )
+                    call.files.append(FileRecord(name, filename, content_type, bytes(data)))
         else:
             raw = await request.read()
             if raw:
