@@ -52,6 +52,7 @@ __all__ = [
     "LedgerEntry",
     "LedgerKind",
     "NewJob",
+    "RequestRefused",
     "StorageError",
     "TooManyJobs",
     "UnknownJob",
@@ -136,6 +137,10 @@ class InvalidAmount(CreditError):
 
 class InvalidSetting(CreditError):
     """A guild setting other than an amount (channels, words) is malformed."""
+
+
+class RequestRefused(CreditError):
+    """The guild's own rules (``NewJob.admit``) refused the job; nothing was spent."""
 
 
 class UnknownJob(CreditError):
@@ -330,8 +335,10 @@ class CreditLedger:
     async def reserve(self, job: NewJob) -> JobRecord:
         """Take the job's cost from the guild and record the job as queued, atomically.
 
-        Raises :class:`DailyCapReached` or :class:`InsufficientCredits` (with the
-        figures) and changes nothing when the member or the guild cannot afford it.
+        ``job.admit`` (the guild's own rules) sees the guild's settings inside the same
+        transaction; its refusal raises :class:`RequestRefused`. Raises
+        :class:`DailyCapReached` or :class:`InsufficientCredits` (with the figures)
+        when the member or the guild cannot afford it. A refused job changes nothing.
         """
         _snowflake(job.guild_id, "guild_id")
         _snowflake(job.channel_id, "channel_id")
@@ -370,6 +377,9 @@ class CreditLedger:
             outcome.used,
             extra=ids,
         )
+        if outcome.reason == "refused":
+            assert outcome.message is not None
+            raise RequestRefused(outcome.message)
         if outcome.reason == "daily_cap":
             assert outcome.cap is not None
             raise DailyCapReached(cap=outcome.cap, used=outcome.used, cost=cost)

@@ -23,13 +23,20 @@ import contextlib
 import itertools
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from bot.config import Settings
 from bot.coordination import LocalSlots, SlotPool
-from bot.credits import CommitResult, CreditLedger, JobNotActive, JobRecord, NewJob
+from bot.credits import (
+    CommitResult,
+    CreditLedger,
+    GuildSettings,
+    JobNotActive,
+    JobRecord,
+    NewJob,
+)
 from bot.errors import UserFacingError
 from bot.image_store import HeldImage, ImageStore
 from bot.logs import job_context
@@ -232,11 +239,14 @@ class JobQueue:
         request: Txt2ImgRequest,
         delivery: JobDelivery,
         parent_job_id: int | None = None,
+        admit: Callable[[GuildSettings], str | None] | None = None,
     ) -> Job:
         """Check the member's queue cap, reserve the credits and queue the job.
 
-        Raises :class:`QueueFull`, :class:`ShuttingDown` or a ledger error
-        (not enough credits, daily cap) before anything is spent.
+        ``admit``: the guild's own rules, checked inside the reservation (see
+        :attr:`NewJob.admit`). Raises :class:`QueueFull`, :class:`ShuttingDown` or
+        a ledger error (refused by ``admit``, not enough credits, daily cap) before
+        anything is spent.
         """
         if self._closing:
             raise ShuttingDown()
@@ -264,6 +274,7 @@ class JobQueue:
                     # The in-memory count above covers this process; the database
                     # counts the member's jobs in every process.
                     max_active=self._max_per_user,
+                    admit=admit,
                 )
             )
         )

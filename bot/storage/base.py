@@ -47,11 +47,12 @@ class Reserved:
 class ReserveRejected:
     """Nothing changed. ``reason`` says which condition failed; the figures explain it."""
 
-    reason: Literal["insufficient", "daily_cap", "unknown_parent", "too_many_jobs"]
+    reason: Literal["insufficient", "daily_cap", "unknown_parent", "too_many_jobs", "refused"]
     balance: int
     cost: int
     cap: int | None = None
     used: int = 0  # daily_cap: credits used today; too_many_jobs: the member's open jobs
+    message: str | None = None  # refused: what ``NewJob.admit`` said
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ class Storage(Protocol):
     async def reserve_job(
         self, job: NewJob, *, default_credits: int, note: str | None
     ) -> Reserved | ReserveRejected:
-        """Ensure the guild, check the member's daily cap and the balance, then debit.
+        """Ensure the guild, apply ``job.admit`` to its settings, check the member's
+        daily cap and the balance, then debit; all in one transaction.
 
         Records the job (queued) and a RESERVE entry of ``-job.cost``. The daily
         usage is what the member's jobs created today cost, net of refunds.

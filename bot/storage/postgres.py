@@ -477,7 +477,14 @@ class PostgresStorage:
 
         async def work(conn: Connection) -> Reserved:
             now = self._now()
-            await self._lock_guild(conn, job.guild_id, default_credits, now)
+            balance, _ = await self._lock_guild(conn, job.guild_id, default_credits, now)
+            if job.admit is not None:
+                refusal = job.admit(await self._settings(conn, job.guild_id))
+                if refusal is not None:
+                    # Raising rolls back the default grant too if the guild was new.
+                    raise _Abort(
+                        ReserveRejected("refused", balance=balance, cost=cost, message=refusal)
+                    )
             values: dict[str, object] = {
                 "guild_id": job.guild_id,
                 "user_id": job.user_id,
@@ -664,12 +671,12 @@ class PostgresStorage:
 
     # -- settings and state ----------------------------------------------------------
 
-    async def get_settings(self, guild_id: int) -> GuildSettings:
-        async def work(conn: Connection) -> GuildSettings:
-            row = await self._row(conn, sql.GET_SETTINGS, guild_id=guild_id)
-            return GuildSettings(guild_id) if row is None else sql.settings_from_row(row)
+    async def _settings(self, conn: Connection, guild_id: int) -> GuildSettings:
+        row = await self._row(conn, sql.GET_SETTINGS, guild_id=guild_id)
+        return GuildSettings(guild_id) if row is None else sql.settings_from_row(row)
 
-        return await self._read(work)
+    async def get_settings(self, guild_id: int) -> GuildSettings:
+        return await self._read(lambda conn: self._settings(conn, guild_id))
 
     async def update_settings(
         self, guild_id: int, changes: SettingsChanges, *, default_credits: int

@@ -582,6 +582,13 @@ class SQLiteStorage:
                 "user_id": job.user_id,
                 "since": day_start(moment),
             }
+            if job.admit is not None:
+                refusal = job.admit(self._settings(db, job.guild_id))
+                if refusal is not None:
+                    balance, _ = self._ensure_guild(db, job.guild_id, default_credits, now)
+                    raise _Abort(
+                        ReserveRejected("refused", balance=balance, cost=cost, message=refusal)
+                    )
             if job.parent_job_id is not None and (
                 _one(db, "SELECT 1 FROM jobs WHERE id = ?", (job.parent_job_id,)) is None
             ):
@@ -825,15 +832,15 @@ class SQLiteStorage:
 
     # -- settings and state ----------------------------------------------------------
 
-    async def get_settings(self, guild_id: int) -> GuildSettings:
-        row = await self._read(
-            lambda db: _one(
-                db,
-                f"SELECT {sql.SETTINGS_COLUMNS} FROM guild_settings WHERE guild_id = ?",
-                (guild_id,),
-            )
+    @staticmethod
+    def _settings(db: Db, guild_id: int) -> GuildSettings:
+        row = _one(
+            db, f"SELECT {sql.SETTINGS_COLUMNS} FROM guild_settings WHERE guild_id = ?", (guild_id,)
         )
         return GuildSettings(guild_id) if row is None else sql.settings_from_row(row)
+
+    async def get_settings(self, guild_id: int) -> GuildSettings:
+        return await self._read(lambda db: self._settings(db, guild_id))
 
     async def update_settings(
         self, guild_id: int, changes: SettingsChanges, *, default_credits: int

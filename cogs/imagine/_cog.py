@@ -89,14 +89,34 @@ def _blocked_word(settings: GuildSettings, request: Txt2ImgRequest) -> str | Non
     return None
 
 
-def _channel_refusal(settings: GuildSettings, channel: discord.abc.Messageable) -> str | None:
-    allowed = settings.allowed_channel_ids
-    # A thread counts as the channel it lives in.
-    here = {getattr(channel, "id", None), getattr(channel, "parent_id", None)}
-    if not allowed or here & set(allowed):
+class _ServerRules:
+    """The server's own rules for one request: allowed channels and blocked words.
+
+    Given to the reservation as ``admit``, so the rules are read in the same
+    database transaction that reserves the credits (one trip instead of two);
+    it keeps the settings it was shown for the low-balance notice. It may run on
+    the database's thread, so it holds plain values, not Discord objects.
+    """
+
+    def __init__(self, channel: discord.abc.Messageable, request: Txt2ImgRequest) -> None:
+        # A thread counts as the channel it lives in.
+        self._here = {getattr(channel, "id", None), getattr(channel, "parent_id", None)}
+        self._request = request
+        self.settings: GuildSettings | None = None
+
+    def __call__(self, settings: GuildSettings) -> str | None:
+        self.settings = settings
+        allowed = settings.allowed_channel_ids
+        if allowed and not self._here & set(allowed):
+            where = ", ".join(f"<#{cid}>" for cid in allowed[:10])
+            return f"Image generation is turned off in this channel. Try {where}."
+        word = _blocked_word(settings, self._request)
+        if word is not None:
+            return (
+                f"Your prompt contains “{word}”, which this server has blocked. "
+                "Nothing was charged."
+            )
         return None
-    where = ", ".join(f"<#{cid}>" for cid in allowed[:10])
-    return f"Image generation is turned off in this channel. Try {where}."
 
 
 async def _defer(interaction: discord.Interaction[Any]) -> bool:
@@ -245,17 +265,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
         """Apply the server's rules, reserve and queue; the refusal to send privately, if any.
 
         Runs while the defer is in flight, so it says nothing on the interaction itself.
+        The rules are checked inside the reservation (see :class:`_ServerRules`).
         """
-        settings = await self.bot.ledger.get_settings(guild.id)
-        refusal = _channel_refusal(settings, channel)
-        word = _blocked_word(settings, request)
-        if refusal is None and word is not None:
-            refusal = (
-                f"Your prompt contains “{word}”, which this server has blocked. "
-                "Nothing was charged."
-            )
-        if refusal is not None:
-            return refusal
+        rules = _ServerRules(channel, request)
         try:
             await self.bot.jobs.enqueue(
                 guild_id=guild.id,
@@ -264,9 +276,13 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 request=request,
                 delivery=ChannelDelivery(self.bot, interaction, channel, acknowledged=defer),
                 parent_job_id=parent_job_id,
+                admit=rules,
             )
         except (UserFacingError, CreditError) as error:
             return error.user_message
+        settings = rules.settings
+        if settings is None:  # a reservation that succeeded has always shown them
+            return None
         try:
             await self._low_balance_notice(guild, settings)
         except StorageError as error:

@@ -16,7 +16,7 @@ import os
 import random
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from bot.credits import (
     JobStatus,
     LedgerKind,
     NewJob,
+    RequestRefused,
     UnknownJob,
 )
 from bot.storage import Storage, open_storage
@@ -401,6 +402,58 @@ async def test_a_reroll_names_its_parent(ledger: CreditLedger) -> None:
     with pytest.raises(UnknownJob):
         await ledger.reserve(new_job(parent=parent.id + 1000))
     assert await ledger.balance(GUILD) == 98
+
+
+# -- the guild's own rules, inside the reservation -----------------------------------------
+
+
+async def test_the_rules_see_the_settings_of_the_moment_and_a_refusal_changes_nothing(
+    ledger: CreditLedger,
+) -> None:
+    shown: list[GuildSettings] = []
+
+    def no_gore(settings: GuildSettings) -> str | None:
+        shown.append(settings)
+        return "Gore is blocked here." if "gore" in settings.blocked_words else None
+
+    allowed = await ledger.reserve(replace(new_job(), admit=no_gore))
+    assert allowed.status is JobStatus.QUEUED
+    current = await ledger.update_settings(GUILD, blocked_words=["gore"])
+    entries = await ledger.count_history(GUILD)
+    with pytest.raises(RequestRefused) as caught:
+        await ledger.reserve(replace(new_job(units=5), admit=no_gore))
+    assert caught.value.user_message == "Gore is blocked here."
+    assert shown == [GuildSettings(GUILD), current]
+    assert await ledger.balance(GUILD) == 99
+    assert await ledger.count_history(GUILD) == entries
+    assert [job.id for job in await ledger.active_jobs()] == [allowed.id]
+    await assert_invariants(ledger, GUILD)
+
+
+async def test_a_job_refused_by_the_rules_does_not_even_create_the_guild(
+    ledger: CreditLedger, storage: Storage
+) -> None:
+    with pytest.raises(RequestRefused):
+        await ledger.reserve(replace(new_job(OTHER_GUILD), admit=lambda settings: "No."))
+    assert await storage.get_balance(OTHER_GUILD) is None
+    assert await ledger.count_history(OTHER_GUILD) == 0
+
+
+async def test_the_rules_come_before_the_balance(ledger: CreditLedger) -> None:
+    # The more useful answer: more credits would not help a request the server forbids.
+    with pytest.raises(RequestRefused, match="Not in this channel"):
+        await ledger.reserve(replace(new_job(units=500), admit=lambda s: "Not in this channel."))
+
+
+async def test_rules_that_crash_change_nothing(ledger: CreditLedger) -> None:
+    def broken(settings: GuildSettings) -> str | None:
+        raise RuntimeError("a bug in the rules")
+
+    with pytest.raises(RuntimeError, match="a bug in the rules"):
+        await ledger.reserve(replace(new_job(), admit=broken))
+    assert await ledger.active_jobs() == []
+    assert await ledger.reserve(new_job())  # the database is still usable
+    assert await ledger.balance(GUILD) == 99
 
 
 # -- daily caps ----------------------------------------------------------------------------

@@ -182,10 +182,10 @@ async def test_an_unexpected_error_is_apologised_for_after_the_defer(
     world.discord.delay_next("POST", CALLBACK, 0.3)
     async with world.running() as bot:
 
-        async def broken(guild_id: int) -> Any:
+        async def broken(job: Any) -> Any:
             raise RuntimeError("the database is on fire")
 
-        monkeypatch.setattr(bot.ledger, "get_settings", broken)
+        monkeypatch.setattr(bot.ledger, "reserve", broken)
         call = await world.imagine({"prompt": "a cat"})
         reply = await world.reply(call, "Sorry")
         assert await balance(world, bot) == 100

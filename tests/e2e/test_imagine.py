@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,28 @@ async def test_happy_path_posts_one_image_and_spends_one_credit(world: World) ->
     assert embed_field(result, "Scheduler") == "P-Sampler"
     assert [b["label"] for b in result.buttons()] == ["Reroll", "Edit", "Delete"]
     world.discord.assert_no_pings()
+
+
+async def test_the_database_is_asked_once_before_the_api_call(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server's rules are read inside the reservation's transaction: one trip to
+    # the database ahead of the API call instead of two (mark_running goes alongside
+    # the call, so it is not counted).
+    async with world.running() as bot:
+        asked: list[tuple[str, float]] = []
+        for name in ("get_settings", "reserve", "balance", "get_job", "usage_today"):
+            original = getattr(bot.ledger, name)
+
+            async def spy(*args: Any, _name: str = name, _original: Any = original) -> Any:
+                asked.append((_name, time.monotonic()))
+                return await _original(*args)
+
+            monkeypatch.setattr(bot.ledger, name, spy)
+        await world.imagine({"prompt": "a lighthouse"})
+        await world.result()
+    [sent] = world.segmind.requests
+    assert [name for name, at in asked if at < sent.received_at] == ["reserve"]
 
 
 async def test_four_large_images_cost_sixteen(world: World) -> None:
