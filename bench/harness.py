@@ -12,7 +12,9 @@ A job is timed from the fake's ``INTERACTION_CREATE`` push
 (``InteractionRecord.created_at``) to the moment the fake stores the public
 channel message carrying the result embed (:class:`BenchDiscord` stamps it in
 ``store_message``). Every job has a unique prompt, which the result embed
-repeats, so each result is matched to its own interaction.
+repeats, so each result is matched to its own interaction. A job has *settled* once
+its interaction's private status line shows the bot's final text (:data:`FINAL_STATUS`):
+the bot sends it after committing the credits and recording the result message's id.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pydantic import SecretStr
 
 from bot.app import ImagineBot
 from bot.config import Settings
+from bot.credits import JobStatus
 from tests.fakes.fake_discord import (
     FakeChannel,
     FakeDiscord,
@@ -48,6 +51,7 @@ from tests.fakes.fake_segmind import FakeSegmind
 
 __all__ = [
     "BENCH_CREDITS",
+    "FINAL_STATUS",
     "HELD_PREFIX",
     "RESULT_TITLE",
     "BenchBot",
@@ -57,6 +61,7 @@ __all__ = [
     "HarnessConfig",
     "JobTiming",
     "percentile",
+    "settled",
     "wide_listen_backlog",
 ]
 
@@ -68,6 +73,14 @@ BENCH_CREDITS = 1_000_000_000
 HELD_PREFIX = "held"
 #: Listen backlog for the fakes (aiohttp's default is 128; see wide_listen_backlog).
 LISTEN_BACKLOG = 2048
+#: How the bot's final status text starts: success, failure (cogs/imagine/_delivery.py).
+FINAL_STATUS = ("✅", "❌")
+
+
+def settled(record: InteractionRecord) -> bool:
+    """Whether the job of ``record`` has settled: its status line shows the final text
+    (sent once the credits are committed and the result message's id recorded)."""
+    return any(message.content.startswith(FINAL_STATUS) for message in record.messages)
 
 
 @contextlib.contextmanager
@@ -332,11 +345,29 @@ class Harness:
         return record, arrival
 
     async def run_job(
-        self, slot: int = 0, options: dict[str, Any] | None = None, *, timeout: float = 60.0
+        self,
+        slot: int = 0,
+        options: dict[str, Any] | None = None,
+        *,
+        settle: bool = False,
+        timeout: float = 60.0,
     ) -> JobTiming:
-        """Submit one job and wait (bounded) for its result message."""
+        """Submit one job and wait (bounded) for its result message.
+
+        With ``settle``, also wait until the job has :func:`settled` (its final status
+        edit stored by the fake), so that its tail (credits committed, message id
+        recorded, status line edited) does not overlap the next job. ``timeout`` bounds
+        both waits together; the timing stays the result message's, without the settling.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
         record, arrival = await self.submit(slot, options)
         done = await asyncio.wait_for(arrival, timeout)
+        if settle:
+            await self.discord.wait_for(
+                lambda: settled(record),
+                timeout=deadline - asyncio.get_running_loop().time(),
+                what=f"{record!r} to settle (its final status line)",
+            )
         return JobTiming(record.created_at, done, record.ack_latency)
 
     async def run_burst(
@@ -356,19 +387,31 @@ class Harness:
         """Every API call's duration so far, as the in-process bot measured it."""
         return list(self.bot.api_times) if self.bot is not None else []
 
+    async def until_running(self, count: int, timeout: float = 30.0) -> None:
+        """Wait (bounded) until the in-process bot's ledger shows ``count`` running jobs:
+        a job writes queued -> running alongside its API call, so a job held at the fake
+        API may still have that write to do."""
+        if self.bot is None:
+            raise RuntimeError("until_running needs the bot in this process")
+        ledger = self.bot.ledger
+        async with asyncio.timeout(timeout):
+            while True:
+                active = await ledger.active_jobs(guild_id=self.discord.guild.id)
+                if sum(job.status is JobStatus.RUNNING for job in active) >= count:
+                    return
+                await asyncio.sleep(0.01)  # a bounded poll of the database (bench only)
+
     async def idle(self, timeout: float = 30.0) -> None:
         """Wait (bounded) until every job is settled, its final status line included."""
         if self.bot is not None:
             await asyncio.wait_for(self.bot.jobs.wait_idle(), timeout)
             return
 
-        def settled() -> bool:
-            return all(
-                any(m.content.startswith(("✅", "❌")) for m in record.messages)
-                for record in self.discord.interactions
-            )
-
-        await self.discord.wait_for(settled, timeout=timeout, what="every job settled")
+        await self.discord.wait_for(
+            lambda: all(settled(record) for record in self.discord.interactions),
+            timeout=timeout,
+            what="every job settled",
+        )
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

@@ -6,10 +6,13 @@ settings it needs) and returns plain figures (seconds, bytes, rates) for
   message, minus the fake Segmind's fixed latency, with ``MAX_CONCURRENT_JOBS``
   at least the number of jobs in flight (no job waits for a slot):
 
-  - *sequential*: one job at a time;
+  - *sequential*: one job at a time, each pushed only once the previous one has
+    settled (credits committed, final status edit answered), so that exactly one
+    job is in the bot;
   - *burst of N*: N jobs pushed back to back by N members, all timed;
   - *steady, N in flight*: N-1 jobs held at the API (in flight all along) while
-    probe jobs go through one at a time, and only the probes are timed.
+    probe jobs go through one at a time, each once the previous probe has settled,
+    and only the probes are timed.
 
 * **throughput**: N one-image jobs pushed at once; jobs per second against
   ``MAX_CONCURRENT_JOBS / latency``; the naive baseline is the same run with
@@ -17,7 +20,8 @@ settings it needs) and returns plain figures (seconds, bytes, rates) for
 * **event-loop lag** (a 5 ms sleeper's oversleep) and **time to acknowledge**
   (``InteractionRecord.ack_latency``) are recorded during the overhead runs.
 * **bot process**: the bot's entry point in a child process (the fakes stay
-  here): its CPU per job, its overhead and event-loop lag with a core of its own,
+  here): its CPU per job, its overhead (sequential jobs settled one by one, as
+  above, and bursts) and event-loop lag with a core of its own,
   and its peak RSS with 100 jobs of 8 images at 1024x1024 in flight.
 * **ledger**: reserve+commit pairs per second on a file database
   (:func:`bench.ledger.measure`).
@@ -84,7 +88,9 @@ class Profile:
     process_burst_rounds: int = 3  # bursts of levels[1] jobs, the bot in its own process
     memory_jobs: int = 100
     ledger_pairs: int = 3000
-    settle: bool = True  # let every job settle (final status edit) between phases
+    # Let every job settle (final status edit) between phases. The one-at-a-time jobs
+    # (sequential, steady probes) each settle before the next whatever this says.
+    settle: bool = True
 
 
 FULL = Profile("full")
@@ -245,13 +251,14 @@ async def overhead(profile: Profile) -> OverheadRuns:
 
 
 async def _sequential(harness: Harness, profile: Profile) -> LatencyRun:
-    """One job at a time (each waits for the previous result)."""
+    """One job at a time: each is pushed once the previous one has settled (credits
+    committed, final status edit answered), so its tail does not overlap the next job."""
     run = LatencyRun("sequential", 1, profile.latency)
     calls = len(harness.api_times())
     started = time.perf_counter()
     with LoopLagSampler() as lag:
         for number in range(profile.sequential_jobs):
-            run.jobs.append(await harness.run_job(number))
+            run.jobs.append(await harness.run_job(number, settle=True))
     run.seconds = time.perf_counter() - started
     run.loop_lag = list(lag.samples)
     run.api_times = harness.api_times()[calls:]
@@ -275,19 +282,25 @@ async def _bursts(harness: Harness, profile: Profile, count: int, rounds: int) -
 
 
 async def _steady(harness: Harness, profile: Profile, in_flight: int) -> LatencyRun:
-    """Probe jobs, one at a time, while ``in_flight - 1`` other jobs wait on the API."""
+    """Probe jobs, one at a time, while ``in_flight - 1`` other jobs wait on the API.
+    Each probe starts once the previous probe has settled (the held jobs are not waited
+    for)."""
     run = LatencyRun(f"steady, {in_flight} in flight", in_flight, profile.latency)
     probe = len(harness.members) - 1  # a member of its own, none of the held jobs'
     held = [await harness.submit(slot, prefix=HELD_PREFIX) for slot in range(in_flight - 1)]
     try:
-        # Held at the API. (A job that starts at once has no status edit to wait for:
-        # its requester sees Discord's "thinking…" until the result.)
+        # Held at the API. (A job that starts at once has no progress edit to wait for:
+        # its requester sees Discord's "thinking…" until the result, then its status line
+        # is edited once, to the final text, which is what each probe settles on.)
         await harness.segmind.wait_held(in_flight - 1, timeout=60.0)
+        # ... and done with their own start: otherwise the first probe shares the loop with
+        # up to 199 queued -> running writes (measured: first probe 33 ms instead of 6).
+        await harness.until_running(in_flight - 1, timeout=60.0)
         calls = len(harness.api_times())
         started = time.perf_counter()
         with LoopLagSampler() as lag:
             for _ in range(profile.probes):
-                run.jobs.append(await harness.run_job(probe))
+                run.jobs.append(await harness.run_job(probe, settle=True))
         run.seconds = time.perf_counter() - started
         run.loop_lag = list(lag.samples)
         run.api_times = harness.api_times()[calls:]
@@ -330,10 +343,10 @@ async def process_throughput(profile: Profile, jobs: int, concurrency: int) -> T
 
 async def process_run(profile: Profile, *, photo_like: bool) -> ProcessRun:
     """The bot in a child process. With the fake's flat images: CPU per one-image job,
-    overhead sequentially and in bursts of ``levels[1]`` jobs, and the bot's own
-    event-loop lag meanwhile. Then (both image kinds) peak RSS with ``memory_jobs``
-    jobs of 8 images at 1024x1024 in flight (``MAX_CONCURRENT_JOBS = memory_jobs``,
-    so every job is generating at once)."""
+    overhead sequentially (each job settled before the next) and in bursts of
+    ``levels[1]`` jobs, and the bot's own event-loop lag meanwhile. Then (both image
+    kinds) peak RSS with ``memory_jobs`` jobs of 8 images at 1024x1024 in flight
+    (``MAX_CONCURRENT_JOBS = memory_jobs``, so every job is generating at once)."""
     result = ProcessRun(photo_like=photo_like)
     top, jobs = profile.levels[1], profile.memory_jobs
     width = top if not photo_like else jobs
@@ -349,7 +362,7 @@ async def process_run(profile: Profile, *, photo_like: bool) -> ProcessRun:
                 await _warm_up(harness, profile, top)
                 before = bot.stats().cpu
                 for number in range(profile.process_sequential_jobs):
-                    sequential.jobs.append(await harness.run_job(number))
+                    sequential.jobs.append(await harness.run_job(number, settle=True))
                 for _ in range(profile.process_burst_rounds):
                     started = time.monotonic()
                     burst.jobs += await harness.run_burst(top)
