@@ -196,6 +196,13 @@ def _throughput(run: ThroughputRun) -> str:
     )
 
 
+def _runs(rates: Sequence[float]) -> str:
+    """``; median of 3 runs, 1,900-2,300`` (nothing for a single run)."""
+    if len(rates) < 2:
+        return ""
+    return f"; median of {len(rates)} runs, {min(rates):,.0f}–{max(rates):,.0f}"
+
+
 def _memory_row(key: str, run: ProcessRun) -> Row:
     kind = "photo-sized" if run.photo_like else "the fake's flat-colour"
     result = (
@@ -282,7 +289,8 @@ def build_report(results: Results, *, command: str) -> Report:
         Row(
             "ledger",
             "ledger reserve+commit, file DB",
-            f"{results.ledger.rate:,.0f} per second ({results.ledger.pairs} pairs, one at a time)",
+            f"{results.ledger.rate:,.0f} per second ({results.ledger.pairs} pairs, one at a time"
+            f"{_runs(results.ledger.rates)})",
             "≥ 2,000/s",
             results.ledger.rate >= LEDGER_RATE,
         ),
@@ -290,7 +298,7 @@ def build_report(results: Results, *, command: str) -> Report:
             "ledger_concurrent",
             "ledger reserve+commit, file DB, concurrent",
             f"{results.ledger.concurrent_rate:,.0f} per second ({results.ledger.pairs} pairs, "
-            f"{LEDGER_CONCURRENCY} at a time)",
+            f"{LEDGER_CONCURRENCY} at a time{_runs(results.ledger.concurrent_rates)})",
             "≥ 2,000/s",
             results.ledger.concurrent_rate >= LEDGER_RATE,
         ),
