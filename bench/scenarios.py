@@ -35,7 +35,7 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from bench import ledger as ledger_bench
@@ -265,16 +265,22 @@ async def _sequential(harness: Harness, profile: Profile) -> LatencyRun:
     """One job at a time: each is pushed once the previous one has settled (credits
     committed, final status edit answered), so its tail does not overlap the next job."""
     run = LatencyRun("sequential", 1, profile.latency)
+    await _one_at_a_time(harness, run, range(profile.sequential_jobs))
+    await _settle(harness, profile)
+    return run
+
+
+async def _one_at_a_time(harness: Harness, run: LatencyRun, slots: Iterable[int]) -> None:
+    """Time one job per slot, each pushed once the previous one has settled (its credits
+    committed, its final status edit answered), with the loop lag and API calls meanwhile."""
     calls = len(harness.api_times())
     started = time.perf_counter()
     with LoopLagSampler() as lag:
-        for number in range(profile.sequential_jobs):
-            run.jobs.append(await harness.run_job(number, settle=True))
+        for slot in slots:
+            run.jobs.append(await harness.run_job(slot, settle=True))
     run.seconds = time.perf_counter() - started
     run.loop_lag = list(lag.samples)
     run.api_times = harness.api_times()[calls:]
-    await _settle(harness, profile)
-    return run
 
 
 async def _bursts(harness: Harness, profile: Profile, count: int, rounds: int) -> LatencyRun:
@@ -307,14 +313,7 @@ async def _steady(harness: Harness, profile: Profile, in_flight: int) -> Latency
         # ... and done with their own start: otherwise the first probe shares the loop with
         # up to 199 queued -> running writes (measured: first probe 33 ms instead of 6).
         await harness.until_running(in_flight - 1, timeout=60.0)
-        calls = len(harness.api_times())
-        started = time.perf_counter()
-        with LoopLagSampler() as lag:
-            for _ in range(profile.probes):
-                run.jobs.append(await harness.run_job(probe, settle=True))
-        run.seconds = time.perf_counter() - started
-        run.loop_lag = list(lag.samples)
-        run.api_times = harness.api_times()[calls:]
+        await _one_at_a_time(harness, run, [probe] * profile.probes)
     finally:
         harness.segmind.release_held()
     async with asyncio.timeout(60.0):
