@@ -9,7 +9,6 @@ default 0.2). Everything runs on 127.0.0.1; nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -22,6 +21,7 @@ import warnings
 from bench import scenarios
 from bench.report import Report, Results, build_report, write_readme
 from bench.scenarios import Profile, stopwatch
+from bot import event_loop
 
 __all__ = ["main", "run"]
 
@@ -81,8 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--latency", type=float, default=None, help="the fake API's latency in seconds (0.2)"
     )
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="the event loop (EVENT_LOOP) of every bot and of the fakes: auto, as the bot",
+    )
     args = parser.parse_args(argv)
     profile = scenarios.QUICK if args.quick else scenarios.FULL
+    if args.loop == "uvloop" and not event_loop.uvloop_installed():
+        parser.error("--loop uvloop: uvloop is not installed")
+    profile = dataclasses.replace(profile, event_loop=args.loop)
     if args.latency is not None:
         if not 0 < args.latency <= 5:
             parser.error("--latency must be in (0, 5] seconds")
@@ -91,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore", DeprecationWarning)
     command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
     print(f"imagine-bot benchmarks ({profile.name}):", flush=True)
-    results = asyncio.run(run(profile))
+    results = event_loop.run(run(profile), profile.event_loop)
     report: Report = build_report(results, command=command)
     print()
     print(report.markdown())

@@ -39,6 +39,7 @@ from pydantic import SecretStr
 from bot.app import ImagineBot
 from bot.config import Settings
 from bot.credits import JobStatus
+from bot.event_loop import EventLoopChoice
 from tests.fakes.fake_discord import (
     FakeChannel,
     FakeDiscord,
@@ -242,6 +243,8 @@ class HarnessConfig:
     channels: int = 8
     max_queued_per_user: int = 1000
     photo_like: bool = False
+    # The loop of a bot in its own process (EVENT_LOOP); in process, whatever runs the bench.
+    event_loop: EventLoopChoice = "auto"
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ class BotProcess:
         env = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("DISCORD_", "SEGMIND_", "DATABASE_", "MAX_", "LOG_"))
+            if not key.startswith(("DISCORD_", "SEGMIND_", "DATABASE_", "MAX_", "LOG_", "EVENT_"))
         }
         env.update(
             {
@@ -71,6 +71,7 @@ class BotProcess:
                 "GUILD_READY_TIMEOUT": "0.05",
                 "SHUTDOWN_GRACE_SECONDS": "10",
                 "LOG_LEVEL": "WARNING",
+                "EVENT_LOOP": config.event_loop,
                 "BENCH_LAG_FILE": str(self.lag_path),
                 "PYTHONPATH": os.pathsep.join(
                     [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")]

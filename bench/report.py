@@ -25,6 +25,7 @@ from bench.scenarios import (
     Profile,
     ThroughputRun,
 )
+from bot.event_loop import describe
 
 __all__ = [
     "README",
@@ -359,7 +360,8 @@ def environment(command: str, results: Results) -> dict[str, str]:
         "machine": f"{os.cpu_count()} cores ({_cpu_model()}), {platform.system()} "
         f"{platform.release()}",
         "software": f"Python {platform.python_version()} ({sys.implementation.name}), "
-        f"discord.py {_version('discord.py')}, aiohttp {_version('aiohttp')}",
+        f"discord.py {_version('discord.py')}, aiohttp {_version('aiohttp')}, "
+        f"event loop {describe(profile.event_loop)} (EVENT_LOOP={profile.event_loop})",
         "profile": f"{profile.name}: API latency {profile.latency * 1000:.0f} ms, "
         f"run took {results.seconds:.0f} s",
         "load average": f"{results.load[0]:.2f} at the start, {results.load[1]:.2f} at the end "

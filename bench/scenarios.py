@@ -42,6 +42,7 @@ from bench import ledger as ledger_bench
 from bench.harness import HELD_PREFIX, Harness, HarnessConfig, JobTiming
 from bench.looplag import LoopLagSampler
 from bench.process import BotProcess
+from bot.event_loop import EventLoopChoice
 
 __all__ = [
     "FULL",
@@ -92,6 +93,8 @@ class Profile:
     # Let every job settle (final status edit) between phases. The one-at-a-time jobs
     # (sequential, steady probes) each settle before the next whatever this says.
     settle: bool = True
+    # EVENT_LOOP for every bot: ``python -m bench`` runs itself on it, the child gets it.
+    event_loop: EventLoopChoice = "auto"
 
 
 FULL = Profile("full")
@@ -226,6 +229,7 @@ def _config(profile: Profile, in_flight: int, **overrides: object) -> HarnessCon
         "max_concurrent_jobs": max(in_flight, 4),
         "members": in_flight,
         "channels": min(in_flight, MAX_CHANNELS),
+        "event_loop": profile.event_loop,
     }
     values.update(overrides)
     return HarnessConfig(**values)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 
+from bot import event_loop
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure_logging
 
@@ -35,6 +36,7 @@ async def serve(settings: Settings) -> int:
     from bot.storage import StorageError
 
     apply_endpoints(settings)
+    log.info("event loop: %s", event_loop.describe(settings.event_loop))
     bot = ImagineBot(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     configure_logging(settings.log_level, settings.log_format, settings.secrets())
     try:
-        return asyncio.run(serve(settings))
+        return event_loop.run(serve(settings), settings.event_loop)
     except KeyboardInterrupt:  # a second Ctrl+C during shutdown
         return EXIT_OK
 

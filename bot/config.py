@@ -15,6 +15,8 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.event_loop import EventLoopChoice, uvloop_installed
+
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
 DEFAULT_BASE_URL = "https://api.segmind.com/v1"
@@ -70,6 +72,7 @@ class Settings(BaseSettings):
     discord_api_url: str | None = None
     discord_gateway_url: str | None = None
     guild_ready_timeout: float = Field(default=2.0, ge=0, le=60)
+    event_loop: EventLoopChoice = "auto"
 
     @field_validator("owner_ids", "shard_ids", mode="before")
     @classmethod
@@ -99,6 +102,20 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_url_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("event_loop", mode="before")
+    @classmethod
+    def _loop_any_case(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().lower() or "auto"
+        return value
+
+    @field_validator("event_loop", mode="after")
+    @classmethod
+    def _loop_installed(cls, value: EventLoopChoice) -> EventLoopChoice:
+        if value == "uvloop" and not uvloop_installed():
+            raise ValueError("uvloop is not installed here; install it, or use auto or asyncio")
+        return value
 
     @field_validator("log_level", mode="after")
     @classmethod

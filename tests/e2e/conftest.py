@@ -14,6 +14,7 @@ import pytest
 
 from bot.app import ImagineBot
 from bot.config import Settings
+from bot.event_loop import LoopFactory, loop_factories
 from bot.segmind import SegmindClient
 from tests.fakes.fake_discord import (
     FakeChannel,
@@ -25,6 +26,14 @@ from tests.fakes.fake_discord import (
 from tests.fakes.fake_segmind import FakeSegmind
 
 RESULT_TITLE = "Kandinsky 2.1"
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, LoopFactory]:
+    """Every end-to-end test runs on each loop the bot can run on here (``EVENT_LOOP``):
+    asyncio's own and, where it is installed, uvloop, which production picks by default."""
+    return loop_factories()
 
 
 class E2EBot(ImagineBot):
