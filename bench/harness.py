@@ -9,10 +9,14 @@ bot's entry point in a child process
 (:mod:`bench.process`).
 
 A job is timed from the fake's ``INTERACTION_CREATE`` push
-(``InteractionRecord.created_at``) to the moment the fake stores the public
-channel message carrying the result embed (:class:`BenchDiscord` stamps it in
-``store_message``). Every job has a unique prompt, which the result embed
-repeats, so each result is matched to its own interaction. A job has *settled* once
+(``InteractionRecord.created_at``) to the moment the request carrying the public
+result message reaches the fake Discord (:class:`BenchDiscord` stamps each REST
+request as its handler starts, and keeps the moment it had stored the message
+too). The API's latency taken out of a job is the time the fake Segmind actually
+held that job's call (:class:`BenchSegmind`: from the request read to the answer
+built), not the nominal figure: its timer wakes a fraction of a millisecond late.
+Every job has a unique prompt, which the result embed and the API request
+repeat, so each result and API call is matched to its own interaction. A job has *settled* once
 its interaction's private status line shows the bot's final text (:data:`FINAL_STATUS`):
 the bot sends it after committing the credits and recording the result message's id.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import io
 import itertools
 import logging
@@ -40,6 +45,7 @@ from bot.app import ImagineBot
 from bot.config import Settings
 from bot.credits import JobStatus
 from bot.event_loop import EventLoopChoice
+from tests.fakes.discord_rest import RestApi
 from tests.fakes.fake_discord import (
     FakeChannel,
     FakeDiscord,
@@ -48,13 +54,14 @@ from tests.fakes.fake_discord import (
     StoredMessage,
     run_client,
 )
-from tests.fakes.fake_segmind import FakeSegmind
+from tests.fakes.fake_segmind import FakeSegmind, RecordedRequest
 
 __all__ = [
     "BENCH_CREDITS",
     "FINAL_STATUS",
     "HELD_PREFIX",
     "RESULT_TITLE",
+    "Arrival",
     "BenchBot",
     "BenchDiscord",
     "BenchSegmind",
@@ -76,6 +83,11 @@ HELD_PREFIX = "held"
 LISTEN_BACKLOG = 2048
 #: How the bot's final status text starts: success, failure (cogs/imagine/_delivery.py).
 FINAL_STATUS = ("✅", "❌")
+
+
+#: When the REST request being served reached the fake Discord. aiohttp serves each
+#: request in a task of its own, so this is per request.
+_request_arrived: contextvars.ContextVar[float] = contextvars.ContextVar("request_arrived")
 
 
 def settled(record: InteractionRecord) -> bool:
@@ -130,30 +142,49 @@ class BenchBot(ImagineBot):
         return None
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """A result message: when its request reached the fake Discord, and when the fake
+    had read, checked and stored it (``time.monotonic()`` seconds)."""
+
+    arrived: float
+    stored: float
+
+
+class _StampingRestApi(RestApi):
+    """The fake's REST API, noting when each request reached it (before the fake reads
+    its body and builds the message: that is the fake's work, not the bot's)."""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        _request_arrived.set(time.monotonic())
+        return await super().handle(request)
+
+
 class BenchDiscord(FakeDiscord):
     """The fake Discord, stamping when each result message arrives.
 
-    ``expect(prompt)`` returns a future resolved with the ``time.monotonic()`` at
-    which the public result message for that (unique) prompt was stored.
+    ``expect(prompt)`` returns a future resolved with the :class:`Arrival` of the
+    public result message for that (unique) prompt.
     """
 
     def __init__(self, **options: Any) -> None:
         options.setdefault("validate", False)
         super().__init__(**options)
-        self._expected: dict[str, asyncio.Future[float]] = {}
+        self.rest = _StampingRestApi(self)
+        self._expected: dict[str, asyncio.Future[Arrival]] = {}
 
     async def start(self) -> BenchDiscord:
         with wide_listen_backlog():
             await super().start()
         return self
 
-    def expect(self, prompt: str) -> asyncio.Future[float]:
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    def expect(self, prompt: str) -> asyncio.Future[Arrival]:
+        future: asyncio.Future[Arrival] = asyncio.get_running_loop().create_future()
         self._expected[prompt] = future
         return future
 
     def store_message(self, message: StoredMessage) -> None:
-        arrived = time.monotonic()
+        stored = time.monotonic()
         super().store_message(message)
         if message.ephemeral or not self._expected:
             return
@@ -161,7 +192,7 @@ class BenchDiscord(FakeDiscord):
             if embed.get("title") == RESULT_TITLE:
                 future = self._expected.pop(str(embed.get("description")), None)
                 if future is not None and not future.done():
-                    future.set_result(arrived)
+                    future.set_result(Arrival(_request_arrived.get(stored), stored))
                 return
 
 
@@ -183,10 +214,15 @@ class BenchSegmind(FakeSegmind):
       the fake's flat-colour images (17 KB at 1024x1024).
     * requests whose prompt starts with :data:`HELD_PREFIX` are answered (after the
       fixed latency) only once :meth:`release_held` is called, to keep jobs in flight.
+
+    It also keeps, per prompt, how long it actually held the last call for that prompt
+    (``served``): from the request read to the answer built, the fixed latency plus
+    however late the fake's timer woke.
     """
 
     def __init__(self, *, photo_like: bool = False, **options: Any) -> None:
         super().__init__(**options)
+        self.served: dict[str, float] = {}
         self.photo_like = photo_like
         self.held = 0
         self._release = asyncio.Event()
@@ -211,6 +247,16 @@ class BenchSegmind(FakeSegmind):
         """Until ``count`` held requests are waiting (``TimeoutError`` after ``timeout``)."""
         async with asyncio.timeout(timeout), self._held_changed:
             await self._held_changed.wait_for(lambda: self.held >= count)
+
+    async def _respond_after_latency(
+        self, request: web.Request, record: RecordedRequest, *rest: Any
+    ) -> web.StreamResponse:
+        try:
+            return await super()._respond_after_latency(request, record, *rest)
+        finally:
+            prompt = record.json.get("prompt") if isinstance(record.json, dict) else None
+            if isinstance(prompt, str):
+                self.served[prompt] = time.monotonic() - record.received_at
 
     async def image(self, width: int, height: int, seed: int, prompt: str) -> bytes:
         if prompt.startswith(HELD_PREFIX):
@@ -249,15 +295,24 @@ class HarnessConfig:
 
 @dataclass(frozen=True)
 class JobTiming:
-    """One job: pushed at ``sent``, result stored at ``done`` (monotonic seconds)."""
+    """One job (monotonic seconds): pushed at ``sent``; its result message reached the
+    fake Discord at ``arrived`` and was stored by it at ``done``; ``api`` is how long
+    the fake Segmind held its API call (None if unknown)."""
 
     sent: float
     done: float
     ack_latency: float | None
+    arrived: float | None = None
+    api: float | None = None
 
     @property
     def total(self) -> float:
         return self.done - self.sent
+
+    def overhead(self, latency: float) -> float:
+        """Push to arrival, less the API call's actual latency (``latency`` if unknown)."""
+        arrived = self.done if self.arrived is None else self.arrived
+        return arrived - self.sent - (latency if self.api is None else self.api)
 
 
 class Harness:
@@ -335,7 +390,7 @@ class Harness:
 
     async def submit(
         self, slot: int, options: dict[str, Any] | None = None, *, prefix: str = "bench"
-    ) -> tuple[InteractionRecord, asyncio.Future[float]]:
+    ) -> tuple[InteractionRecord, asyncio.Future[Arrival]]:
         """``/imagine`` by member ``slot`` in channel ``slot`` (modulo the pools)."""
         prompt = f"{prefix} job {next(self._prompts)}"
         arrival = self.discord.expect(prompt)
@@ -371,7 +426,7 @@ class Harness:
                 timeout=deadline - asyncio.get_running_loop().time(),
                 what=f"{record!r} to settle (its final status line)",
             )
-        return JobTiming(record.created_at, done, record.ack_latency)
+        return self._timing(record, done)
 
     async def run_burst(
         self, count: int, options: dict[str, Any] | None = None, *, timeout: float = 120.0
@@ -382,9 +437,20 @@ class Harness:
         async with asyncio.timeout(timeout):
             arrivals = await asyncio.gather(*(arrival for _, arrival in submitted))
         return [
-            JobTiming(record.created_at, done, record.ack_latency)
+            self._timing(record, done)
             for (record, _), done in zip(submitted, arrivals, strict=True)
         ]
+
+    def _timing(self, record: InteractionRecord, arrival: Arrival) -> JobTiming:
+        options = record.payload["data"]["options"]
+        prompt = next(str(option["value"]) for option in options if option["name"] == "prompt")
+        return JobTiming(
+            sent=record.created_at,
+            done=arrival.stored,
+            ack_latency=record.ack_latency,
+            arrived=arrival.arrived,
+            api=self.segmind.served.get(prompt),
+        )
 
     def api_times(self) -> list[float]:
         """Every API call's duration so far, as the in-process bot measured it."""

@@ -153,6 +153,14 @@ class LatencyRun:
 
     @property
     def overheads(self) -> list[float]:
+        """Push to the result's arrival, less the API call's actual latency."""
+        return [job.overhead(self.latency) for job in self.jobs]
+
+    @property
+    def overheads_with_fakes(self) -> list[float]:
+        """The measure of earlier runs: push to the result stored by the fake, less the
+        nominal latency; it adds the fakes' own work (timer lateness, reading and
+        storing the upload) to the bot's."""
         return [job.total - self.latency for job in self.jobs]
 
     @property

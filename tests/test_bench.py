@@ -26,6 +26,12 @@ def test_smallest_benchmark_reports_every_row() -> None:
         assert row.result and "n/a" not in row.result, row
         assert f"| {row.label} | {row.result} |" in table
     assert all(run.jobs for run in report.details)
+    # Every timed job knows when its result reached the fake Discord (before the fake
+    # stored it) and how long the fake API really held its call (at least the latency).
+    latency = scenarios.SMOKE.latency
+    for job in (job for scenario in report.details for job in scenario.jobs):
+        assert job.arrived is not None and job.sent < job.arrived <= job.done, job
+        assert job.api is not None and latency <= job.api < latency + 1, job
     assert results.process_flat.peak_rss > 0 and results.process_photo.peak_rss > 0
     assert not math.isnan(results.ledger.rate)
     assert results.ledger.concurrent_rate > 0
