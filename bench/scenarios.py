@@ -2,9 +2,10 @@
 settings it needs) and returns plain figures (seconds, bytes, rates) for
 :mod:`bench.report`.
 
-* **overhead**: time from the ``INTERACTION_CREATE`` push to the stored result
-  message, minus the fake Segmind's fixed latency, with ``MAX_CONCURRENT_JOBS``
-  at least the number of jobs in flight (no job waits for a slot):
+* **overhead**: time from the ``INTERACTION_CREATE`` push to the result message
+  reaching the fake Discord, minus the time the fake Segmind held the job's API
+  call (see :mod:`bench.harness`), with ``MAX_CONCURRENT_JOBS`` at least the number
+  of jobs in flight (no job waits for a slot):
 
   - *sequential*: one job at a time, each pushed only once the previous one has
     settled (credits committed, final status edit answered), so that exactly one
