@@ -16,6 +16,7 @@ import sys
 from bot import event_loop
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure_logging
+from bot.memory import keep_large_blocks_mapped
 
 __all__ = ["main"]
 
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_CONFIG
     configure_logging(settings.log_level, settings.log_format, settings.secrets())
+    keep_large_blocks_mapped()
     try:
         return event_loop.run(serve(settings), settings.event_loop)
     except KeyboardInterrupt:  # a second Ctrl+C during shutdown
