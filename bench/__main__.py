@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import time
+import typing
 import warnings
 
 from bench import scenarios
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--loop",
-        choices=("auto", "uvloop", "asyncio"),
+        choices=typing.get_args(event_loop.EventLoopChoice),
         default="auto",
         help="the event loop (EVENT_LOOP) of every bot and of the fakes: auto, as the bot",
     )

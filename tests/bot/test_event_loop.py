@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+from collections.abc import Awaitable, Callable
 from importlib.machinery import ModuleSpec
-from pathlib import Path
 
 import pytest
 
-import bot.__main__ as entry
 from bot import event_loop
 from bot.config import ConfigError, Settings, load_settings
 
@@ -98,19 +97,17 @@ def test_uvloop_asked_for_but_missing_stops_start_up_with_one_line(
 
 @pytest.mark.parametrize(("setting", "expected"), [("auto", "uvloop"), ("asyncio", "asyncio")])
 def test_python_m_bot_serves_on_the_configured_loop(
-    setting: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    setting: str,
+    expected: str,
+    start_main: Callable[[Callable[[Settings], Awaitable[int]]], int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # no .env of the developer's
-    monkeypatch.setenv("DISCORD_TOKEN", "t")
-    monkeypatch.setenv("SEGMIND_API_KEY", "k")
     monkeypatch.setenv("EVENT_LOOP", setting)
-    monkeypatch.setattr(entry, "configure_logging", lambda *args: None)
     served_on: list[type[asyncio.AbstractEventLoop]] = []
 
     async def serve(settings: Settings) -> int:
         served_on.append(type(asyncio.get_running_loop()))
         return 7
 
-    monkeypatch.setattr(entry, "serve", serve)
-    assert entry.main([]) == 7
+    assert start_main(serve) == 7
     assert issubclass(served_on[0], uvloop.Loop) is (expected == "uvloop")

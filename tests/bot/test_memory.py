@@ -6,12 +6,14 @@ import ctypes
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 import bot.__main__ as entry
 from bot import memory
+from bot.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,24 +64,20 @@ def test_image_sized_blocks_stay_mapped_after_a_larger_one_was_freed() -> None:
 
 
 def test_nothing_is_tried_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(memory.sys, "platform", "darwin")
+    monkeypatch.setattr(sys, "platform", "darwin")
     assert memory.keep_large_blocks_mapped() is False
 
 
 def test_python_m_bot_fixes_the_threshold_before_serving(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start_main: Callable[[Callable[[Settings], Awaitable[int]]], int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DISCORD_TOKEN", "t")
-    monkeypatch.setenv("SEGMIND_API_KEY", "k")
-    monkeypatch.setattr(entry, "configure_logging", lambda *args: None)
     calls: list[str] = []
     monkeypatch.setattr(entry, "keep_large_blocks_mapped", lambda: calls.append("mallopt"))
 
-    async def serve(settings: object) -> int:
+    async def serve(settings: Settings) -> int:
         calls.append("serve")
         return 0
 
-    monkeypatch.setattr(entry, "serve", serve)
-    assert entry.main([]) == 0
+    assert start_main(serve) == 0
     assert calls == ["mallopt", "serve"]
