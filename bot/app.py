@@ -23,6 +23,7 @@ from bot.config import Settings
 from bot.coordination import SharedRateLimiter, SharedSlots, owner_name
 from bot.credits import CreditLedger, JobRecord
 from bot.health import HealthServer
+from bot.i18n import CatalogTranslator
 from bot.image_store import ImageStore
 from bot.jobs import JobQueue
 from bot.logs import job_context
@@ -160,6 +161,8 @@ class ImagineBot(commands.AutoShardedBot):
             ),
             image_store=self._images,
         )
+        # Before the cogs: commands, options and choices carry their localisations from here.
+        await self.tree.set_translator(CatalogTranslator())
         for name in self._extensions:
             await self.load_extension(name)
         await self.sync_commands()
@@ -230,6 +233,7 @@ class ImagineBot(commands.AutoShardedBot):
                 log.warning("could not sign off from the shared database: %s", error)
         for name in list(self.extensions):
             await self.unload_extension(name)
+        await self.tree.set_translator(None)
         await super().close()
         if self._session is not None:
             await self._session.close()
@@ -253,16 +257,22 @@ class ImagineBot(commands.AutoShardedBot):
 
     # -- commands ------------------------------------------------------------
 
-    def command_payload(self, guild: discord.abc.Snowflake | None = None) -> list[dict[str, Any]]:
-        """What a sync would send for ``guild`` (or globally), for hashing and tests."""
-        return [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+    async def command_payload(
+        self, guild: discord.abc.Snowflake | None = None
+    ) -> list[dict[str, Any]]:
+        """What a sync would send for ``guild`` (or globally), localisations included."""
+        commands = self.tree.get_commands(guild=guild)
+        translator = self.tree.translator
+        if translator is None:
+            return [command.to_dict(self.tree) for command in commands]
+        return [await command.get_translated_payload(self.tree, translator) for command in commands]
 
     async def sync_commands(self) -> bool:
         """Sync the command tree only when it changed since the last sync (hash in the DB)."""
         guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)
-        payload = self.command_payload(guild)
+        payload = await self.command_payload(guild)
         digest = hashlib.sha256(
             json.dumps(payload, sort_keys=True, default=str).encode()
         ).hexdigest()
