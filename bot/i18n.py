@@ -10,7 +10,8 @@ binary ``.mo`` file lives in git. A message is its English text (the msgid) with
   down): the :class:`Message` keeps msgid and values and is rendered at reply time.
 
 Numbers are formatted for the locale (``1,000`` / ``1.000``) and a :class:`datetime.timedelta`
-as a duration ("2 minutes" / "2 Minuten"); ids are passed as strings, so they stay as they are.
+as a duration ("2 minutes" / "2 Minuten"), both with Babel; ids are passed as strings, so they
+stay as they are.
 A Discord locale without a catalog (and English) gets the English text.
 """
 
@@ -19,16 +20,16 @@ from __future__ import annotations
 import functools
 import gettext
 import io
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 import discord
-from babel.dates import format_timedelta
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
+from babel.units import format_unit
 from discord import app_commands
 
 __all__ = [
@@ -37,8 +38,10 @@ __all__ = [
     "_N",
     "_NP",
     "CatalogTranslator",
+    "LocaleLike",
     "Message",
     "available_locales",
+    "format_duration",
     "render",
     "resolve_locale",
     "t",
@@ -97,32 +100,61 @@ def _format_value(value: object, code: str) -> str:
     if isinstance(value, int | float):
         return format_decimal(value, locale=code)
     if isinstance(value, timedelta):
-        return format_timedelta(value, locale=code, threshold=1.0)
+        return format_duration(value, code)
     return str(value)
 
 
-@dataclass(frozen=True)
-class Message:
-    """A msgid (and plural form) with its values, rendered once the reader's locale is known."""
+def format_duration(value: timedelta, locale: LocaleLike) -> str:
+    """ "30 seconds", "5 Minuten", "2時間": whole units rounded up, seconds below 90 s."""
+    seconds = max(value.total_seconds(), 0.0)
+    if seconds < 90:
+        amount, unit = math.ceil(seconds), "second"
+    elif seconds < 90 * 60:
+        amount, unit = math.ceil(seconds / 60), "minute"
+    else:
+        amount, unit = math.ceil(seconds / 3600), "hour"
+    return format_unit(amount, f"duration-{unit}", length="long", locale=resolve_locale(locale))
+
+
+class Message(str):
+    """A msgid (and plural form) with its values, rendered once the reader's locale is known.
+
+    It *is* its English text (a ``str``), so code that logs it, stores it in the ledger or
+    compares it keeps working; :meth:`render` gives it in another language.
+    """
 
     msgid: str
-    params: Mapping[str, object] = field(default_factory=dict)
-    plural: str | None = None
-    count: int | None = None
+    params: Mapping[str, object]
+    plural: str | None
+    n: int | None
+
+    def __new__(
+        cls,
+        msgid: str,
+        params: Mapping[str, object] | None = None,
+        plural: str | None = None,
+        count: int | None = None,
+    ) -> Message:
+        params = dict(params or {})
+        english = _render(msgid, params, plural, count, DEFAULT_LOCALE)
+        self = super().__new__(cls, english)
+        self.msgid, self.params, self.plural, self.n = msgid, params, plural, count
+        return self
 
     def render(self, locale: LocaleLike) -> str:
-        code = resolve_locale(locale)
-        translations = _translations(code)
-        if self.plural is not None and self.count is not None:
-            text = translations.ngettext(self.msgid, self.plural, self.count)
-            params = {"count": self.count, **self.params}
-        else:
-            text = translations.gettext(self.msgid)
-            params = dict(self.params)
-        return text.format(**{name: _format_value(v, code) for name, v in params.items()})
+        return _render(self.msgid, self.params, self.plural, self.n, resolve_locale(locale))
 
-    def __str__(self) -> str:
-        return self.render(DEFAULT_LOCALE)
+
+def _render(
+    msgid: str, params: Mapping[str, object], plural: str | None, count: int | None, code: str
+) -> str:
+    translations = _translations(code)
+    if plural is not None and count is not None:
+        text = translations.ngettext(msgid, plural, count)
+        params = {"count": count, **params}
+    else:
+        text = translations.gettext(msgid)
+    return text.format(**{name: _format_value(v, code) for name, v in params.items()})
 
 
 def _N(msgid: str, **params: object) -> Message:  # noqa: N802 (gettext's marker convention)
@@ -145,7 +177,7 @@ def tn(locale: LocaleLike, singular: str, plural: str, count: int, **params: obj
     return Message(singular, params, plural, count).render(locale)
 
 
-def render(locale: LocaleLike, text: str | Message) -> str:
+def render(locale: LocaleLike, text: str) -> str:
     """``text`` for a reader in ``locale``: a Message is translated, a plain string kept."""
     return text.render(locale) if isinstance(text, Message) else text
 

@@ -38,6 +38,7 @@ from bot.credits import (
     NewJob,
 )
 from bot.errors import UserFacingError
+from bot.i18n import _N, _NP
 from bot.image_store import HeldImage, ImageStore
 from bot.logs import job_context
 from bot.metrics import Metrics
@@ -64,7 +65,7 @@ class QueueFull(UserFacingError):
 
 
 class ShuttingDown(UserFacingError):
-    user_message = "The bot is restarting. Nothing was charged; please try again in a minute."
+    user_message = _N("The bot is restarting. Nothing was charged; please try again in a minute.")
 
 
 class ImageGenerator(Protocol):
@@ -144,18 +145,20 @@ class ImageFailure:
 
 
 _INTERRUPTED = ImageFailure(
-    "interrupted", "The bot restarted before your images were ready.", retryable=True
+    "interrupted", _N("The bot restarted before your images were ready."), retryable=True
 )
 
 
 def _failure_message(errors: Sequence[ImageFailure], total: int) -> str:
     if not errors:
-        return "The image could not be generated."
+        return _N("The image could not be generated.")
     # The most actionable message wins: configuration and quota problems before transient ones.
     error = min(errors, key=lambda e: e.retryable)
     if total == 1:
         return error.message
-    return f"None of the {total} images could be generated. {error.message}"
+    return _N(
+        "None of the {total} images could be generated. {reason}", total=total, reason=error.message
+    )
 
 
 class JobQueue:
@@ -254,8 +257,14 @@ class JobQueue:
         load = self._per_user.get(key, 0)
         if load >= self._max_per_user:
             raise QueueFull(
-                f"You already have {load} image job{'s' if load != 1 else ''} in progress "
-                f"(the limit is {self._max_per_user}). Try again when one has finished."
+                _NP(
+                    "You already have {count} image job in progress "
+                    "(the limit is {limit}). Try again when one has finished.",
+                    "You already have {count} image jobs in progress "
+                    "(the limit is {limit}). Try again when one has finished.",
+                    load,
+                    limit=self._max_per_user,
+                )
             )
         # Count the slot before the first await so two quick commands cannot both pass.
         self._per_user[key] = load + 1
@@ -437,7 +446,10 @@ class JobQueue:
             job.errors.append(
                 ImageFailure(
                     "internal",
-                    f"Something went wrong on our side (job {job.id}). Please try again.",
+                    _N(
+                        "Something went wrong on our side (job {job_id}). Please try again.",
+                        job_id=str(job.id),
+                    ),
                     retryable=True,
                 )
             )
@@ -478,7 +490,7 @@ class JobQueue:
                     self._count(result, "delivery_failed")
                     await self._tell_failed(
                         job,
-                        "The images were made but could not be posted in this channel.",
+                        _N("The images were made but could not be posted in this channel."),
                         result.refunded,
                     )
                     return

@@ -34,7 +34,7 @@ import time
 from base64 import b64decode
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol
 
@@ -52,6 +52,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
+from bot.i18n import _N, LocaleLike, render
 from bot.images import ImageInfo, InvalidImage, probe_image
 
 if TYPE_CHECKING:
@@ -340,26 +341,12 @@ class GenerationResult:
 # --------------------------------------------------------------------------
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 1:
-        return "a moment"
-    if seconds < 90:
-        whole = math.ceil(seconds)
-        return f"{whole} second{'s' if whole != 1 else ''}"
-    if seconds < 90 * 60:
-        minutes = math.ceil(seconds / 60)
-        return f"{minutes} minutes"
-    hours = math.ceil(seconds / 3600)
-    return f"{hours} hour{'s' if hours != 1 else ''}"
-
-
 class SegmindError(Exception):
     """A call to Segmind failed. ``str()`` is safe to log; show ``user_message`` to users."""
 
     kind: str = "error"
     retryable: bool = False
-    default_user_message: ClassVar[str] = "Image generation failed. Please try again later."
+    default_user_message: ClassVar[str] = _N("Image generation failed. Please try again later.")
 
     def __init__(
         self,
@@ -383,6 +370,10 @@ class SegmindError(Exception):
         self.user_message = user_message or self._user_message()
         super().__init__(self._summary())
 
+    def message(self, locale: LocaleLike) -> str:
+        """``user_message`` in ``locale``'s language (English when there is no catalog)."""
+        return render(locale, self.user_message)
+
     def _user_message(self) -> str:
         return self.default_user_message
 
@@ -397,28 +388,25 @@ class SegmindError(Exception):
         return self._summary()
 
 
-def _with_api_message(prefix: str, api_message: str | None, suffix: str) -> str:
-    if api_message:
-        return f"{prefix}: {api_message.rstrip('.')}. {suffix}"
-    return f"{prefix}. {suffix}"
-
-
 class SegmindBadRequest(SegmindError):
     """400, or another 4xx the API is not known to send: not retryable."""
 
     kind = "bad_request"
 
     def _user_message(self) -> str:
-        return _with_api_message(
-            "Segmind rejected the request", self.api_message, "Try different settings."
-        )
+        if self.api_message:
+            return _N(
+                "Segmind rejected the request: {detail}. Try different settings.",
+                detail=self.api_message.rstrip("."),
+            )
+        return _N("Segmind rejected the request. Try different settings.")
 
 
 class SegmindUnauthorized(SegmindError):
     """401: the API key was rejected (configuration)."""
 
     kind = "unauthorized"
-    default_user_message = (
+    default_user_message = _N(
         "The Segmind API key was rejected. A server admin needs to fix the bot's configuration."
     )
 
@@ -427,7 +415,7 @@ class SegmindForbidden(SegmindError):
     """403: the key may not use this model (configuration or account)."""
 
     kind = "forbidden"
-    default_user_message = (
+    default_user_message = _N(
         "Segmind refused access to this model. The bot operator needs to check the "
         "Segmind account and API key."
     )
@@ -437,7 +425,7 @@ class SegmindNotFound(SegmindError):
     """404: the model slug is wrong (configuration)."""
 
     kind = "not_found"
-    default_user_message = (
+    default_user_message = _N(
         "The Segmind model endpoint was not found. The bot operator needs to check "
         "SEGMIND_MODEL in the bot's configuration."
     )
@@ -447,7 +435,7 @@ class SegmindOutOfCredits(SegmindError):
     """406: the operator's Segmind account has run out of credits."""
 
     kind = "out_of_credits"
-    default_user_message = (
+    default_user_message = _N(
         "The bot's Segmind account is out of API credits. The bot operator needs to top "
         "it up before images can be generated again."
     )
@@ -459,9 +447,12 @@ class SegmindValidationError(SegmindError):
     kind = "validation"
 
     def _user_message(self) -> str:
-        return _with_api_message(
-            "Segmind rejected these parameters", self.api_message, "Adjust them and try again."
-        )
+        if self.api_message:
+            return _N(
+                "Segmind rejected these parameters: {detail}. Adjust them and try again.",
+                detail=self.api_message.rstrip("."),
+            )
+        return _N("Segmind rejected these parameters. Adjust them and try again.")
 
 
 class SegmindRateLimited(SegmindError):
@@ -472,10 +463,10 @@ class SegmindRateLimited(SegmindError):
 
     def _user_message(self) -> str:
         if self.retry_after is None:
-            return "Segmind is rate-limiting the bot right now. Try again in a minute."
-        return (
-            "Segmind is rate-limiting the bot right now. "
-            f"Try again in {_duration(self.retry_after)}."
+            return _N("Segmind is rate-limiting the bot right now. Try again in a minute.")
+        return _N(
+            "Segmind is rate-limiting the bot right now. Try again in {wait}.",
+            wait=timedelta(seconds=self.retry_after),
         )
 
 
@@ -486,15 +477,21 @@ class SegmindServerError(SegmindError):
     retryable = True
 
     def _user_message(self) -> str:
-        status = f" (HTTP {self.status})" if self.status else ""
-        return f"Segmind had a server error{status}. Please try again in a few minutes."
+        if self.status:
+            return _N(
+                "Segmind had a server error (HTTP {status}). Please try again in a few minutes.",
+                status=str(self.status),
+            )
+        return _N("Segmind had a server error. Please try again in a few minutes.")
 
 
 class SegmindBadGateway(SegmindServerError):
     """502 from Segmind's gateway."""
 
     kind = "bad_gateway"
-    default_user_message = "Segmind's gateway failed (HTTP 502). Please try again in a few minutes."
+    default_user_message = _N(
+        "Segmind's gateway failed (HTTP 502). Please try again in a few minutes."
+    )
 
     def _user_message(self) -> str:
         return self.default_user_message
@@ -504,7 +501,7 @@ class SegmindGatewayTimeout(SegmindServerError):
     """504: Segmind's gateway gave up waiting for the model (often a cold start)."""
 
     kind = "gateway_timeout"
-    default_user_message = (
+    default_user_message = _N(
         "Segmind's gateway timed out (HTTP 504); the model may be starting up. "
         "Please try again in a minute."
     )
@@ -524,9 +521,10 @@ class SegmindTimeout(SegmindError):
         super().__init__(detail=detail or f"no answer within {timeout:g} s")
 
     def _user_message(self) -> str:
-        return (
-            f"Segmind took longer than {self.timeout:g} s to answer; the model may be "
-            "starting up. Please try again in a minute."
+        return _N(
+            "Segmind took longer than {timeout} s to answer; the model may be "
+            "starting up. Please try again in a minute.",
+            timeout=self.timeout,
         )
 
 
@@ -535,14 +533,14 @@ class SegmindConnectionError(SegmindError):
 
     kind = "connection"
     retryable = True
-    default_user_message = "The bot could not reach Segmind. Please try again in a few minutes."
+    default_user_message = _N("The bot could not reach Segmind. Please try again in a few minutes.")
 
 
 class SegmindInvalidResponse(SegmindError):
     """A 2xx whose body is not the requested image(s), or a status we cannot interpret."""
 
     kind = "invalid_response"
-    default_user_message = (
+    default_user_message = _N(
         "Segmind answered with something that is not a usable image. Please try again."
     )
 
