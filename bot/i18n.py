@@ -42,6 +42,7 @@ __all__ = [
     "Message",
     "available_locales",
     "format_duration",
+    "format_number",
     "render",
     "resolve_locale",
     "t",
@@ -102,6 +103,11 @@ def _format_value(value: object, code: str) -> str:
     if isinstance(value, timedelta):
         return format_duration(value, code)
     return str(value)
+
+
+def format_number(value: float, locale: LocaleLike) -> str:
+    """``7.5`` as ``7.5``, ``7,5`` or ``7.5``; ``1000`` as ``1,000`` or ``1.000``."""
+    return format_decimal(value, locale=resolve_locale(locale))
 
 
 def format_duration(value: timedelta, locale: LocaleLike) -> str:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 import discord
 
 from bot.credits import JobRecord
+from bot.i18n import _N, LocaleLike, render, t
 from bot.logs import job_context
 from bot.replies import APOLOGY, describe_error, reply_private
 from bot.segmind import PROMPT_MAX_LENGTH
@@ -26,7 +27,7 @@ __all__ = ["DYNAMIC_ITEMS", "EditModal", "JobButton", "result_view"]
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_JOB = (
+UNKNOWN_JOB = _N(
     "I can't find the settings of that image any more (it may come from another bot "
     "or an older database). Start a new one with /imagine."
 )
@@ -46,7 +47,7 @@ async def _guarded(
     try:
         await action
     except Exception as error:
-        message = describe_error(error)
+        message = describe_error(error, interaction.locale)
         if message is not None:
             await reply_private(interaction, message)
             return
@@ -60,9 +61,9 @@ async def _guarded(
 
 
 _ACTIONS: dict[str, tuple[str, str, discord.ButtonStyle]] = {
-    "reroll": ("Reroll", "🎲", discord.ButtonStyle.primary),
-    "edit": ("Edit", "✏️", discord.ButtonStyle.secondary),
-    "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
+    "reroll": (_N("Reroll"), "🎲", discord.ButtonStyle.primary),
+    "edit": (_N("Edit"), "✏️", discord.ButtonStyle.secondary),
+    "delete": (_N("Delete"), "🗑️", discord.ButtonStyle.danger),
 }
 
 
@@ -73,11 +74,15 @@ class JobButton(
     """Reroll (same parameters, new seed, billed to whoever clicks), Edit (a modal with the
     prompts pre-filled) or Delete (the requester or Manage Messages) for one job."""
 
-    def __init__(self, action: str, job_id: int) -> None:
+    def __init__(self, action: str, job_id: int, locale: LocaleLike = None) -> None:
+        """``locale``: the language of the label (the server's: everyone sees the buttons)."""
         label, emoji, style = _ACTIONS[action]
         super().__init__(
             discord.ui.Button(
-                label=label, emoji=emoji, style=style, custom_id=f"imagine:{action}:{job_id}"
+                label=render(locale, label),
+                emoji=emoji,
+                style=style,
+                custom_id=f"imagine:{action}:{job_id}",
             )
         )
         self.action = action
@@ -108,24 +113,24 @@ class JobButton(
         if job is None:
             await reply_private(interaction, UNKNOWN_JOB)
             return
-        await interaction.response.send_modal(EditModal(job))
+        await interaction.response.send_modal(EditModal(job, interaction.locale))
 
 
 class EditModal(discord.ui.Modal, title="Edit and generate again"):
-    """Prompt and negative prompt, pre-filled from the original job."""
+    """Prompt and negative prompt, pre-filled from the original job, in the member's language."""
 
-    def __init__(self, job: JobRecord) -> None:
-        super().__init__(timeout=15 * 60)
+    def __init__(self, job: JobRecord, locale: LocaleLike = None) -> None:
+        super().__init__(title=t(locale, "Edit and generate again"), timeout=15 * 60)
         self.job_id = job.id
         self.prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-            label="Prompt",
+            label=t(locale, "Prompt"),
             style=discord.TextStyle.paragraph,
             default=str(job.params.get("prompt") or "")[:PROMPT_MAX_LENGTH],
             max_length=PROMPT_MAX_LENGTH,
             required=True,
         )
         self.negative_prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-            label="Negative prompt",
+            label=t(locale, "Negative prompt"),
             style=discord.TextStyle.paragraph,
             default=str(job.params.get("negative_prompt") or "")[:PROMPT_MAX_LENGTH] or None,
             max_length=PROMPT_MAX_LENGTH,
@@ -156,8 +161,8 @@ class EditModal(discord.ui.Modal, title="Edit and generate again"):
 DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (JobButton,)
 
 
-def result_view(job_id: int) -> discord.ui.View:
+def result_view(job_id: int, locale: LocaleLike = None) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for action in _ACTIONS:
-        view.add_item(JobButton(action, job_id))
+        view.add_item(JobButton(action, job_id, locale))
     return view

@@ -34,6 +34,7 @@ from discord.ext import commands
 
 from bot.credits import CreditError, GuildSettings
 from bot.errors import UserFacingError
+from bot.i18n import _N, _NP, tn
 from bot.logs import job_context
 from bot.replies import reply_private
 from bot.segmind import MAX_SEED, InvalidRequest, Txt2ImgRequest, build_request
@@ -49,7 +50,7 @@ __all__ = ["ImagineCog"]
 
 log = logging.getLogger(__name__)
 
-DM_MESSAGE = (
+DM_MESSAGE = _N(
     "🖼️ /imagine works in servers: image credits belong to each server. "
     "Use it in a server channel where I'm present."
 )
@@ -127,12 +128,15 @@ class _ServerRules:
         allowed = settings.allowed_channel_ids
         if allowed and not self._here & set(allowed):
             where = ", ".join(f"<#{cid}>" for cid in allowed[:10])
-            return f"Image generation is turned off in this channel. Try {where}."
+            return _N(
+                "Image generation is turned off in this channel. Try {channels}.", channels=where
+            )
         word = _blocked_word(settings, self._request)
         if word is not None:
-            return (
-                f"Your prompt contains “{word}”, which this server has blocked. "
-                "Nothing was charged."
+            return _N(
+                "Your prompt contains “{word}”, which this server has blocked. "
+                "Nothing was charged.",
+                word=word,
             )
         return None
 
@@ -234,21 +238,28 @@ class ImagineCog(commands.Cog, name="Imagine"):
         try:
             request = build_request(**{k: v for k, v in values.items() if v is not None})
         except InvalidRequest as error:
-            await reply_private(interaction, f"That request can't be made: {error.user_message}")
+            await reply_private(
+                interaction, _N("That request can't be made: {reason}", reason=error.user_message)
+            )
             return
         missing = _missing_bot_permissions(interaction)
         if missing:
             await reply_private(
                 interaction,
-                f"I need the {', '.join(missing)} permission{'s' if len(missing) > 1 else ''} "
-                "in this channel to post images. Ask a server admin to grant "
-                f"{'them' if len(missing) > 1 else 'it'}. Nothing was charged.",
+                _NP(
+                    "I need the {permissions} permission in this channel to post images. "
+                    "Ask a server admin to grant it. Nothing was charged.",
+                    "I need the {permissions} permissions in this channel to post images. "
+                    "Ask a server admin to grant them. Nothing was charged.",
+                    len(missing),
+                    permissions=", ".join(missing),
+                ),
             )
             return
         if not self.bot.accepting_jobs:
             await reply_private(
                 interaction,
-                "The bot is restarting. Nothing was charged; please try again in a minute.",
+                _N("The bot is restarting. Nothing was charged; please try again in a minute."),
             )
             return
         defer = asyncio.get_running_loop().create_task(_defer(interaction))
@@ -297,7 +308,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 admit=rules,
             )
         except (UserFacingError, CreditError) as error:
-            return error.user_message
+            return error.message(interaction.locale)
         settings = rules.settings
         if settings is None:  # a reservation that succeeded has always shown them
             return None
@@ -325,9 +336,15 @@ class ImagineCog(commands.Cog, name="Imagine"):
         balance = await self.bot.ledger.balance(guild.id)
         try:
             await channel.send(
-                f"⚠️ This server has {balance} image credit{'s' if balance != 1 else ''} left "
-                f"(alert threshold: {settings.low_balance_threshold}). "
-                "A bot owner can add more with `/credits grant`.",
+                tn(
+                    guild.preferred_locale,
+                    "⚠️ This server has {count} image credit left (alert threshold: {threshold}). "
+                    "A bot owner can add more with `/credits grant`.",
+                    "⚠️ This server has {count} image credits left (alert threshold: {threshold}). "
+                    "A bot owner can add more with `/credits grant`.",
+                    balance,
+                    threshold=settings.low_balance_threshold,
+                ),
                 allowed_mentions=discord.AllowedMentions.none(),
             )
         except discord.HTTPException as error:
@@ -380,12 +397,14 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if not (is_requester or interaction.permissions.manage_messages):
             await reply_private(
                 interaction,
-                "Only the member who asked for this image, or someone with Manage Messages, "
-                "can delete it.",
+                _N(
+                    "Only the member who asked for this image, or someone with Manage Messages, "
+                    "can delete it."
+                ),
             )
             return
         if interaction.message is None:
-            await reply_private(interaction, "That message is already gone.")
+            await reply_private(interaction, _N("That message is already gone."))
             return
         await interaction.response.defer(ephemeral=True, thinking=False)
         try:
@@ -401,4 +420,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
                     guild_id=interaction.guild_id, user_id=interaction.user.id, job_id=job_id
                 ),
             )
-            await reply_private(interaction, "I couldn't delete that message. Please try again.")
+            await reply_private(
+                interaction, _N("I couldn't delete that message. Please try again.")
+            )

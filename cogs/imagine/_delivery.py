@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.credits import CommitResult
+from bot.i18n import _NP, render, t, tn
 from bot.image_store import HeldImage
 from bot.jobs import Job, JobProgress
 
 from ._buttons import result_view
-from ._render import pack_files, plural, prepare_files, result_embed, status_text
+from ._render import pack_files, prepare_files, result_embed, status_text
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -122,6 +123,9 @@ class ChannelDelivery:
         self._bot = bot
         self._channel = channel
         self._status = StatusMessage(interaction, acknowledged)
+        # The requester reads the status line; everyone in the channel reads the result.
+        self._locale = interaction.locale
+        self._guild_locale = interaction.guild_locale
         guild = interaction.guild
         self._upload_limit = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
         self._message: discord.Message | None = None
@@ -133,7 +137,7 @@ class ChannelDelivery:
             # Started at once: Discord's own "thinking…" already says it; one edit saved.
             return
         self._shown_progress = True
-        self._status.show(status_text(progress, job.record.cost))
+        self._status.show(status_text(progress, job.record.cost, self._locale))
 
     async def deliver(self, job: Job, images: Sequence[HeldImage]) -> int:
         files = await prepare_files(images, self._upload_limit)
@@ -149,15 +153,18 @@ class ChannelDelivery:
             cost=job.record.cost - refund_to_come,
             balance=balance,
             requester_id=job.record.user_id,
+            locale=self._guild_locale,
         )
         content = f"🎨 <@{job.record.user_id}>"
         if missing:
-            self._note = (
-                f"{len(images)} of {job.total} images were made; "
-                f"{plural(refund_to_come, 'credit')} for the rest "
-                f"{'was' if refund_to_come == 1 else 'were'} refunded."
+            self._note = _NP(
+                "{made} of {total} images were made; {count} credit for the rest was refunded.",
+                "{made} of {total} images were made; {count} credits for the rest were refunded.",
+                refund_to_come,
+                made=len(images),
+                total=job.total,
             )
-            content += f" {self._note}"
+            content += f" {render(self._guild_locale, self._note)}"
         delivered = 0
         for number, group in enumerate(groups):
             try:
@@ -166,13 +173,19 @@ class ChannelDelivery:
                         content,
                         embed=embed,
                         files=[file.to_file() for file in group],
-                        view=result_view(job.id),
+                        view=result_view(job.id, self._guild_locale),
                         allowed_mentions=discord.AllowedMentions.none(),
                     )
                     self._message = message
                 elif self._message is not None:
                     await self._channel.send(
-                        f"Job #{job.id}, continued ({number + 1}/{len(groups)})",
+                        t(
+                            self._guild_locale,
+                            "Job #{job_id}, continued ({part}/{parts})",
+                            job_id=str(job.id),
+                            part=number + 1,
+                            parts=len(groups),
+                        ),
                         files=[file.to_file() for file in group],
                         allowed_mentions=discord.AllowedMentions.none(),
                         reference=self._message,
@@ -200,17 +213,37 @@ class ChannelDelivery:
 
     async def finished(self, job: Job, result: CommitResult) -> None:
         link = f" {self._message.jump_url}" if self._message is not None else ""
-        text = f"✅ Done!{link} {plural(result.committed, 'credit')} spent, {result.balance} left."
+        text = tn(
+            self._locale,
+            "✅ Done!{link} {count} credit spent, {balance} left.",
+            "✅ Done!{link} {count} credits spent, {balance} left.",
+            result.committed,
+            link=link,
+            balance=result.balance,
+        )
         if self._note:
-            text += f" {self._note}"
+            text += f" {render(self._locale, self._note)}"
         await self._status.final(text)
 
     async def failed(self, job: Job, message: str, refunded: int) -> None:
-        refund = f" {plural(refunded, 'credit')} refunded." if refunded else ""
-        text = f"❌ {message}{refund} (job #{job.id})"
-        if await self._status.final(text):
+        if await self._status.final(self._failure(job, message, refunded, self._locale)):
             return
         # The private status is gone (token expired): tell the requester in the channel.
+        text = self._failure(job, message, refunded, self._guild_locale)
         await self._channel.send(
             f"<@{job.record.user_id}> {text}", allowed_mentions=discord.AllowedMentions.none()
         )
+
+    @staticmethod
+    def _failure(job: Job, message: str, refunded: int, locale: discord.Locale | None) -> str:
+        reason = render(locale, message)
+        if refunded:
+            return tn(
+                locale,
+                "❌ {reason} {count} credit refunded. (job #{job_id})",
+                "❌ {reason} {count} credits refunded. (job #{job_id})",
+                refunded,
+                reason=reason,
+                job_id=str(job.id),
+            )
+        return t(locale, "❌ {reason} (job #{job_id})", reason=reason, job_id=str(job.id))
