@@ -15,8 +15,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.credits import GuildSettings, LedgerEntry
+from bot.i18n import _N, LocaleLike, t
 from bot.replies import reply_private
+
+from ._credits_text import COST_TABLE, credit_amount, entry_line, limits_text
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -27,32 +29,9 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 10
 MAX_AMOUNT = 1_000_000_000
-COST_TABLE = (
-    "1 credit per 512×512 image · 2 per 512×1024 or 1024×512 · 4 per 1024×1024. "
-    "`samples` multiplies the cost."
-)
 _SNOWFLAKE = re.compile(r"[0-9]{15,20}")
 _MAX_SNOWFLAKE = 2**63 - 1  # what the ledger (SQLite / PostgreSQL BIGINT) can hold
-_SIGNS = {"grant": "🪙", "set": "✏️", "reserve": "⏳", "refund": "↩️", "commit": "✅"}
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
-
-
-def _entry_line(entry: LedgerEntry) -> str:
-    when = f"<t:{int(entry.created_at.timestamp())}:R>"
-    delta = f"{entry.delta:+,}" if entry.delta else "±0"
-    parts = [f"{_SIGNS.get(entry.kind.value, '•')} `{delta:>6}` {entry.kind.value}", when]
-    if entry.user_id:
-        parts.append(f"<@{entry.user_id}>")
-    if entry.job_id:
-        parts.append(f"job #{entry.job_id}")
-    if entry.actor_id:
-        parts.append(f"by <@{entry.actor_id}>")
-    if entry.note:
-        parts.append(discord.utils.escape_markdown(entry.note[:80]))
-    return " · ".join(parts)
+HISTORY_NEEDS_MANAGE_SERVER = _N("You need the Manage Server permission to see the history.")
 
 
 def _words_key(word: str) -> str:
@@ -77,42 +56,24 @@ def _cannot_post(channel: discord.abc.GuildChannel) -> bool:
     return not (permissions.view_channel and permissions.send_messages)
 
 
-def _limits_text(settings: GuildSettings) -> str:
-    cap = _plural(settings.daily_user_cap, "credit") if settings.daily_user_cap else "no cap"
-    channels = (
-        ", ".join(f"<#{cid}>" for cid in settings.allowed_channel_ids)
-        if settings.allowed_channel_ids
-        else "every channel"
-    )
-    words = ", ".join(f"`{w}`" for w in settings.blocked_words) or "none"
-    if settings.low_balance_threshold is None:
-        alert = "off"
-    elif settings.notice_channel_id is None:
-        alert = (
-            f"below {_plural(settings.low_balance_threshold, 'credit')}, but no channel is set: "
-            "choose one with `alert_channel`"
-        )
-    else:
-        alert = (
-            f"below {_plural(settings.low_balance_threshold, 'credit')} "
-            f"in <#{settings.notice_channel_id}>"
-        )
-    return (
-        f"**Daily cap per member:** {cap}\n**Allowed channels:** {channels}\n"
-        f"**Blocked words:** {words}\n**Low-balance alert:** {alert}"
-    )
-
-
 class HistoryPageButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
     template=r"credits:history:(?P<guild>[0-9]{1,20}):(?P<page>[0-9]{1,6}):(?P<dir>[pn])",
 ):
     """Previous/next page of ``/credits history``; survives restarts like the image buttons."""
 
-    def __init__(self, guild_id: int, page: int, direction: str, *, disabled: bool = False) -> None:
+    def __init__(
+        self,
+        guild_id: int,
+        page: int,
+        direction: str,
+        *,
+        disabled: bool = False,
+        locale: LocaleLike = None,
+    ) -> None:
         super().__init__(
             discord.ui.Button(
-                label="Newer" if direction == "p" else "Older",
+                label=t(locale, "Newer") if direction == "p" else t(locale, "Older"),
                 emoji="◀️" if direction == "p" else "▶️",
                 style=discord.ButtonStyle.secondary,
                 custom_id=f"credits:history:{guild_id}:{page}:{direction}",
@@ -135,14 +96,12 @@ class HistoryPageButton(
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         cog = interaction.client.get_cog("Credits")
         if not isinstance(cog, CreditsCog):
-            await reply_private(interaction, "The credits feature is not loaded right now.")
+            await reply_private(interaction, _N("The credits feature is not loaded right now."))
             return
         if interaction.guild_id != self.guild_id or not interaction.permissions.manage_guild:
-            await reply_private(
-                interaction, "You need the Manage Server permission to see the history."
-            )
+            await reply_private(interaction, HISTORY_NEEDS_MANAGE_SERVER)
             return
-        embed, view = await cog.history_page(self.guild_id, self.page)
+        embed, view = await cog.history_page(self.guild_id, self.page, interaction.locale)
         await interaction.response.edit_message(embed=embed, view=view)
 
 
@@ -173,27 +132,36 @@ class CreditsCog(commands.Cog, name="Credits"):
     async def balance(self, interaction: discord.Interaction[Any]) -> None:
         guild_id = interaction.guild_id
         if guild_id is None:
-            await reply_private(interaction, "Credits belong to servers: use this in a server.")
+            await reply_private(interaction, _N("Credits belong to servers: use this in a server."))
             return
         ledger = self.bot.ledger
         balance = await ledger.balance(guild_id)
         settings = await ledger.get_settings(guild_id)
         used = await ledger.usage_today(guild_id, interaction.user.id)
-        lines = [f"💰 This server has **{_plural(balance, 'credit')}**."]
+        locale = interaction.locale
+        amount = credit_amount(balance, locale)
+        lines = [t(locale, "💰 This server has **{amount}**.", amount=amount)]
         if settings.daily_user_cap:
-            left = max(settings.daily_user_cap - used, 0)
-            lines.append(
-                f"You've used {used} of your {settings.daily_user_cap} daily credits "
-                f"({left} left; resets at 00:00 UTC)."
+            left, cap = max(settings.daily_user_cap - used, 0), settings.daily_user_cap
+            today = _N(
+                "You've used {used} of your {cap} daily credits "
+                "({left} left; resets at 00:00 UTC).",
+                used=used,
+                cap=cap,
+                left=left,
             )
         else:
-            lines.append(f"You've used {_plural(used, 'credit')} today (no daily cap).")
-        lines.append(COST_TABLE)
+            amount = credit_amount(used, locale)
+            today = _N("You've used {amount} today (no daily cap).", amount=amount)
+        lines.append(today.render(locale))
+        lines.append(COST_TABLE.render(locale))
         await reply_private(interaction, "\n".join(lines))
 
     # -- Manage Server -------------------------------------------------------
 
-    async def history_page(self, guild_id: int, page: int) -> tuple[discord.Embed, discord.ui.View]:
+    async def history_page(
+        self, guild_id: int, page: int, locale: LocaleLike = None
+    ) -> tuple[discord.Embed, discord.ui.View]:
         ledger = self.bot.ledger
         total = await ledger.count_history(guild_id)
         pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
@@ -201,25 +169,37 @@ class CreditsCog(commands.Cog, name="Credits"):
         entries = await ledger.history(guild_id, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
         balance = await ledger.balance(guild_id)
         embed = discord.Embed(
-            title="Credit history",
-            description="\n".join(_entry_line(e) for e in entries) or "No entries yet.",
+            title=t(locale, "Credit history"),
+            description="\n".join(entry_line(e, locale) for e in entries)
+            or t(locale, "No entries yet."),
             colour=discord.Colour.gold(),
         )
-        embed.set_footer(text=f"Balance {balance:,} · page {page + 1}/{pages} · {total:,} entries")
+        embed.set_footer(
+            text=t(
+                locale,
+                "Balance {balance} · page {page}/{pages} · {total} entries",
+                balance=balance,
+                page=page + 1,
+                pages=pages,
+                total=total,
+            )
+        )
         view = discord.ui.View(timeout=None)
-        view.add_item(HistoryPageButton(guild_id, max(page - 1, 0), "p", disabled=page == 0))
-        view.add_item(HistoryPageButton(guild_id, page + 1, "n", disabled=page >= pages - 1))
+        view.add_item(
+            HistoryPageButton(guild_id, max(page - 1, 0), "p", disabled=page == 0, locale=locale)
+        )
+        view.add_item(
+            HistoryPageButton(guild_id, page + 1, "n", disabled=page >= pages - 1, locale=locale)
+        )
         return embed, view
 
     @credits.command(name="history", description="Recent credit movements (Manage Server).")
     async def history(self, interaction: discord.Interaction[Any]) -> None:
         if interaction.guild_id is None or not interaction.permissions.manage_guild:
-            await reply_private(
-                interaction, "You need the Manage Server permission to see the history."
-            )
+            await reply_private(interaction, HISTORY_NEEDS_MANAGE_SERVER)
             return
         await interaction.response.defer(ephemeral=True)
-        embed, view = await self.history_page(interaction.guild_id, 0)
+        embed, view = await self.history_page(interaction.guild_id, 0, interaction.locale)
         await interaction.followup.send(
             embed=embed, view=view, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
         )
@@ -250,7 +230,7 @@ class CreditsCog(commands.Cog, name="Credits"):
         guild_id = interaction.guild_id
         if guild_id is None or not interaction.permissions.manage_guild:
             await reply_private(
-                interaction, "You need the Manage Server permission to see or change limits."
+                interaction, _N("You need the Manage Server permission to see or change limits.")
             )
             return
         ledger = self.bot.ledger
@@ -286,14 +266,27 @@ class CreditsCog(commands.Cog, name="Credits"):
                 sorted(changes),
                 extra={"guild_id": guild_id, "user_id": interaction.user.id},
             )
-        head = "✅ Limits updated." if changes else "Current limits:"
-        lines = [head, _limits_text(settings)]
-        for what, channel in (("post images", allow_channel), ("post the alert", alert_channel)):
-            if channel is not None and _cannot_post(channel):
-                lines.append(
-                    f"⚠️ I can't send messages in {channel.mention}, so I can't {what} there: "
-                    "give me View Channel and Send Messages in it."
+        locale = interaction.locale
+        head = t(locale, "✅ Limits updated.") if changes else t(locale, "Current limits:")
+        lines = [head, limits_text(settings, locale)]
+        if allow_channel is not None and _cannot_post(allow_channel):
+            lines.append(
+                t(
+                    locale,
+                    "⚠️ I can't send messages in {channel}, so I can't post images there: "
+                    "give me View Channel and Send Messages in it.",
+                    channel=allow_channel.mention,
                 )
+            )
+        if alert_channel is not None and _cannot_post(alert_channel):
+            lines.append(
+                t(
+                    locale,
+                    "⚠️ I can't send messages in {channel}, so I can't post the alert there: "
+                    "give me View Channel and Send Messages in it.",
+                    channel=alert_channel.mention,
+                )
+            )
         await reply_private(interaction, "\n".join(lines))
 
     # -- bot owners ------------------------------------------------------------
@@ -308,24 +301,32 @@ class CreditsCog(commands.Cog, name="Credits"):
             shown = discord.utils.escape_markdown(guild_id.strip()[:30]) or "(blank)"
             await reply_private(
                 interaction,
-                f"“{shown}” is not a server id. A server id is a number of 15–20 digits "
-                "(with Developer Mode on, right-click the server → Copy Server ID). "
-                "Nothing was changed.",
+                _N(
+                    "“{shown}” is not a server id. A server id is a number of 15–20 digits "
+                    "(with Developer Mode on, right-click the server → Copy Server ID). "
+                    "Nothing was changed.",
+                    shown=shown,
+                ),
             )
         return target
 
     def _now_has(self, interaction: discord.Interaction[Any], guild_id: int, balance: int) -> str:
         """'<server> now has N credits.', saying so when the bot can't see that server."""
-        if guild_id == interaction.guild_id:
-            return f"This server now has {_plural(balance, 'credit')}."
+        credits = credit_amount(balance, interaction.locale)
         guild = self.bot.get_guild(guild_id)
-        if guild is not None:
-            name = discord.utils.escape_markdown(guild.name)
-            return f"**{name}** (`{guild_id}`) now has {_plural(balance, 'credit')}."
-        return (
-            f"Server `{guild_id}` now has {_plural(balance, 'credit')}. I can't see that server "
-            "from here (not added yet, or on another shard); its credits are kept for it."
-        )
+        if guild_id == interaction.guild_id:
+            text = _N("This server now has {credits}.", credits=credits)
+        elif guild is not None:
+            name, gid = discord.utils.escape_markdown(guild.name), str(guild_id)
+            text = _N("**{name}** (`{gid}`) now has {amount}.", name=name, gid=gid, amount=credits)
+        else:
+            text = _N(
+                "Server `{gid}` now has {credits}. I can't see that server from here "
+                "(not added yet, or on another shard); its credits are kept for it.",
+                gid=str(guild_id),
+                credits=credits,
+            )
+        return text.render(interaction.locale)
 
     @credits.command(name="grant", description="Add credits to a server (bot owners only).")
     @app_commands.describe(
@@ -341,7 +342,7 @@ class CreditsCog(commands.Cog, name="Credits"):
         note: app_commands.Range[str, 1, 200] | None = None,
     ) -> None:
         if not await self._is_owner(interaction.user):
-            await reply_private(interaction, "Only the bot's owners can grant credits.")
+            await reply_private(interaction, _N("Only the bot's owners can grant credits."))
             return
         target = await self._target_guild(interaction, guild_id)
         if target is None:
@@ -350,7 +351,16 @@ class CreditsCog(commands.Cog, name="Credits"):
             target, amount, actor_id=interaction.user.id, note=note
         )
         now_has = self._now_has(interaction, target, balance)
-        await reply_private(interaction, f"🪙 Granted {_plural(amount, 'credit')}. {now_has}")
+        granted = credit_amount(amount, interaction.locale)
+        await reply_private(
+            interaction,
+            t(
+                interaction.locale,
+                "🪙 Granted {credits}. {now_has}",
+                credits=granted,
+                now_has=now_has,
+            ),
+        )
 
     @credits.command(name="set", description="Set a server's balance (bot owners only).")
     @app_commands.describe(
@@ -366,7 +376,7 @@ class CreditsCog(commands.Cog, name="Credits"):
         note: app_commands.Range[str, 1, 200] | None = None,
     ) -> None:
         if not await self._is_owner(interaction.user):
-            await reply_private(interaction, "Only the bot's owners can set balances.")
+            await reply_private(interaction, _N("Only the bot's owners can set balances."))
             return
         target = await self._target_guild(interaction, guild_id)
         if target is None:
