@@ -23,7 +23,7 @@ from bot.config import Settings
 from bot.coordination import SharedRateLimiter, SharedSlots, owner_name
 from bot.credits import CreditLedger, JobRecord
 from bot.health import HealthServer
-from bot.i18n import CatalogTranslator
+from bot.i18n import CatalogTranslator, tn
 from bot.image_store import ImageStore
 from bot.jobs import JobQueue
 from bot.logs import job_context
@@ -304,11 +304,21 @@ class ImagineBot(commands.AutoShardedBot):
             short = discord.utils.escape_markdown(
                 prompt if len(prompt) <= 80 else prompt[:79] + "…"
             )
+            guild = getattr(channel, "guild", None)
+            member = f"<@{job.user_id}>"
             try:
                 await channel.send(
-                    f"<@{job.user_id}> your image job #{job.id} (“{short}”) "
-                    f"was interrupted by a restart. Its {job.cost} credit"
-                    f"{'s were' if job.cost != 1 else ' was'} refunded; please run it again.",
+                    tn(
+                        guild.preferred_locale if guild is not None else None,
+                        "{member} your image job #{job_id} (“{prompt}”) was interrupted by a "
+                        "restart. Its {count} credit was refunded; please run it again.",
+                        "{member} your image job #{job_id} (“{prompt}”) was interrupted by a "
+                        "restart. Its {count} credits were refunded; please run it again.",
+                        job.cost,
+                        member=member,
+                        job_id=str(job.id),
+                        prompt=short,
+                    ),
                     allowed_mentions=discord.AllowedMentions.none(),
                 )
             except discord.HTTPException as error:

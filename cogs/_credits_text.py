@@ -29,7 +29,8 @@ def entry_line(entry: LedgerEntry, locale: LocaleLike = None) -> str:
     if entry.job_id:
         parts.append(t(locale, "job #{job_id}", job_id=str(entry.job_id)))
     if entry.actor_id:
-        parts.append(t(locale, "by {member}", member=f"<@{entry.actor_id}>"))
+        actor = f"<@{entry.actor_id}>"
+        parts.append(t(locale, "by {member}", member=actor))
     if entry.note:
         parts.append(discord.utils.escape_markdown(entry.note[:80]))
     return " · ".join(parts)
@@ -56,11 +57,12 @@ def limits_text(settings: GuildSettings, locale: LocaleLike = None) -> str:
             credits=credit_amount(settings.low_balance_threshold, locale),
         )
     else:
+        channel = f"<#{settings.notice_channel_id}>"
         alert = t(
             locale,
             "below {credits} in {channel}",
             credits=credit_amount(settings.low_balance_threshold, locale),
-            channel=f"<#{settings.notice_channel_id}>",
+            channel=channel,
         )
     return t(
         locale,
