@@ -34,7 +34,7 @@ from discord.ext import commands
 
 from bot.credits import CreditError, GuildSettings
 from bot.errors import UserFacingError
-from bot.i18n import _N, _NP, tn
+from bot.i18n import _N, _NP, t, tn
 from bot.logs import job_context
 from bot.replies import reply_private
 from bot.segmind import MAX_SEED, InvalidRequest, Txt2ImgRequest, build_request
@@ -72,13 +72,14 @@ REQUEST_FIELDS = (
 def _missing_bot_permissions(interaction: discord.Interaction[Any]) -> list[str]:
     perms = interaction.app_permissions
     in_thread = isinstance(interaction.channel, discord.Thread)
+    # Named as Discord names them in the member's language (looked up at reply time).
     wanted = {
-        "View Channel": perms.view_channel,
-        "Send Messages in Threads" if in_thread else "Send Messages": (
+        _N("View Channel"): perms.view_channel,
+        _N("Send Messages in Threads") if in_thread else _N("Send Messages"): (
             perms.send_messages_in_threads if in_thread else perms.send_messages
         ),
-        "Attach Files": perms.attach_files,
-        "Embed Links": perms.embed_links,
+        _N("Attach Files"): perms.attach_files,
+        _N("Embed Links"): perms.embed_links,
     }
     return [name for name, granted in wanted.items() if not granted]
 
@@ -244,6 +245,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             return
         missing = _missing_bot_permissions(interaction)
         if missing:
+            names = ", ".join(t(interaction.locale, name) for name in missing)
             await reply_private(
                 interaction,
                 _NP(
@@ -252,7 +254,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
                     "I need the {permissions} permissions in this channel to post images. "
                     "Ask a server admin to grant them. Nothing was charged.",
                     len(missing),
-                    permissions=", ".join(missing),
+                    permissions=names,
                 ),
             )
             return

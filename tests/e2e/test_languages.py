@@ -87,6 +87,18 @@ async def test_the_channel_sees_the_servers_language_and_the_member_their_own(
     assert modal.title == "Modifier et générer à nouveau"
 
 
+async def test_missing_permissions_are_named_as_discord_names_them_for_the_member(
+    world: World,
+) -> None:
+    async with world.running():
+        call = await world.imagine(
+            {"prompt": "a cat"}, channel=world.discord.locked_channel, locale="de"
+        )
+        reply = await world.reply(call, "Berechtigung")
+    assert "Nachrichten senden" in reply.content
+    assert "Send Messages" not in reply.content
+
+
 async def test_numbers_follow_the_members_language(world: World) -> None:
     async with world.running() as bot:
         await bot.ledger.set_balance(world.discord.guild.id, 12345, actor_id=None)
