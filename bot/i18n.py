@@ -13,6 +13,9 @@ Numbers are formatted for the locale (``1,000`` / ``1.000``) and a :class:`datet
 as a duration ("2 minutes" / "2 Minuten"), both with Babel; ids are passed as strings, so they
 stay as they are.
 A Discord locale without a catalog (and English) gets the English text.
+
+Give markers literal strings and never nest one marker call inside another's arguments:
+Babel's extractor would miss the message (tests/bot/test_i18n.py checks both ways).
 """
 
 from __future__ import annotations
@@ -175,12 +178,12 @@ def _NP(singular: str, plural: str, count: int, **params: object) -> Message:  #
 
 def t(locale: LocaleLike, msgid: str, **params: object) -> str:
     """``msgid`` in ``locale``'s language, placeholders filled and numbers formatted."""
-    return Message(msgid, params).render(locale)
+    return _render(msgid, params, None, None, resolve_locale(locale))
 
 
 def tn(locale: LocaleLike, singular: str, plural: str, count: int, **params: object) -> str:
     """The plural form for ``count`` in ``locale``'s language (``{count}`` is filled too)."""
-    return Message(singular, params, plural, count).render(locale)
+    return _render(singular, params, plural, count, resolve_locale(locale))
 
 
 def render(locale: LocaleLike, text: str) -> str:
