@@ -217,17 +217,15 @@ class ImagineBot(commands.AutoShardedBot):
     async def _announce_balance(self, notice: BalanceNotice) -> None:
         state = BalanceState.LOW if notice.kind == "low" else BalanceState.OK
         await self.ledger.set_state(STATE_KEY, state.value)
-        log.warning(
+        log.log(
+            logging.WARNING if notice.kind == "low" else logging.INFO,
             "Segmind balance %s: $%.2f (threshold $%.2f)",
             notice.kind,
             notice.balance,
             notice.threshold,
         )
-        owners = list(self.settings.owner_ids)
-        if self.settings.segmind_alert_channel_id is None:
-            info = await self.application_info()
-            owners += [m.id for m in info.team.members] if info.team else [info.owner.id]
-        await tell_owners(self, owners, self.settings.segmind_alert_channel_id, notice.text)
+        settings = self.settings
+        await tell_owners(self, settings.owner_ids, settings.segmind_alert_channel_id, notice.text)
 
     def shared_rate_limiter(self) -> SharedRateLimiter | None:
         """With a shared database, ``SEGMIND_RPM`` holds across every process."""

@@ -3,8 +3,8 @@
 :class:`BalanceWatch` decides, purely, when the owners must hear about it: once when the
 balance falls below ``SEGMIND_BALANCE_ALERT``, and once more when it is back at or
 above it. Every API answer feeds it; only a crossing produces a notice, so nothing is
-sent per job. :func:`tell_owners` does the sending (a DM to each owner, or one message
-in ``SEGMIND_ALERT_CHANNEL_ID``). The state is kept in app state by the bot, so a
+sent per job. :func:`tell_owners` does the sending for the bot (a DM to each owner, or
+one message in ``SEGMIND_ALERT_CHANNEL_ID``). The state is kept in app state by the bot, so a
 restart does not repeat a notice already given.
 """
 
@@ -78,19 +78,19 @@ class BalanceWatch:
 async def tell_owners(
     client: discord.Client, owner_ids: Iterable[int], channel_id: int | None, text: str
 ) -> int:
-    """Send ``text`` to ``channel_id`` when set, else by DM to each owner.
+    """Send ``text`` in ``channel_id`` when set, else by DM to each owner: the
+    application's owner (or its team) and ``owner_ids``.
 
     Returns how many messages were sent; a failure is logged (DMs closed, channel gone)
     and the others still go out.
     """
-    none = discord.AllowedMentions.none()
     if channel_id is not None:
         try:
             channel = client.get_channel(channel_id) or await client.fetch_channel(channel_id)
             if not isinstance(channel, discord.abc.Messageable):
                 log.warning("SEGMIND_ALERT_CHANNEL_ID %d is not a text channel", channel_id)
                 return 0
-            await channel.send(text, allowed_mentions=none)
+            await channel.send(text, allowed_mentions=discord.AllowedMentions.none())
         except discord.HTTPException as error:
             log.warning(
                 "could not post the Segmind balance notice in channel %d (%s)",
@@ -100,10 +100,10 @@ async def tell_owners(
             return 0
         return 1
     sent = 0
-    for user_id in dict.fromkeys(owner_ids):
+    for user_id in await _owners(client, owner_ids):
         try:
             user = client.get_user(user_id) or await client.fetch_user(user_id)
-            await user.send(text, allowed_mentions=none)
+            await user.send(text, allowed_mentions=discord.AllowedMentions.none())
         except discord.HTTPException as error:
             log.warning(
                 "could not DM the Segmind balance notice to owner %d (%s)", user_id, error.status
@@ -111,3 +111,14 @@ async def tell_owners(
             continue
         sent += 1
     return sent
+
+
+async def _owners(client: discord.Client, owner_ids: Iterable[int]) -> list[int]:
+    owners = list(owner_ids)
+    try:
+        info = await client.application_info()
+    except discord.HTTPException as error:
+        log.warning("could not look up the application's owner (%s)", error.status)
+    else:
+        owners += [m.id for m in info.team.members] if info.team else [info.owner.id]
+    return list(dict.fromkeys(owners))

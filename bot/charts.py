@@ -53,7 +53,7 @@ def usage_summary_line(summary: UsageSummary) -> str:
 def render_usage_chart(summary: UsageSummary, names: Mapping[int, str | None]) -> bytes:
     """The PNG of ``summary``; ``names`` gives the top members' display names by user id.
 
-    CPU-bound (about a tenth of a second): call it through ``asyncio.to_thread``.
+    CPU-bound: call it through ``asyncio.to_thread``.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415

@@ -16,6 +16,7 @@ from discord.ext import commands
 
 from bot.insight import GalleryEntry, GalleryPage
 from bot.replies import reply_private
+from cogs._paging import page_button, pager
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -65,15 +66,8 @@ class GalleryPageButton(
     """Newer/Older page of one member's gallery; survives restarts like the other buttons."""
 
     def __init__(self, user_id: int, page: int, direction: str, *, disabled: bool = False) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Newer" if direction == "p" else "Older",
-                emoji="◀️" if direction == "p" else "▶️",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"gallery:{user_id}:{page}:{direction}",
-                disabled=disabled,
-            )
-        )
+        custom_id = f"gallery:{user_id}:{page}:{direction}"
+        super().__init__(page_button(custom_id, direction, disabled=disabled))
         self.user_id = user_id
         self.page = page
 
@@ -118,12 +112,10 @@ class GalleryCog(commands.Cog, name="Gallery"):
         self, guild_id: int, user_id: int, number: int
     ) -> tuple[discord.Embed, discord.ui.View]:
         page = await self.bot.insight.gallery(guild_id, user_id, number)
-        view = discord.ui.View(timeout=None)
-        view.add_item(
-            GalleryPageButton(user_id, max(page.page - 1, 0), "p", disabled=page.page == 0)
-        )
-        view.add_item(
-            GalleryPageButton(user_id, page.page + 1, "n", disabled=page.page >= page.pages - 1)
+        view = pager(
+            lambda at, direction, off: GalleryPageButton(user_id, at, direction, disabled=off),
+            page.page,
+            page.pages,
         )
         return gallery_embed(page), view
 

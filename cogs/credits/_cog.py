@@ -17,6 +17,7 @@ from discord.ext import commands
 
 from bot.insight import DEFAULT_DAYS, MAX_DAYS
 from bot.replies import reply_private
+from cogs._paging import page_button, pager
 
 from ._text import (
     COST_TABLE,
@@ -47,15 +48,8 @@ class HistoryPageButton(
     """Previous/next page of ``/credits history``; survives restarts like the image buttons."""
 
     def __init__(self, guild_id: int, page: int, direction: str, *, disabled: bool = False) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Newer" if direction == "p" else "Older",
-                emoji="◀️" if direction == "p" else "▶️",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"credits:history:{guild_id}:{page}:{direction}",
-                disabled=disabled,
-            )
-        )
+        custom_id = f"credits:history:{guild_id}:{page}:{direction}"
+        super().__init__(page_button(custom_id, direction, disabled=disabled))
         self.guild_id = guild_id
         self.page = page
 
@@ -143,9 +137,13 @@ class CreditsCog(commands.Cog, name="Credits"):
             colour=discord.Colour.gold(),
         )
         embed.set_footer(text=f"Balance {balance:,} · page {page + 1}/{pages} · {total:,} entries")
-        view = discord.ui.View(timeout=None)
-        view.add_item(HistoryPageButton(guild_id, max(page - 1, 0), "p", disabled=page == 0))
-        view.add_item(HistoryPageButton(guild_id, page + 1, "n", disabled=page >= pages - 1))
+        view = pager(
+            lambda number, direction, off: HistoryPageButton(
+                guild_id, number, direction, disabled=off
+            ),
+            page,
+            pages,
+        )
         return embed, view
 
     @credits.command(name="history", description="Recent credit movements (Manage Server).")

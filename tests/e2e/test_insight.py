@@ -7,27 +7,22 @@ The real bot and discord.py client against the fake Discord and fake Segmind.
 from __future__ import annotations
 
 import io
-import logging
 import math
-from collections.abc import Iterator
 
 import pytest
 from PIL import Image
 
 from bot.balance_watch import STATE_KEY
 from tests.e2e.conftest import World, is_result
-from tests.e2e.test_credits import answer, credits, imagine_done
+from tests.e2e.test_credits import (  # no_unexpected_errors: autouse here too
+    answer,
+    credits,
+    imagine_done,
+    no_unexpected_errors,  # noqa: F401
+)
 from tests.fakes.fake_discord import FakeChannel, StoredMessage
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(autouse=True)
-def no_unexpected_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    caplog.set_level(logging.INFO)
-    yield
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert not errors, [r.getMessage() for r in errors]
 
 
 # -- /credits usage -----------------------------------------------------------------------
