@@ -91,7 +91,15 @@ def render_usage_chart(summary: UsageSummary, names: Mapping[int, str | None]) -
     daily.set_xlim(-0.6, len(days) - 0.4)
     daily.yaxis.set_major_locator(MaxNLocator(integer=True))
     daily.set_title("Credits per day (UTC)", color=_TEXT, fontsize=12, loc="left")
-    daily.legend(loc="upper left", frameon=False, labelcolor=_TEXT, fontsize=9)
+    # Above the plot, right of its title, so it never covers a bar.
+    daily.legend(
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
+        ncols=2,
+        frameon=False,
+        labelcolor=_TEXT,
+        fontsize=9,
+    )
     daily.grid(axis="y", color=_GRID)
 
     top = figure.add_subplot(grid[0, 1])
