@@ -19,11 +19,13 @@ import discord
 import yarl
 from discord.ext import commands
 
+from bot.balance_watch import STATE_KEY, BalanceNotice, BalanceState, BalanceWatch, tell_owners
 from bot.config import Settings
 from bot.coordination import SharedRateLimiter, SharedSlots, owner_name
 from bot.credits import CreditLedger, JobRecord
 from bot.health import HealthServer
 from bot.image_store import ImageStore
+from bot.insight import Insight
 from bot.jobs import JobQueue
 from bot.logs import job_context
 from bot.metrics import Metrics
@@ -42,7 +44,7 @@ STALE_AFTER = 60.0
 SWEEP_EVERY = 6
 
 #: Every feature is one extension; the bot loads them all.
-EXTENSIONS: tuple[str, ...] = ("cogs.imagine", "cogs.credits")
+EXTENSIONS: tuple[str, ...] = ("cogs.imagine", "cogs.credits", "cogs.gallery")
 
 
 def _intents() -> discord.Intents:
@@ -95,6 +97,8 @@ class ImagineBot(commands.AutoShardedBot):
         self._jobs: JobQueue | None = None
         self._images: ImageStore | None = None
         self._health: HealthServer | None = None
+        self._insight: Insight | None = None
+        self._balance_watch: BalanceWatch | None = None
         self._recovered: list[JobRecord] = []
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -122,6 +126,12 @@ class ImagineBot(commands.AutoShardedBot):
         return self._segmind
 
     @property
+    def insight(self) -> Insight:
+        if self._insight is None:
+            raise RuntimeError("the insight service is created in setup_hook")
+        return self._insight
+
+    @property
     def accepting_jobs(self) -> bool:
         return not self._closing and self._jobs is not None and not self._jobs.closing
 
@@ -140,6 +150,12 @@ class ImagineBot(commands.AutoShardedBot):
             self.spawn(self._keep_alive(), name="heartbeat")
         else:
             self._recovered = await ledger.recover()
+        self._insight = Insight(self._storage)
+        stored = await ledger.get_state(STATE_KEY)
+        self._balance_watch = BalanceWatch(
+            settings.segmind_balance_alert,
+            BalanceState(stored) if stored in set(BalanceState) else BalanceState.UNKNOWN,
+        )
         # The job queue bounds the API calls; aiohttp's default pool of 100 must not cap it lower.
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=settings.max_concurrent_jobs)
@@ -184,9 +200,32 @@ class ImagineBot(commands.AutoShardedBot):
             session,
             self.settings,
             on_attempt=self.metrics.observe_api,
+            on_credits=self._segmind_balance_reported,
             rate_limiter=self.shared_rate_limiter(),
             **overrides,
         )
+
+    def _segmind_balance_reported(self, dollars: float) -> None:
+        """Every ``x-remaining-credits``: the gauge, and the owners told on a crossing."""
+        self.metrics.segmind_balance.set(dollars)
+        if self._balance_watch is None or self._closing:
+            return
+        notice = self._balance_watch.observe(dollars)
+        if notice is not None:
+            self.spawn(self._announce_balance(notice), name="segmind balance notice")
+
+    async def _announce_balance(self, notice: BalanceNotice) -> None:
+        state = BalanceState.LOW if notice.kind == "low" else BalanceState.OK
+        await self.ledger.set_state(STATE_KEY, state.value)
+        log.log(
+            logging.WARNING if notice.kind == "low" else logging.INFO,
+            "Segmind balance %s: $%.2f (threshold $%.2f)",
+            notice.kind,
+            notice.balance,
+            notice.threshold,
+        )
+        settings = self.settings
+        await tell_owners(self, settings.owner_ids, settings.segmind_alert_channel_id, notice.text)
 
     def shared_rate_limiter(self) -> SharedRateLimiter | None:
         """With a shared database, ``SEGMIND_RPM`` holds across every process."""
@@ -230,6 +269,7 @@ class ImagineBot(commands.AutoShardedBot):
                 log.warning("could not sign off from the shared database: %s", error)
         for name in list(self.extensions):
             await self.unload_extension(name)
+        self._balance_watch = None
         await super().close()
         if self._session is not None:
             await self._session.close()

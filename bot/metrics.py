@@ -38,6 +38,13 @@ class Metrics:
         )
         self.credits_spent = Counter("imagine_credits_spent", "Credits committed", registry=r)
         self.credits_refunded = Counter("imagine_credits_refunded", "Credits refunded", registry=r)
+        self.segmind_balance = Gauge(
+            "imagine_segmind_balance_dollars",
+            "The bot's Segmind balance, as the API last reported it (NaN: not yet)",
+            registry=r,
+        )
+        # NaN until the API reports it: a 0 would look like an empty account to alerts.
+        self.segmind_balance.set(float("nan"))
         self.interactions = Counter(
             "imagine_interactions", "Interactions received, by type", ["type"], registry=r
         )

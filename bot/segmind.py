@@ -448,8 +448,9 @@ class SegmindOutOfCredits(SegmindError):
 
     kind = "out_of_credits"
     default_user_message = (
-        "The bot's Segmind account is out of API credits. The bot operator needs to top "
-        "it up before images can be generated again."
+        "The bot's own Segmind account is out of API credits (this server's credits are "
+        "not the problem). The bot's operator needs to top it up before images can be "
+        "generated again."
     )
 
 
@@ -807,6 +808,7 @@ class SegmindClient:
         backoff_base: float = 1.0,
         backoff_max: float = 30.0,
         on_attempt: AttemptHook | None = None,
+        on_credits: Callable[[float], None] | None = None,
         rate_period: float = 60.0,
         rate_limiter: RateLimiter | None = None,
     ) -> None:
@@ -835,6 +837,7 @@ class SegmindClient:
         self._backoff_max = float(backoff_max)
         self._on_attempt = on_attempt
         self._remaining_credits: float | None = None
+        self._on_credits = on_credits  # every reported balance (metrics, the balance watch)
 
     @classmethod
     def from_settings(
@@ -1051,6 +1054,8 @@ class SegmindClient:
         credits_left = _parse_float(headers.get("x-remaining-credits"))
         if credits_left is not None:
             self._remaining_credits = credits_left
+            if self._on_credits is not None:
+                self._on_credits(credits_left)
 
 
 def _is_retryable(error: BaseException) -> bool:

@@ -41,6 +41,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from bot.storage import _pg_sql as sql
+from bot.storage._pg_insight import PostgresInsight
 from bot.storage._pg_setup import (
     DATABASE_ERRORS,
     MIGRATION_LOCK_KEY,
@@ -104,7 +105,7 @@ def _discard_if_broken(conn: Connection, error: BaseException) -> None:
         conn.terminate()
 
 
-class PostgresStorage:
+class PostgresStorage(PostgresInsight):
     """:class:`~bot.storage.base.Storage` on a PostgreSQL database."""
 
     #: Several bot processes may share the database: they coordinate API slots

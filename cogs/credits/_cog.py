@@ -1,8 +1,8 @@
-"""``/credits``: a server's balance, ledger history, members' limits, and minting for owners.
+"""The ``/credits`` cog: who may do what is checked here, in code.
 
-Who may do what is checked here, in code: everyone sees the balance; Manage Server
-reads the history and sets limits; only the bot's owners (the application owner
-and ``OWNER_IDS``) grant or set credits. Every answer is private and pings no one.
+Everyone sees the balance; Manage Server reads the history and the usage chart and sets
+limits; only the bot's owners (the application owner and ``OWNER_IDS``) grant or set
+credits. Every answer is private and pings no one.
 """
 
 from __future__ import annotations
@@ -15,92 +15,30 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.credits import GuildSettings, LedgerEntry
+from bot.insight import DEFAULT_DAYS, MAX_DAYS
 from bot.replies import reply_private
+from cogs._paging import page_button, pager
+
+from ._text import (
+    COST_TABLE,
+    cannot_post,
+    entry_line,
+    limits_text,
+    parse_guild_id,
+    plural,
+    words_key,
+)
+from ._usage import send_usage_chart
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
 
-__all__ = ["CreditsCog", "HistoryPageButton", "setup"]
+__all__ = ["CreditsCog", "HistoryPageButton"]
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 10
 MAX_AMOUNT = 1_000_000_000
-COST_TABLE = (
-    "1 credit per 512×512 image · 2 per 512×1024 or 1024×512 · 4 per 1024×1024. "
-    "`samples` multiplies the cost."
-)
-_SNOWFLAKE = re.compile(r"[0-9]{15,20}")
-_MAX_SNOWFLAKE = 2**63 - 1  # what the ledger (SQLite / PostgreSQL BIGINT) can hold
-_SIGNS = {"grant": "🪙", "set": "✏️", "reserve": "⏳", "refund": "↩️", "commit": "✅"}
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
-
-
-def _entry_line(entry: LedgerEntry) -> str:
-    when = f"<t:{int(entry.created_at.timestamp())}:R>"
-    delta = f"{entry.delta:+,}" if entry.delta else "±0"
-    parts = [f"{_SIGNS.get(entry.kind.value, '•')} `{delta:>6}` {entry.kind.value}", when]
-    if entry.user_id:
-        parts.append(f"<@{entry.user_id}>")
-    if entry.job_id:
-        parts.append(f"job #{entry.job_id}")
-    if entry.actor_id:
-        parts.append(f"by <@{entry.actor_id}>")
-    if entry.note:
-        parts.append(discord.utils.escape_markdown(entry.note[:80]))
-    return " · ".join(parts)
-
-
-def _words_key(word: str) -> str:
-    """How blocked words compare: case-insensitive, runs of spaces as one (as the ledger does)."""
-    return " ".join(word.split()).casefold()
-
-
-def _parse_guild_id(text: str) -> int | None:
-    """A server id typed by an owner, or None when it cannot be one."""
-    text = text.strip()
-    if not _SNOWFLAKE.fullmatch(text):
-        return None
-    value = int(text)
-    return value if 0 < value <= _MAX_SNOWFLAKE else None
-
-
-def _cannot_post(channel: discord.abc.GuildChannel) -> bool:
-    me: discord.Member | None = channel.guild.me  # None while the guild is not cached yet
-    if me is None:
-        return False
-    permissions = channel.permissions_for(me)
-    return not (permissions.view_channel and permissions.send_messages)
-
-
-def _limits_text(settings: GuildSettings) -> str:
-    cap = _plural(settings.daily_user_cap, "credit") if settings.daily_user_cap else "no cap"
-    channels = (
-        ", ".join(f"<#{cid}>" for cid in settings.allowed_channel_ids)
-        if settings.allowed_channel_ids
-        else "every channel"
-    )
-    words = ", ".join(f"`{w}`" for w in settings.blocked_words) or "none"
-    if settings.low_balance_threshold is None:
-        alert = "off"
-    elif settings.notice_channel_id is None:
-        alert = (
-            f"below {_plural(settings.low_balance_threshold, 'credit')}, but no channel is set: "
-            "choose one with `alert_channel`"
-        )
-    else:
-        alert = (
-            f"below {_plural(settings.low_balance_threshold, 'credit')} "
-            f"in <#{settings.notice_channel_id}>"
-        )
-    return (
-        f"**Daily cap per member:** {cap}\n**Allowed channels:** {channels}\n"
-        f"**Blocked words:** {words}\n**Low-balance alert:** {alert}"
-    )
 
 
 class HistoryPageButton(
@@ -110,15 +48,8 @@ class HistoryPageButton(
     """Previous/next page of ``/credits history``; survives restarts like the image buttons."""
 
     def __init__(self, guild_id: int, page: int, direction: str, *, disabled: bool = False) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Newer" if direction == "p" else "Older",
-                emoji="◀️" if direction == "p" else "▶️",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"credits:history:{guild_id}:{page}:{direction}",
-                disabled=disabled,
-            )
-        )
+        custom_id = f"credits:history:{guild_id}:{page}:{direction}"
+        super().__init__(page_button(custom_id, direction, disabled=disabled))
         self.guild_id = guild_id
         self.page = page
 
@@ -179,7 +110,7 @@ class CreditsCog(commands.Cog, name="Credits"):
         balance = await ledger.balance(guild_id)
         settings = await ledger.get_settings(guild_id)
         used = await ledger.usage_today(guild_id, interaction.user.id)
-        lines = [f"💰 This server has **{_plural(balance, 'credit')}**."]
+        lines = [f"💰 This server has **{plural(balance, 'credit')}**."]
         if settings.daily_user_cap:
             left = max(settings.daily_user_cap - used, 0)
             lines.append(
@@ -187,7 +118,7 @@ class CreditsCog(commands.Cog, name="Credits"):
                 f"({left} left; resets at 00:00 UTC)."
             )
         else:
-            lines.append(f"You've used {_plural(used, 'credit')} today (no daily cap).")
+            lines.append(f"You've used {plural(used, 'credit')} today (no daily cap).")
         lines.append(COST_TABLE)
         await reply_private(interaction, "\n".join(lines))
 
@@ -202,13 +133,17 @@ class CreditsCog(commands.Cog, name="Credits"):
         balance = await ledger.balance(guild_id)
         embed = discord.Embed(
             title="Credit history",
-            description="\n".join(_entry_line(e) for e in entries) or "No entries yet.",
+            description="\n".join(entry_line(e) for e in entries) or "No entries yet.",
             colour=discord.Colour.gold(),
         )
         embed.set_footer(text=f"Balance {balance:,} · page {page + 1}/{pages} · {total:,} entries")
-        view = discord.ui.View(timeout=None)
-        view.add_item(HistoryPageButton(guild_id, max(page - 1, 0), "p", disabled=page == 0))
-        view.add_item(HistoryPageButton(guild_id, page + 1, "n", disabled=page >= pages - 1))
+        view = pager(
+            lambda number, direction, off: HistoryPageButton(
+                guild_id, number, direction, disabled=off
+            ),
+            page,
+            pages,
+        )
         return embed, view
 
     @credits.command(name="history", description="Recent credit movements (Manage Server).")
@@ -223,6 +158,21 @@ class CreditsCog(commands.Cog, name="Credits"):
         await interaction.followup.send(
             embed=embed, view=view, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
         )
+
+    @credits.command(name="usage", description="A chart of credits spent per day and by whom.")
+    @app_commands.describe(days=f"How many days back, 1-{MAX_DAYS} (default {DEFAULT_DAYS}).")
+    async def usage(
+        self,
+        interaction: discord.Interaction[Any],
+        days: app_commands.Range[int, 1, MAX_DAYS] = DEFAULT_DAYS,
+    ) -> None:
+        guild_id = interaction.guild_id
+        if guild_id is None or not interaction.permissions.manage_guild:
+            await reply_private(
+                interaction, "You need the Manage Server permission to see the usage."
+            )
+            return
+        await send_usage_chart(self.bot, interaction, days)
 
     @credits.command(name="limits", description="Show or change members' limits (Manage Server).")
     @app_commands.describe(
@@ -268,11 +218,11 @@ class CreditsCog(commands.Cog, name="Credits"):
         if tuple(channels) != current.allowed_channel_ids:
             changes["allowed_channel_ids"] = tuple(channels)
         words = list(current.blocked_words)
-        keys = [_words_key(w) for w in words]
-        if block_word is not None and _words_key(block_word) and _words_key(block_word) not in keys:
-            words.append(_words_key(block_word))
-        if unblock_word is not None and _words_key(unblock_word) in keys:
-            words.pop(keys.index(_words_key(unblock_word)))
+        keys = [words_key(w) for w in words]
+        if block_word is not None and words_key(block_word) and words_key(block_word) not in keys:
+            words.append(words_key(block_word))
+        if unblock_word is not None and words_key(unblock_word) in keys:
+            words.pop(keys.index(words_key(unblock_word)))
         if tuple(words) != current.blocked_words:
             changes["blocked_words"] = tuple(words)
         if low_balance_alert is not None:
@@ -287,9 +237,9 @@ class CreditsCog(commands.Cog, name="Credits"):
                 extra={"guild_id": guild_id, "user_id": interaction.user.id},
             )
         head = "✅ Limits updated." if changes else "Current limits:"
-        lines = [head, _limits_text(settings)]
+        lines = [head, limits_text(settings)]
         for what, channel in (("post images", allow_channel), ("post the alert", alert_channel)):
-            if channel is not None and _cannot_post(channel):
+            if channel is not None and cannot_post(channel):
                 lines.append(
                     f"⚠️ I can't send messages in {channel.mention}, so I can't {what} there: "
                     "give me View Channel and Send Messages in it."
@@ -303,7 +253,7 @@ class CreditsCog(commands.Cog, name="Credits"):
     ) -> int | None:
         if guild_id is None:
             return interaction.guild_id
-        target = _parse_guild_id(guild_id)
+        target = parse_guild_id(guild_id)
         if target is None:
             shown = discord.utils.escape_markdown(guild_id.strip()[:30]) or "(blank)"
             await reply_private(
@@ -317,13 +267,13 @@ class CreditsCog(commands.Cog, name="Credits"):
     def _now_has(self, interaction: discord.Interaction[Any], guild_id: int, balance: int) -> str:
         """'<server> now has N credits.', saying so when the bot can't see that server."""
         if guild_id == interaction.guild_id:
-            return f"This server now has {_plural(balance, 'credit')}."
+            return f"This server now has {plural(balance, 'credit')}."
         guild = self.bot.get_guild(guild_id)
         if guild is not None:
             name = discord.utils.escape_markdown(guild.name)
-            return f"**{name}** (`{guild_id}`) now has {_plural(balance, 'credit')}."
+            return f"**{name}** (`{guild_id}`) now has {plural(balance, 'credit')}."
         return (
-            f"Server `{guild_id}` now has {_plural(balance, 'credit')}. I can't see that server "
+            f"Server `{guild_id}` now has {plural(balance, 'credit')}. I can't see that server "
             "from here (not added yet, or on another shard); its credits are kept for it."
         )
 
@@ -350,7 +300,7 @@ class CreditsCog(commands.Cog, name="Credits"):
             target, amount, actor_id=interaction.user.id, note=note
         )
         now_has = self._now_has(interaction, target, balance)
-        await reply_private(interaction, f"🪙 Granted {_plural(amount, 'credit')}. {now_has}")
+        await reply_private(interaction, f"🪙 Granted {plural(amount, 'credit')}. {now_has}")
 
     @credits.command(name="set", description="Set a server's balance (bot owners only).")
     @app_commands.describe(
@@ -375,7 +325,3 @@ class CreditsCog(commands.Cog, name="Credits"):
             target, amount, actor_id=interaction.user.id, note=note
         )
         await reply_private(interaction, f"✏️ {self._now_has(interaction, target, balance)}")
-
-
-async def setup(bot: ImagineBot) -> None:
-    await bot.add_cog(CreditsCog(bot))
