@@ -27,6 +27,7 @@ from bot.image_store import ImageStore
 from bot.jobs import JobQueue
 from bot.logs import job_context
 from bot.metrics import Metrics
+from bot.recovery import settle_deliveries
 from bot.replies import ImagineTree
 from bot.segmind import SegmindClient
 from bot.storage import Storage, StorageError, open_storage
@@ -96,6 +97,7 @@ class ImagineBot(commands.AutoShardedBot):
         self._images: ImageStore | None = None
         self._health: HealthServer | None = None
         self._recovered: list[JobRecord] = []
+        self._deliveries: list[JobRecord] = []
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         #: This process's name in a shared database (jobs, API slots, heartbeats).
@@ -137,9 +139,13 @@ class ImagineBot(commands.AutoShardedBot):
             # Other processes use this database: refund only what no live one runs.
             await ledger.heartbeat(self.owner)
             self._recovered = await ledger.recover(self.owner, stale_after=STALE_AFTER)
+            self._deliveries = await ledger.interrupted_deliveries(
+                self.owner, stale_after=STALE_AFTER
+            )
             self.spawn(self._keep_alive(), name="heartbeat")
         else:
             self._recovered = await ledger.recover()
+            self._deliveries = await ledger.interrupted_deliveries()
         # The job queue bounds the API calls; aiohttp's default pool of 100 must not cap it lower.
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=settings.max_concurrent_jobs)
@@ -168,6 +174,8 @@ class ImagineBot(commands.AutoShardedBot):
             await self._health.start()
         if self._recovered:
             self.spawn(self._announce_recovered(self._recovered))
+        if self._deliveries:
+            self.spawn(self._settle_deliveries(self._deliveries), name="deliveries")
         # Start-up objects (modules, commands, caches) live for the whole run: keep them
         # out of the collector's scans so full collections under load stay short.
         gc.collect()
@@ -206,6 +214,9 @@ class ImagineBot(commands.AutoShardedBot):
                     swept = await self.ledger.recover_stale(stale_after=STALE_AFTER)
                     if swept:
                         await self._announce_recovered(swept)
+                    stale = await self.ledger.stale_deliveries(stale_after=STALE_AFTER)
+                    if stale:
+                        await self._settle_deliveries(stale)
             except StorageError as error:
                 # Keep beating: a database blip must not make others refund our jobs.
                 log.warning("heartbeat to the shared database failed: %s", error)
@@ -283,6 +294,13 @@ class ImagineBot(commands.AutoShardedBot):
         return True
 
     # -- start-up notices ----------------------------------------------------
+
+    async def _settle_deliveries(self, jobs: list[JobRecord]) -> None:
+        """Decide from their channels the jobs a dead run was posting (bot.recovery)."""
+        await self.wait_until_ready()
+        refunded = await settle_deliveries(self, self.ledger, jobs)
+        if refunded:
+            await self._announce_recovered(refunded)
 
     async def _announce_recovered(self, jobs: list[JobRecord]) -> None:
         await self.wait_until_ready()
