@@ -98,6 +98,7 @@ class ImagineBot(commands.AutoShardedBot):
         self._health: HealthServer | None = None
         self._recovered: list[JobRecord] = []
         self._deliveries: list[JobRecord] = []
+        self._settling: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         #: This process's name in a shared database (jobs, API slots, heartbeats).
@@ -175,7 +176,9 @@ class ImagineBot(commands.AutoShardedBot):
         if self._recovered:
             self.spawn(self._announce_recovered(self._recovered))
         if self._deliveries:
-            self.spawn(self._settle_deliveries(self._deliveries), name="deliveries")
+            self._settling = self.spawn(
+                self._settle_deliveries(self._deliveries), name="deliveries"
+            )
         # Start-up objects (modules, commands, caches) live for the whole run: keep them
         # out of the collector's scans so full collections under load stay short.
         gc.collect()
@@ -294,6 +297,11 @@ class ImagineBot(commands.AutoShardedBot):
         return True
 
     # -- start-up notices ----------------------------------------------------
+
+    async def wait_recovered(self) -> None:
+        """Wait until the deliveries a dead run left were settled (tests, benchmarks)."""
+        if self._settling is not None:
+            await asyncio.wait((self._settling,))
 
     async def _settle_deliveries(self, jobs: list[JobRecord]) -> None:
         """Decide from their channels the jobs a dead run was posting (bot.recovery)."""

@@ -1068,3 +1068,27 @@ async def test_random_concurrent_operations_keep_the_invariants(
     await ledger.recover()
     assert await ledger.active_jobs() == []
     await assert_invariants(ledger, *guilds)
+
+
+async def test_recover_leaves_deliveries_for_the_channel_to_decide(database_url: str) -> None:
+    storage = await open_storage(database_url)
+    try:
+        ledger = CreditLedger(storage, default_credits=100)
+        running = await ledger.reserve(new_job())
+        await ledger.mark_running(running.id)
+        posting = await ledger.reserve(new_job(units=2))
+        await ledger.mark_running(posting.id)
+        marked = await ledger.mark_delivering(posting)
+        assert marked.delivering
+        recovered = await ledger.recover()
+        # Refunding it blindly could give away an image already in the channel.
+        assert [job.id for job in recovered] == [running.id]
+        assert [job.id for job in await ledger.interrupted_deliveries()] == [posting.id]
+        assert await ledger.balance(GUILD) == 98
+        await ledger.refund(posting.id, "test")
+        with pytest.raises(JobNotActive):
+            await ledger.mark_delivering(posting)
+        assert await ledger.interrupted_deliveries() == []
+        assert await ledger.verify()
+    finally:
+        await storage.close()

@@ -617,8 +617,8 @@ async def _job_at_0002(
         )
         await raw_execute(
             url,
-            "INSERT INTO ledger (guild_id, user_id, job_id, delta, kind, balance_after, created_at) "
-            "VALUES (?, ?, (SELECT MAX(id) FROM jobs), ?, ?, "
+            "INSERT INTO ledger (guild_id, user_id, job_id, delta, kind, balance_after, "
+            "created_at) VALUES (?, ?, (SELECT MAX(id) FROM jobs), ?, ?, "
             "(SELECT balance FROM guilds WHERE guild_id = ?), ?)",
             guild,
             user,
@@ -709,3 +709,25 @@ async def test_sqlite_0003_leaves_open_job_lookups_on_the_open_jobs_index(
     assert "USING INDEX jobs_open_member" in _plan(
         url, sql.OPEN_JOBS_OF_MEMBER, {"guild_id": GUILD, "user_id": USER}
     )
+
+
+async def test_a_posted_job_no_longer_counts_against_max_active(storage: Storage) -> None:
+    first = await reserved(storage, new_job(max_active=1))
+    assert isinstance(await reserve(storage, new_job(max_active=1)), ReserveRejected)
+    marked = await storage.mark_delivering(first.id)
+    assert marked is not None and marked.delivering and marked.status.is_open
+    # Being posted still counts (the post may fail); posted, it no longer does.
+    assert isinstance(await reserve(storage, new_job(max_active=1)), ReserveRejected)
+    assert await storage.set_job_message(first.id, 42)
+    second = await reserved(storage, new_job(max_active=1))
+    assert (await storage.get_job(first.id)).status.is_open  # type: ignore[union-attr]
+    assert isinstance(await reserve(storage, new_job(max_active=1)), ReserveRejected)
+    assert second.delivering_at is None
+
+
+async def test_only_an_open_job_can_be_marked_delivering(storage: Storage) -> None:
+    job = await reserved(storage, new_job())
+    await refund(storage, job)
+    assert await storage.mark_delivering(job.id) is None
+    assert await storage.mark_delivering(10**12) is None
+    assert (await storage.get_job(job.id)).delivering_at is None  # type: ignore[union-attr]

@@ -176,6 +176,9 @@ class InjectedDelay:
     path_regex: re.Pattern[str]
     seconds: float
     times: int = 1
+    #: Hold the answer after Discord acted on the request (the message is stored,
+    #: the bot has not heard back): a crash then is a crash after the post.
+    after: bool = False
     hits: int = 0
     holding: int = 0  # requests held right now
     released: asyncio.Event = field(default_factory=asyncio.Event)

@@ -276,16 +276,21 @@ class FakeDiscord(DiscordWorld):
         return failure
 
     def delay_next(
-        self, method: str, path_regex: str, seconds: float, *, times: int = 1
+        self, method: str, path_regex: str, seconds: float, *, times: int = 1, after: bool = False
     ) -> InjectedDelay:
         """Hold the next ``times`` matching requests for ``seconds`` (or until
         ``.release()``) before serving them: Discord's latency on one route.
 
         The request is held before Discord acts on it (and before any failure armed
         with :meth:`fail_next` for it), so deadlines are checked when it is let through.
+        ``after``: Discord acts on it first and only its answer is held.
         """
         delay = InjectedDelay(
-            method=method.upper(), path_regex=re.compile(path_regex), seconds=seconds, times=times
+            method=method.upper(),
+            path_regex=re.compile(path_regex),
+            seconds=seconds,
+            times=times,
+            after=after,
         )
         self.delays.append(delay)
         return delay
