@@ -566,24 +566,6 @@ MAY_BE_BILLED = [
 ]
 
 
-@pytest.mark.parametrize(("status", "cls", "kind", "api_message"), MAY_BE_BILLED)
-async def test_errors_that_may_have_been_billed_are_not_retried(
-    fake: FakeSegmind,
-    session: aiohttp.ClientSession,
-    status: int,
-    cls: type[SegmindError],
-    kind: str,
-    api_message: str,
-) -> None:
-    fake.fail(status, times=5)
-    error = await fail_with(make_client(session, fake, max_attempts=3))
-    assert type(error) is cls
-    assert (error.kind, error.status, error.api_message) == (kind, status, api_message)
-    assert error.retryable is False
-    assert "not retried, because the call may have been charged" in error.user_message
-    assert fake.calls == 1
-
-
 def test_the_retry_policy_table_says_what_is_retried() -> None:
     retried = {kind for kind, rule in RETRY_POLICY.items() if rule.retried}
     assert retried == {"rate_limited", "bad_gateway", "unavailable", "connection_refused"}
@@ -592,8 +574,8 @@ def test_the_retry_policy_table_says_what_is_retried() -> None:
     assert not retry_rule("bad_request").retried
 
 
-@pytest.mark.parametrize(("status", "cls", "kind", "api_message"), NON_RETRYABLE)
-async def test_client_errors_are_never_retried(
+@pytest.mark.parametrize(("status", "cls", "kind", "api_message"), NON_RETRYABLE + MAY_BE_BILLED)
+async def test_errors_unsafe_to_repeat_are_never_retried(
     fake: FakeSegmind,
     session: aiohttp.ClientSession,
     status: int,
@@ -608,6 +590,8 @@ async def test_client_errors_are_never_retried(
     assert error.retryable is False
     assert error.retry_after is None
     assert error.user_message
+    if status >= 500:
+        assert "not retried, because the call may have been charged" in error.user_message
     assert fake.calls == 1
     assert fake.billed_calls == 0
 

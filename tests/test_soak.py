@@ -1,0 +1,28 @@
+"""The soak run (bench/soak.py) at a small size: the real bot process, API faults, a kill -9."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.soak import SoakConfig, render, run_soak
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def test_a_small_soak_ends_with_a_clean_audit(tmp_path: Path) -> None:
+    config = SoakConfig(jobs=60, kills=1, fault_rate=0.2, guilds=2, members=3, rate=30)
+    report = await run_soak(config, tmp_path)
+    assert report.kills == 1
+    assert report.submitted == 60
+    assert report.api_calls > 0
+    # Every reserved job ended committed or refunded, exactly once, and the money adds up.
+    assert report.lost == 0
+    assert report.delivered + report.refunded == report.submitted - report.refused
+    assert report.delivered_twice == 0
+    assert report.delivered_and_refunded == 0
+    assert report.images_vs_credits_mismatches == 0
+    assert report.ledger_ok
+    assert report.clean
+    assert "Audit: **clean**" in render(config, report)
