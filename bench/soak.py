@@ -272,7 +272,8 @@ def render(config: SoakConfig, report: SoakReport) -> str:
     )
     return (
         f"{SECTION}\n\n"
-        f"`python -m bench.soak --jobs {config.jobs} --kills {config.kills}` "
+        f"`python -m bench.soak --jobs {config.jobs} --kills {config.kills}"
+        f"{'' if config.database == 'sqlite' else ' --database ' + config.database}` "
         f"({config.guilds} guilds × {config.members} members, "
         f"{config.fault_rate:.0%} API faults, fake API latency {config.latency * 1000:.0f} ms, "
         f"MAX_CONCURRENT_JOBS={config.concurrent}, {config.rate:g} /imagine per second, "

@@ -10,13 +10,15 @@ from __future__ import annotations
 import math
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bot.credits import CreditLedger, JobStatus
+from bot.credits import CreditLedger, JobStatus, NewJob
 from bot.storage import open_storage
 from tests.e2e.conftest import World, is_result
 from tests.e2e.process import bot_environment, start_bot
+from tests.fakes.discord_state import FileRecord, StoredMessage
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -101,3 +103,76 @@ async def test_a_hung_api_is_answered_once_with_a_refund_and_not_retried(world: 
     assert "not retried, because the call may have been charged" in told.content
     assert "1 credit refunded" in told.content
     assert world.segmind.calls == 1  # the call that may be billed was sent once
+
+
+async def test_a_retried_post_is_posted_once(world: World) -> None:
+    # Discord stores the result but answers 502; discord.py sends the same request
+    # again, and its nonce (enforce_nonce) makes Discord return the first message.
+    world.discord.fail_next("POST", RESULT_POST, 502, after=True)
+    async with world.running() as bot:
+        await world.imagine({"prompt": "once only"})
+        result = await world.result()
+        await bot.jobs.wait_idle()
+        record = await bot.ledger.get_job(1)
+        assert record is not None and record.status is JobStatus.SUCCEEDED
+        assert record.message_id == result.id
+    posts = world.discord.requests_to("POST", RESULT_POST)
+    assert [post.status for post in posts] == [502, 200]
+    assert {post.message_body["nonce"] for post in posts if post.message_body} == {"im1p0"}
+    assert world.results() == [result]
+
+
+def _bot_post(world: World, body: dict[str, Any], images: int) -> StoredMessage:
+    """A message the bot posted before it died (Discord has it; the bot never heard back)."""
+    files = [
+        FileRecord(f"files[{n}]", f"image-{n}.png", "image/png", b"\x89PNG fake")
+        for n in range(images)
+    ]
+    return world.discord.rest.messages.create_message(
+        world.discord.channel, body, files, message_type=0
+    )
+
+
+async def test_recovery_counts_every_part_and_refunds_a_vanished_channel(world: World) -> None:
+    storage = await open_storage(world.settings.database_url)
+    try:
+        ledger = CreditLedger(storage, default_credits=100)
+        jobs = []
+        for channel_id in (world.discord.channel.id, 4242424242424242):
+            job = await ledger.reserve(
+                NewJob(
+                    guild_id=world.discord.guild.id,
+                    channel_id=channel_id,
+                    user_id=world.discord.member.id,
+                    params={"prompt": "three foxes"},
+                    units_per_image=1,
+                    images_total=3,
+                )
+            )
+            await ledger.mark_running(job.id)
+            jobs.append(await ledger.mark_delivering(job))
+    finally:
+        await storage.close()
+    posted, vanished = jobs
+    buttons = [{"type": 1, "components": [button(f"imagine:reroll:{posted.id}")]}]
+    _bot_post(world, {"content": "another job", "components": []}, 1)
+    main = _bot_post(world, {"content": "result", "components": buttons}, 2)
+    reference = {"message_id": str(main.id), "channel_id": str(world.discord.channel.id)}
+    _bot_post(world, {"content": "continued", "message_reference": reference}, 1)
+    async with world.running() as bot:
+        await bot.wait_recovered()
+        done = await bot.ledger.get_job(posted.id)
+        gone = await bot.ledger.get_job(vanished.id)
+        assert done is not None and gone is not None
+        assert (done.status, done.images_delivered, done.message_id) == (
+            JobStatus.SUCCEEDED,
+            3,
+            main.id,
+        )
+        assert gone.status is JobStatus.REFUNDED
+        assert await bot.ledger.balance(world.discord.guild.id) == 97
+        assert await bot.ledger.verify()
+
+
+def button(custom_id: str) -> dict[str, Any]:
+    return {"type": 2, "style": 2, "label": "Reroll", "custom_id": custom_id}

@@ -140,6 +140,8 @@ class InjectedFailure:
     retry_after: float | None = None
     times: int = 1
     is_global: bool = False
+    #: Fail only after Discord acted on the request (the message is stored anyway).
+    after: bool = False
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:

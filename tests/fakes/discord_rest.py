@@ -198,11 +198,7 @@ class RestApi:
             if not delay.after and delay.matches(record.method, record.path):
                 await delay.hold(fake.notify)
                 break
-        for failure in fake.failures:
-            if failure.matches(record.method, record.path):
-                failure.hits += 1
-                record.injected = True
-                raise failure.error()
+        self._inject_failure(record, after=False)
         handler = getattr(self, f"op_{operation.operation_id}", None)
         if handler is None:
             fake.unhandled.append(record)
@@ -214,7 +210,15 @@ class RestApi:
             if delay.after and delay.matches(record.method, record.path):
                 await delay.hold(fake.notify)
                 break
+        self._inject_failure(record, after=True)
         return result
+
+    def _inject_failure(self, record: RequestRecord, *, after: bool) -> None:
+        for failure in self.fake.failures:
+            if failure.after is after and failure.matches(record.method, record.path):
+                failure.hits += 1
+                record.injected = True
+                raise failure.error()
 
     async def _parse(self, request: web.Request, record: RequestRecord) -> Call:
         call = Call(record=record, params={}, query=dict(request.query), json=None)

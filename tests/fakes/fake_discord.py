@@ -255,8 +255,11 @@ class FakeDiscord(DiscordWorld):
         retry_after: float | None = None,
         times: int = 1,
         is_global: bool = False,
+        after: bool = False,
     ) -> InjectedFailure:
         """Answer the next ``times`` matching requests with a Discord error.
+
+        ``after``: Discord acts on the request first (stores the message), then fails.
 
         ``path_regex`` is searched in the path after ``/api/v10`` (e.g.
         ``r"/channels/\\d+/messages$"``); ``method`` may be ``"*"``. A 429 carries
@@ -271,6 +274,7 @@ class FakeDiscord(DiscordWorld):
             retry_after=retry_after,
             times=times,
             is_global=is_global,
+            after=after,
         )
         self.failures.append(failure)
         return failure
