@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.soak import SoakConfig, render, run_soak
+from bench.soak import SECTIONS, SoakConfig, render, run_soak, write_readme
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -26,3 +26,16 @@ async def test_a_small_soak_ends_with_a_clean_audit(tmp_path: Path) -> None:
     assert report.ledger_ok
     assert report.clean
     assert "Audit: **clean**" in render(config, report)
+
+
+def test_the_figures_replace_their_own_section_only(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# Benchmarks\n\n## Results\n\nkept\n")
+    section = SECTIONS["sqlite"]
+    write_readme(f"{section}\n\nfirst\n", section, readme)
+    readme.write_text(readme.read_text() + "\n## Later\n\nalso kept\n")
+    write_readme(f"{section}\n\nsecond\n", section, readme)
+    text = readme.read_text()
+    assert text.count(section) == 1
+    assert "second" in text and "first" not in text
+    assert "kept" in text and "## Later\n\nalso kept" in text
