@@ -10,6 +10,7 @@ backends: a SQLite file and a fresh PostgreSQL database (``tests/pg.py``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import os
@@ -1090,5 +1091,25 @@ async def test_recover_leaves_deliveries_for_the_channel_to_decide(database_url:
             await ledger.mark_delivering(posting)
         assert await ledger.interrupted_deliveries() == []
         assert await ledger.verify()
+    finally:
+        await storage.close()
+
+
+async def test_a_silent_process_deliveries_are_swept_not_a_live_ones(database_url: str) -> None:
+    storage = await open_storage(database_url)
+    try:
+        ledger = CreditLedger(storage, default_credits=100)
+        posting = {}
+        for owner in ("alive", "dead"):
+            job = await ledger.reserve(dataclasses.replace(new_job(), owner=owner))
+            await ledger.mark_running(job.id)
+            posting[owner] = await ledger.mark_delivering(job)
+        await ledger.heartbeat("alive")
+        # A sweep neither refunds a delivery (the channel decides) nor touches a live one.
+        assert await ledger.recover_stale(stale_after=60) == []
+        assert [job.id for job in await ledger.stale_deliveries(stale_after=60)] == [
+            posting["dead"].id
+        ]
+        assert await ledger.balance(GUILD) == 98
     finally:
         await storage.close()
