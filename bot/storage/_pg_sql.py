@@ -24,7 +24,8 @@ TODAY: Final = f"(date_trunc('day', {NOW} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
 
 JOB_COLUMNS: Final = (
     "id, guild_id, channel_id, user_id, params, cost, units_per_image, images_total, "
-    "images_delivered, status, message_id, error, parent_job_id, created_at, updated_at, owner"
+    "images_delivered, status, message_id, error, parent_job_id, created_at, updated_at, owner, "
+    "delivering_at"
 )
 LEDGER_COLUMNS: Final = (
     "id, guild_id, user_id, job_id, delta, kind, actor_id, note, created_at, balance_after"
@@ -124,11 +125,12 @@ USAGE: Final = f"""
      WHERE j.guild_id = :guild_id AND j.user_id = :user_id AND j.created_at >= {TODAY}
 """
 
-# The member's open jobs in the guild (any owner), for NewJob.max_active.
+# The member's open jobs in the guild (any owner), for NewJob.max_active. A job
+# whose result is posted (message_id set) no longer counts, though not yet settled.
 OPEN_JOBS_OF_MEMBER: Final = """
     SELECT COUNT(*) FROM jobs
      WHERE guild_id = :guild_id AND user_id = :user_id::bigint
-       AND status IN ('queued', 'running')
+       AND status IN ('queued', 'running') AND message_id IS NULL
 """
 
 # The reservation: ONE conditional UPDATE checks the parent, the member's open
@@ -241,6 +243,13 @@ FINISH_JOB: Final = f"""
                 OR :balance::bigint + :refunded::bigint >= low_balance_threshold)
     )
     SELECT f.*, :balance::bigint + :refunded::bigint AS balance FROM f
+"""
+
+# Record that the result is about to be posted; only an open job may be delivered.
+MARK_DELIVERING: Final = f"""
+    UPDATE jobs SET delivering_at = {NOW}, updated_at = {NOW}
+     WHERE id = :job_id AND status IN ('queued', 'running')
+    RETURNING {JOB_COLUMNS}
 """
 
 SET_JOB_MESSAGE: Final = f"""
@@ -438,6 +447,7 @@ def job_from_row(row: asyncpg.Record) -> JobRecord:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         owner=row["owner"],
+        delivering_at=row["delivering_at"],
     )
 
 

@@ -590,6 +590,13 @@ class PostgresStorage(PostgresInsight):
 
         return await self._write(work)
 
+    async def mark_delivering(self, job_id: int) -> JobRecord | None:
+        async def work(conn: Connection) -> JobRecord | None:
+            row = await self._row(conn, sql.MARK_DELIVERING, job_id=job_id, now=self._now())
+            return None if row is None else sql.job_from_row(row)
+
+        return await self._write(work)
+
     async def set_job_message(self, job_id: int, message_id: int) -> bool:
         async def work(conn: Connection) -> bool:
             changed = await self._execute(

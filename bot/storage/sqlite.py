@@ -743,6 +743,11 @@ class SQLiteStorage(SQLiteInsight):
 
         return await self._write(body)
 
+    async def mark_delivering(self, job_id: int) -> JobRecord | None:
+        params = {"job_id": job_id, "now": timestamp(self._now())}
+        row = await self._write(lambda db: _one(db, sql.MARK_DELIVERING, params))
+        return None if row is None else sql.job_from_row(row)
+
     async def set_job_message(self, job_id: int, message_id: int) -> bool:
         changed = await self._write(
             lambda db: _execute(
