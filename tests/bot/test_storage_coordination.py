@@ -376,6 +376,9 @@ async def test_slots_are_taken_lowest_first_and_released(storage: Storage) -> No
     await storage.release_slot("a", 9)  # never existed: nothing happens
 
 
+# SQLite's slots are leases that expire; PostgreSQL's are session locks that end
+# with their connection (tests/bot/test_pg_session_locks.py).
+@pytest.mark.parametrize("backend", ["sqlite"])
 async def test_an_expired_slot_is_free_again(clocked: Storage, clock: FakeClock) -> None:
     storage = clocked
     assert await storage.acquire_slot("a", limit=1, ttl=10) == 0
@@ -389,6 +392,7 @@ async def test_an_expired_slot_is_free_again(clocked: Storage, clock: FakeClock)
     assert await storage.acquire_slot("c", limit=1, ttl=10) == 0
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 async def test_a_slot_expires_in_real_time(storage: Storage, second: Storage) -> None:
     assert await storage.acquire_slot("a", limit=1, ttl=0.2) == 0
     assert await second.acquire_slot("b", limit=1, ttl=0.2) is None
