@@ -7,8 +7,10 @@ keepalives set on every connection, a lost host), so nothing a dead process
 held outlives it by more than a few seconds.
 
 Session locks belong to one connection and stack within it, so each held lock
-has a dedicated connection, and a connection goes back to the idle list only
-after its lock was released (one whose unlock failed is closed instead).
+has a dedicated connection, and a connection goes back to its owner's idle list
+only after its lock was released (one whose unlock failed is closed instead).
+An owner's connections all carry one tag of its own (their application_name),
+so that another process can end them all if this one freezes.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from typing import Final
 import asyncpg
 
 from bot.storage import _pg_sql as sql
+from bot.storage._pg_setup import DATABASE_ERRORS
 
 __all__ = ["SessionLocks"]
 
 log = logging.getLogger("bot.storage")
 
-Connect = Callable[[], Awaitable[asyncpg.Connection]]
+Connect = Callable[[str], Awaitable[asyncpg.Connection]]
+"""Opens a connection tagged with the given string."""
 
 _KEY_ATTEMPTS: Final = 20
 
@@ -37,11 +41,10 @@ class SessionLocks:
 
     def __init__(self, connect: Connect) -> None:
         self._connect = connect
-        self._idle: list[asyncpg.Connection] = []
+        self._tags: dict[str, str] = {}
+        self._idle: dict[str, list[asyncpg.Connection]] = {}
         self._slots: dict[tuple[str, int], asyncpg.Connection] = {}
         self._owners: dict[str, tuple[int, asyncpg.Connection]] = {}
-        # One slot attempt at a time: an idle connection is only ever used by one.
-        self._trying = asyncio.Lock()
 
     # -- API slots ---------------------------------------------------------------
 
@@ -49,24 +52,25 @@ class SessionLocks:
         """The lowest free slot in ``[0, limit)``, locked for ``owner``; None if all are held."""
         if limit <= 0:
             return None
-        async with self._trying:
-            conn = self._idle.pop() if self._idle else await self._connect()
-            try:
-                slot = await conn.fetchval(sql.TRY_SLOT, limit)
-            except BaseException:
-                conn.terminate()  # its state is unknown: it may hold the lock
-                raise
-            if slot is None:
-                self._idle.append(conn)
-                return None
-            self._slots[(owner, int(slot))] = conn
-            return int(slot)
+        # A connection popped from the idle list is this attempt's alone.
+        idle = self._idle.setdefault(owner, [])
+        conn = idle.pop() if idle else await self._connect(self._tag(owner))
+        try:
+            slot = await conn.fetchval(sql.TRY_SLOT, limit)
+        except BaseException:
+            conn.terminate()  # its state is unknown: it may hold the lock
+            raise
+        if slot is None:
+            self._idle.setdefault(owner, []).append(conn)
+            return None
+        self._slots[(owner, int(slot))] = conn
+        return int(slot)
 
     async def release_slot(self, owner: str, slot: int) -> None:
         """Unlock ``owner``'s ``slot`` (nothing happens if it does not hold it)."""
         conn = self._slots.pop((owner, slot), None)
         if conn is not None:
-            await self._give_back(conn, sql.UNLOCK_SLOT, slot)
+            await self._give_back(owner, conn, sql.UNLOCK_SLOT, slot)
 
     async def release_owner_slots(self, owner: str) -> None:
         for owner_name, slot in [key for key in self._slots if key[0] == owner]:
@@ -75,17 +79,20 @@ class SessionLocks:
     def slots_held(self) -> int:
         return len(self._slots)
 
-    async def _give_back(self, conn: asyncpg.Connection, unlock: str, key: int) -> None:
+    def _tag(self, owner: str) -> str:
+        return self._tags.setdefault(owner, secrets.token_hex(8))
+
+    async def _give_back(self, owner: str, conn: asyncpg.Connection, unlock: str, key: int) -> None:
         """Unlock on ``conn`` and keep it idle, or close it if the lock may remain."""
         try:
             unlocked = bool(await conn.fetchval(unlock, key))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+        except DATABASE_ERRORS as error:
             # The connection is as good as gone; closing it frees its locks on the server.
             log.warning("could not release an advisory lock (%s); closing its connection", error)
             conn.terminate()
             return
         if unlocked and not conn.is_closed():
-            self._idle.append(conn)
+            self._idle.setdefault(owner, []).append(conn)
         else:
             conn.terminate()
 
@@ -101,7 +108,7 @@ class SessionLocks:
         try:
             if not conn.is_closed() and await conn.fetchval(sql.HOLDS_OWNER_LOCK, key):
                 return key
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
+        except DATABASE_ERRORS as error:
             log.warning("the liveness lock's connection failed (%s); locking again", error)
         del self._owners[owner]
         conn.terminate()
@@ -109,7 +116,7 @@ class SessionLocks:
 
     async def hold_owner(self, owner: str) -> int:
         """Take a fresh liveness lock for ``owner`` on a connection of its own; its key."""
-        conn = await self._connect()
+        conn = await self._connect(self._tag(owner))
         try:
             for _ in range(_KEY_ATTEMPTS):
                 key = secrets.randbelow(2**31)
@@ -126,13 +133,17 @@ class SessionLocks:
         held = self._owners.pop(owner, None)
         if held is not None:
             key, conn = held
-            await self._give_back(conn, sql.UNLOCK_OWNER, key)
+            await self._give_back(owner, conn, sql.UNLOCK_OWNER, key)
 
     # -- shutdown ----------------------------------------------------------------
 
     async def close(self) -> None:
         """Close every connection: whatever they still hold is released with them."""
-        conns = [*self._idle, *self._slots.values(), *(conn for _, conn in self._owners.values())]
+        conns = [
+            *(conn for idle in self._idle.values() for conn in idle),
+            *self._slots.values(),
+            *(conn for _, conn in self._owners.values()),
+        ]
         self._idle.clear()
         self._slots.clear()
         self._owners.clear()

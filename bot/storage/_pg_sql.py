@@ -301,6 +301,26 @@ RECOVERABLE_JOBS: Final = f"""
      ORDER BY j.id
 """
 
+# An owner that holds its liveness lock but sent no heartbeat for :stale_after
+# seconds is frozen (its connections live on, its loop does not): end every
+# session of its lock connections (named :app_prefix plus the owner's own tag),
+# so the API slots it holds are free again. :owner (the caller) is spared.
+# Returns how many sessions were ended.
+FENCE_SILENT_OWNERS: Final = f"""
+    WITH silent AS (
+        SELECT h.pid FROM job_owners AS o
+          JOIN ({_HELD_OWNER_KEYS}) AS h ON h.objid = o.lock_key::bigint
+         WHERE o.heartbeat_at < {NOW} - make_interval(secs => :stale_after::float8)
+           AND o.owner <> :owner::text
+    ), tags AS (
+        SELECT a.application_name FROM pg_stat_activity AS a JOIN silent USING (pid)
+         WHERE starts_with(a.application_name, :app_prefix::text)
+    )
+    SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(a.pid)) FROM pg_stat_activity AS a
+     WHERE a.datname = current_database()
+       AND a.application_name IN (SELECT application_name FROM tags)
+"""
+
 # Session locks, run as they are on the dedicated lock connections ($1).
 # The lowest free slot in [0, $1): the Limit above the scan stops at the first
 # lock granted, so no other slot is taken.

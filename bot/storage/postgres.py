@@ -98,6 +98,8 @@ KEEPALIVE: Final = {
     "tcp_keepalives_interval": "1",
     "tcp_keepalives_count": "3",
 }
+#: The application_name of the lock connections, before each process's own tag.
+LOCKS_APPLICATION: Final = "imagine-bot locks "
 _ATTEMPTS: Final = 3
 _MIN_WAIT: Final = 0.001
 """take_rate_token never returns a wait below this when it refuses (a clock tie)."""
@@ -200,12 +202,14 @@ class PostgresStorage:
 
     # -- plumbing ----------------------------------------------------------------
 
-    async def _connect_for_locks(self) -> asyncpg.Connection:
-        """A connection outside the pool, for session locks (same settings as the pool)."""
+    async def _connect_for_locks(self, tag: str) -> asyncpg.Connection:
+        """A connection outside the pool, for session locks: the pool's settings, and
+        a name ending in ``tag`` (see FENCE_SILENT_OWNERS)."""
         self._check_open()
+        settings = {**self._server_settings, "application_name": LOCKS_APPLICATION + tag}
         try:
             return await asyncpg.connect(
-                self._target.dsn, timeout=CONNECT_TIMEOUT, server_settings=self._server_settings
+                self._target.dsn, timeout=CONNECT_TIMEOUT, server_settings=settings
             )
         except DATABASE_ERRORS as error:
             raise self._error(error) from None
@@ -784,7 +788,25 @@ class PostgresStorage:
         await self._write(work)
 
     async def recoverable_jobs(self, owner: str | None, *, stale_after: float) -> list[JobRecord]:
+        """As the protocol says; with an ``owner`` (a process sharing the database), first
+        end the lock sessions of processes frozen for ``stale_after`` (their slots free up)."""
+
         async def work(conn: Connection) -> list[JobRecord]:
+            if owner is not None:
+                fenced = await self._row(
+                    conn,
+                    sql.FENCE_SILENT_OWNERS,
+                    owner=owner,
+                    stale_after=float(stale_after),
+                    app_prefix=LOCKS_APPLICATION,
+                    now=self._now(),
+                )
+                if fenced is not None and fenced[0]:
+                    log.warning(
+                        "ended %d database session(s) of processes silent for %ds",
+                        fenced[0],
+                        stale_after,
+                    )
             rows = await self._fetch(
                 conn,
                 sql.RECOVERABLE_JOBS,

@@ -10,6 +10,7 @@ that the others, or the process's next run, are not held up by it.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -173,6 +174,38 @@ async def test_an_owner_without_a_lock_is_judged_by_its_heartbeat(
     assert fresh.id not in ids(await second.recoverable_jobs("b", stale_after=60))
 
 
+async def test_a_frozen_process_is_fenced_off_and_its_slots_freed(
+    pg_url: str, first: Storage, second: Storage
+) -> None:
+    await first.heartbeat("frozen")
+    job = await reserved(first, new_job(owner="frozen"))
+    assert [await first.acquire_slot("frozen", limit=2, ttl=900) for _ in range(2)] == [0, 1]
+    await second.heartbeat("b")
+    # its loop hangs, its connections live on: no heartbeat for over a minute
+    await raw_fetch(
+        pg_url,
+        "UPDATE job_owners SET heartbeat_at = now() - interval '61 seconds' WHERE owner = 'frozen'",
+    )
+    assert await second.acquire_slot("b", limit=2, ttl=900) is None
+    assert ids(await second.recoverable_jobs("b", stale_after=60)) == [job.id]
+    # the recovery ended its lock sessions (the server drops them a moment later)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while (
+        await held(pg_url, sql.API_SLOT_LOCK_CLASS) or await held(pg_url, sql.OWNER_LOCK_CLASS) > 1
+    ):
+        assert loop.time() < deadline, "the frozen process kept its locks"
+        await asyncio.sleep(0.02)
+    assert [await second.acquire_slot("b", limit=2, ttl=900) for _ in range(2)] == [0, 1]
+    # the caller's own sessions were spared
+    assert ids(await second.recoverable_jobs("b", stale_after=60)) == [job.id]
+    assert await held(pg_url, sql.OWNER_LOCK_CLASS) == 1
+    # thawed, the process gives back what it lost without error and locks again
+    await first.release_slot("frozen", 0)
+    await first.heartbeat("frozen")
+    assert await held(pg_url, sql.OWNER_LOCK_CLASS) == 2
+
+
 # -- a restart ----------------------------------------------------------------------------
 
 
@@ -232,7 +265,7 @@ async def test_a_dead_process_inside_the_rate_window_blocks_nobody(
 async def test_every_connection_asks_for_tcp_keepalives(first: Storage) -> None:
     # without them a lost host's locks would stay until the kernel gives up (hours)
     assert isinstance(first, PostgresStorage)
-    lock_connection = await first._connect_for_locks()
+    lock_connection = await first._connect_for_locks("test")
     try:
         async with first._pool.acquire() as pooled:
             for conn in (pooled, lock_connection):
