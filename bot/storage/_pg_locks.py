@@ -26,13 +26,23 @@ import asyncpg
 from bot.storage import _pg_sql as sql
 from bot.storage._pg_setup import DATABASE_ERRORS
 
-__all__ = ["SessionLocks"]
+__all__ = ["KEEPALIVE", "LOCKS_APPLICATION", "SessionLocks"]
 
 log = logging.getLogger("bot.storage")
 
 Connect = Callable[[str], Awaitable[asyncpg.Connection]]
 """Opens a connection tagged with the given string."""
 
+#: Server-side TCP keepalives (seconds), asked for on every connection: a silent
+#: peer is probed after 5 s, then every second; after 3 unanswered probes the
+#: server ends its session, and with it its locks and open transaction.
+KEEPALIVE: Final = {
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "1",
+    "tcp_keepalives_count": "3",
+}
+#: The application_name of the lock connections, before their owner's own tag.
+LOCKS_APPLICATION: Final = "imagine-bot locks "
 _KEY_ATTEMPTS: Final = 20
 
 
@@ -75,9 +85,6 @@ class SessionLocks:
     async def release_owner_slots(self, owner: str) -> None:
         for owner_name, slot in [key for key in self._slots if key[0] == owner]:
             await self.release_slot(owner_name, slot)
-
-    def slots_held(self) -> int:
-        return len(self._slots)
 
     def _tag(self, owner: str) -> str:
         return self._tags.setdefault(owner, secrets.token_hex(8))

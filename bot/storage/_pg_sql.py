@@ -319,6 +319,7 @@ FENCE_SILENT_OWNERS: Final = f"""
     SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(a.pid)) FROM pg_stat_activity AS a
      WHERE a.datname = current_database()
        AND a.application_name IN (SELECT application_name FROM tags)
+       AND pg_has_role(a.usesysid, 'MEMBER')  -- whose sessions we may end: else an error
 """
 
 # Session locks, run as they are on the dedicated lock connections ($1).

@@ -46,7 +46,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from bot.storage import _pg_sql as sql
-from bot.storage._pg_locks import SessionLocks
+from bot.storage._pg_locks import KEEPALIVE, LOCKS_APPLICATION, SessionLocks
 from bot.storage._pg_setup import (
     DATABASE_ERRORS,
     MIGRATION_LOCK_KEY,
@@ -91,15 +91,6 @@ CONNECT_TIMEOUT: Final = 10.0
 CLOSE_TIMEOUT: Final = 10.0
 MIGRATION_LOCK_TIMEOUT: Final = 60.0
 IDLE_IN_TRANSACTION_TIMEOUT: Final = 60.0
-#: Server-side TCP keepalives (seconds): a silent peer is probed after 5 s, then
-#: every second; after 3 unanswered probes the server ends its session.
-KEEPALIVE: Final = {
-    "tcp_keepalives_idle": "5",
-    "tcp_keepalives_interval": "1",
-    "tcp_keepalives_count": "3",
-}
-#: The application_name of the lock connections, before each process's own tag.
-LOCKS_APPLICATION: Final = "imagine-bot locks "
 _ATTEMPTS: Final = 3
 _MIN_WAIT: Final = 0.001
 """take_rate_token never returns a wait below this when it refuses (a clock tie)."""

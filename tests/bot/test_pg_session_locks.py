@@ -21,7 +21,8 @@ import pytest
 from bot.coordination import owner_name
 from bot.storage import Storage, open_storage
 from bot.storage import _pg_sql as sql
-from bot.storage.postgres import KEEPALIVE, PostgresStorage
+from bot.storage._pg_locks import KEEPALIVE
+from bot.storage.postgres import PostgresStorage
 from tests.bot.test_storage_coordination import ids, new_job, raw_fetch, reserved
 
 # Ends the sessions holding advisory locks of one class (optionally one key) in
@@ -67,16 +68,15 @@ async def _storage(url: str) -> AsyncIterator[Storage]:
 
 @pytest.fixture
 async def first(pg_url: str) -> AsyncIterator[Storage]:
-    opened = await open_storage(pg_url)
-    yield opened
-    await opened.close()
+    async with _storage(pg_url) as opened:
+        yield opened
 
 
 @pytest.fixture
 async def second(pg_url: str, first: Storage) -> AsyncIterator[Storage]:
-    opened = await open_storage(pg_url)
-    yield opened
-    await opened.close()
+    """Another process on the same database (opened after ``first`` migrated it)."""
+    async with _storage(pg_url) as opened:
+        yield opened
 
 
 # -- API slots ----------------------------------------------------------------------------

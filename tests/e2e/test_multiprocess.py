@@ -26,24 +26,29 @@ pytestmark = pytest.mark.timeout(120)
 FINAL_MARKS = ("✅ Done!", "❌", "left; this image costs", "in progress")
 
 
+async def start_shard(
+    world: World, tmp_path: Path, database_url: str, shard: int, **extra: str
+) -> BotProcess:
+    """Shard ``shard`` of 2 as a process of its own (started again after a crash too)."""
+    env = bot_environment(
+        world.discord,
+        world.segmind,
+        tmp_path / "unused.db",
+        DATABASE_URL=database_url,
+        SHARD_COUNT="2",
+        SHARD_IDS=str(shard),
+        SHUTDOWN_GRACE_SECONDS="1",
+        **extra,
+    )
+    folder = tmp_path / f"shard{shard}"
+    folder.mkdir(exist_ok=True)
+    return await start_bot(env, folder)
+
+
 async def start_shards(
     world: World, tmp_path: Path, database_url: str, **extra: str
 ) -> list[BotProcess]:
-    processes = []
-    for shard in (0, 1):
-        env = bot_environment(
-            world.discord,
-            world.segmind,
-            tmp_path / "unused.db",
-            DATABASE_URL=database_url,
-            SHARD_COUNT="2",
-            SHARD_IDS=str(shard),
-            SHUTDOWN_GRACE_SECONDS="1",
-            **extra,
-        )
-        folder = tmp_path / f"shard{shard}"
-        folder.mkdir(exist_ok=True)
-        processes.append(await start_bot(env, folder))
+    processes = [await start_shard(world, tmp_path, database_url, n, **extra) for n in (0, 1)]
     await world.discord.wait_for_sessions(2, timeout=60)
     return processes
 
@@ -120,15 +125,7 @@ async def test_kill_9_of_one_process_refunds_only_its_own_jobs(
         await processes[0].wait()
         # Shard 0 comes back under a new name; its dead run's lock is gone, so it
         # refunds that run's job at once.
-        env = bot_environment(
-            discord,
-            world.segmind,
-            tmp_path / "unused.db",
-            DATABASE_URL=pg_url,
-            SHARD_COUNT="2",
-            SHARD_IDS="0",
-        )
-        processes[0] = await start_bot(env, tmp_path / "shard0")
+        processes[0] = await start_shard(world, tmp_path, pg_url, 0)
         await world.discord.wait_for(
             lambda: (
                 any(
@@ -173,17 +170,7 @@ async def test_kill_9_of_the_process_holding_every_api_slot_stalls_nobody(
         await discord.wait_for_followup(call, lambda m: "Done!" in m.content, timeout=10)
 
         # Shard 0 restarts under a new name, refunds its dead run's jobs and serves.
-        env = bot_environment(
-            discord,
-            world.segmind,
-            tmp_path / "unused.db",
-            DATABASE_URL=pg_url,
-            SHARD_COUNT="2",
-            SHARD_IDS="0",
-            MAX_CONCURRENT_JOBS="2",
-            SHUTDOWN_GRACE_SECONDS="1",
-        )
-        processes[0] = await start_bot(env, tmp_path / "shard0")
+        processes[0] = await start_shard(world, tmp_path, pg_url, 0, MAX_CONCURRENT_JOBS="2")
         await world.discord.wait_for(
             lambda: (
                 sum(
