@@ -98,6 +98,9 @@ class SessionLocks:
             log.warning("could not release an advisory lock (%s); closing its connection", error)
             conn.terminate()
             return
+        except BaseException:
+            conn.terminate()  # cancelled mid-unlock: the lock may remain, so the connection goes
+            raise
         if unlocked and not conn.is_closed():
             self._idle.setdefault(owner, []).append(conn)
         else:
