@@ -285,7 +285,7 @@ FORGET_DEAD_OWNERS: Final = f"""
 
 # Open jobs no live process works on: ours, unowned, or of an owner that is not
 # live. Live: a heartbeat within :stale_after seconds and, for an owner with a
-# liveness lock (0004), that lock still held (its process's connection is
+# liveness lock (job_owners.lock_key), that lock still held (its connection is
 # open). :owner NULL: every open job.
 RECOVERABLE_JOBS: Final = f"""
     WITH held AS ({_HELD_OWNER_KEYS}),
