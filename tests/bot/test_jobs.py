@@ -207,15 +207,20 @@ async def test_queue_positions_are_reported(ledger: CreditLedger) -> None:
     second, second_delivery = await submit(queue, user=BOB)
     third, third_delivery = await submit(queue, user=CAROL)
     await generator.wait_calls(1)
-    assert queue.position(second) == 1
-    assert queue.position(third) == 2
-    generator.release(3)
-    for job in (running, second, third):
-        await settle(job)
-    await asyncio.sleep(0)  # progress notices are their own tasks
-    assert JobProgress("queued", 2, 0, 1) in third_delivery.progress_seen
-    assert JobProgress("queued", 1, 0, 1) in third_delivery.progress_seen
+    assert queue.backlog.position(second) == 1
+    assert queue.backlog.position(third) == 2
+    await queue.backlog.status_board.refresh()
+    [shown] = third_delivery.progress_seen
+    assert (shown.state, shown.position) == ("queued", 2)
+    assert shown.eta is not None and shown.eta > 0
+    generator.release(1)
+    await settle(running)
+    await queue.backlog.status_board.refresh()
+    assert ("queued", 1) in [(p.state, p.position) for p in third_delivery.progress_seen]
     assert any(p.state == "generating" for p in second_delivery.progress_seen)
+    generator.release(2)
+    for job in (second, third):
+        await settle(job)
 
 
 async def test_per_user_cap_refuses_before_spending(ledger: CreditLedger) -> None:
