@@ -12,7 +12,8 @@ grow with the number of jobs waiting:
 * the bot-wide cap on waiting images refuses new work, before anything is spent,
   once the wait would outlast Discord's interaction window;
 * it is the :class:`~bot.status_board.StatusBoard`'s source: the lines to look
-  at each tick, nearest to the front first, with their place and estimate.
+  at each tick (first lines never shown, then nearest to the front first), with
+  their place and estimate.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable
 
 from sortedcontainers import SortedDict
 
@@ -34,8 +36,8 @@ __all__ = ["Backlog"]
 
 log = logging.getLogger(__name__)
 
-#: Lines the status board looks at per tick: running jobs, the front, a sweep of the rest.
-BOARD_RUNNING, BOARD_FRONT, BOARD_SWEEP = 64, 32, 256
+#: Lines the status board looks at per tick: new ones, running jobs, the front, a sweep of the rest.
+BOARD_NEW, BOARD_RUNNING, BOARD_FRONT, BOARD_SWEEP = 32, 64, 32, 256
 
 
 class Backlog:
@@ -57,6 +59,7 @@ class Backlog:
         self._scheduler: FairScheduler[tuple[Job, int]] = FairScheduler()
         self._waiting: SortedDict[int, Job] = SortedDict()  # jobs not started, by arrival
         self._started: dict[int, Job] = {}  # started, not settled yet
+        self._unshown: deque[Job] = deque()  # by arrival, until their line was first shown
         self._sweep_from = 0  # where the status board's sweep through the waiting jobs resumes
         self.status_board: StatusBoard[Job] = StatusBoard(self)
 
@@ -98,6 +101,7 @@ class Backlog:
         for index in range(job.total):
             self._scheduler.push(job.record.guild_id, job.record.user_id, (job, index))
         self._waiting[job.seq] = job
+        self._unshown.append(job)
         self.status_board.start()
 
     def next_image(self) -> tuple[Job, int] | None:
@@ -133,33 +137,41 @@ class Backlog:
     async def close(self) -> None:
         """Drop every waiting image and stop the timer and the status board."""
         self._scheduler.clear()
+        self._unshown.clear()
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         await self.status_board.stop()
 
     def _wake_in(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
         when = loop.time() + delay
-        if self._timer is not None and not self._timer.cancelled() and self._timer.when() <= when:
-            return
         if self._timer is not None:
+            if self._timer.when() <= when:
+                return  # already due as early
             self._timer.cancel()
-        self._timer = loop.call_at(when, self._wake)
+        self._timer = loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._wake()
 
     # -- the status board's source (bot.status_board.BoardSource) ------------------
 
-    def board_lines(self) -> Iterator[Job]:
-        """Running jobs, the front of the queue, then a sweep through the rest: bounded."""
-        yield from itertools.islice(self._started.values(), BOARD_RUNNING)
+    def board_lines(self) -> list[Job]:
+        """Lines never shown, running jobs, the front of the queue, then a sweep: bounded."""
+        while self._unshown and (self._unshown[0].shown is not None or self._unshown[0].settling):
+            self._unshown.popleft()
+        lines = list(itertools.islice(self._unshown, BOARD_NEW))
+        lines += itertools.islice(self._started.values(), BOARD_RUNNING)
         front = self._waiting.values()[:BOARD_FRONT]
-        yield from front
+        lines += front
         start = max(self._sweep_from, front[-1].seq + 1) if front else self._sweep_from
-        for swept, seq in enumerate(self._waiting.irange(minimum=start)):
-            if swept == BOARD_SWEEP:
-                return
-            self._sweep_from = seq + 1
-            yield self._waiting[seq]
-        self._sweep_from = 0  # the end of the queue: the next sweep starts over
+        swept = list(itertools.islice(self._waiting.irange(minimum=start), BOARD_SWEEP))
+        lines += (self._waiting[seq] for seq in swept)
+        # Resume after the last one next time; from the start once the end was reached.
+        self._sweep_from = swept[-1] + 1 if len(swept) == BOARD_SWEEP else 0
+        return lines
 
     def board_progress(self, job: Job) -> JobProgress | None:
         if job.settling or job.completed == job.total:

@@ -7,8 +7,9 @@ budget of edits that every line shares:
   the queue moves, places change) plus a trickle for a stalled queue, and is
   capped at :data:`MAX_EDITS_PER_SECOND`, so the edits one job costs do not
   depend on how many jobs are waiting;
-* each tick looks at a bounded number of lines, nearest to the front first
-  (running jobs, then the front of the queue, then a sweep through the rest);
+* each tick looks at a bounded number of lines: lines never shown yet first
+  (by arrival), then nearest to the front first (running jobs, the front of the
+  queue, then a sweep through the rest);
 * a line is edited only when what it shows changed enough to matter: its place
   bracket (exact up to 10, then 20, 50, 100, 200, 500, …), its ETA minute, the
   images done, or how long it has been running (10 s, 30 s, then each minute).
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
@@ -38,10 +39,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Edits earned by each image that starts.
-EDITS_PER_START = 1.0
+#: Edits earned by each image that starts: a newcomer's first line, and half a change.
+EDITS_PER_START = 1.5
 #: Edits earned per second even when nothing starts (a 429 pause, slow calls).
-IDLE_EDITS_PER_SECOND = 0.2
+IDLE_EDITS_PER_SECOND = 0.1
 #: The bot-wide ceiling: Discord allows a bot about 50 requests a second in all.
 MAX_EDITS_PER_SECOND = 5.0
 #: Edits that may go out at once (after a quiet spell).
@@ -119,8 +120,8 @@ L = TypeVar("L", bound=Line)
 class BoardSource(Protocol[L]):
     """What the board reads from the queue."""
 
-    def board_lines(self) -> Iterable[L]:
-        """A bounded number of live lines for this tick, nearest to the front first."""
+    def board_lines(self) -> Sequence[L]:
+        """A bounded number of live lines for this tick, the most useful first."""
 
     def board_progress(self, line: L) -> JobProgress | None:
         """The line's progress now; None if it is no longer the board's to edit."""
@@ -156,16 +157,19 @@ class StatusBoard(Generic[L]):
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._tick)
-            # What the starts earned, never faster than the bot-wide ceiling.
-            moved = min(self._earned, MAX_EDITS_PER_SECOND * self._tick)
-            self._earned -= moved
-            self._budget = min(
-                self._budget + moved + IDLE_EDITS_PER_SECOND * self._tick, BUDGET_CAPACITY
-            )
             try:
-                await self.refresh()
+                await self.step()
             except Exception:  # a bug here must not end the refreshing for every job
                 log.exception("status board refresh failed")
+
+    async def step(self) -> int:
+        """One tick: add what the starts earned (never faster than the ceiling), then refresh."""
+        moved = min(self._earned, MAX_EDITS_PER_SECOND * self._tick)
+        self._earned -= moved
+        self._budget = min(
+            self._budget + moved + IDLE_EDITS_PER_SECOND * self._tick, BUDGET_CAPACITY
+        )
+        return await self.refresh()
 
     async def refresh(self) -> int:
         """One tick: edit the lines that changed while the budget lasts; how many were edited."""

@@ -95,6 +95,10 @@ class StatusMessage:
             if wait > 0:
                 await asyncio.sleep(wait)  # throttling, not synchronisation
             text, self._pending = self._pending, None
+            if self._interaction.is_expired():
+                # Past the token's 15 minutes: Discord would refuse it; save the request.
+                self.alive = False
+                break
             try:
                 await self._interaction.edit_original_response(
                     content=text, allowed_mentions=discord.AllowedMentions.none()
