@@ -52,7 +52,7 @@ class BacklogSize:
 
 SIZES = {
     "full": BacklogSize(jobs=3000, arrival=10.0, latency=0.1, rpm=600, paced_seconds=120.0),
-    "quick": BacklogSize(jobs=600, arrival=2.0, latency=0.1, rpm=600, paced_seconds=10.0),
+    "quick": BacklogSize(jobs=400, arrival=1.5, latency=0.1, rpm=600, paced_seconds=5.0),
     "smoke": BacklogSize(jobs=40, arrival=0.5, latency=0.05, rpm=1200, paced_seconds=2.0),
 }
 
@@ -85,6 +85,8 @@ class BacklogRun:
 class PacedRun:
     rpm: int
     seconds: float
+    jobs: int = 0
+    completed: int = 0  # results posted by the deadline
     accepted: list[float] = field(default_factory=list)  # when each 200 call arrived
     rate_limited: int = 0  # 429s the fake API answered
 
@@ -154,7 +156,7 @@ async def backlog(profile: Profile, *, deadline: float = 300.0) -> BacklogRun:
 async def paced(profile: Profile, *, deadline: float = 300.0) -> PacedRun:
     size = SIZES[profile.name]
     run = PacedRun(size.rpm, size.paced_seconds)
-    jobs = int(size.rpm * size.paced_seconds / 60) + CONCURRENCY * 2
+    run.jobs = jobs = int(size.rpm * size.paced_seconds / 60) + CONCURRENCY * 2
     async with Harness.fakes(_config(size, profile)) as harness:
         harness.segmind.rate_limit = (size.rpm, 60.0)
         async with BotProcess.running(harness, env={"SEGMIND_RPM": str(size.rpm)}):
@@ -163,7 +165,9 @@ async def paced(profile: Profile, *, deadline: float = 300.0) -> PacedRun:
             pushed = await _arrive(harness, jobs, jobs / (size.rpm / 60) / 10)
             arrivals = [arrival for _, arrival in pushed]
             await asyncio.wait(arrivals, timeout=deadline)
-            await harness.idle(timeout=60.0)
+            run.completed = sum(a.done() and not a.cancelled() for a in arrivals)
+            if run.completed == jobs:
+                await harness.idle(timeout=60.0)
             calls = harness.segmind.requests[before:]
             run.accepted = sorted(r.received_at for r in calls if r.status == 200)
             run.rate_limited = harness.segmind.rate_limited
@@ -223,9 +227,11 @@ def rows(run: BacklogRun, paced_run: PacedRun) -> list[tuple[str, str, str, str,
             f"paced backlog, SEGMIND_RPM={paced_run.rpm}",
             f"{paced_run.achieved:.1f} calls a minute over {paced_run.seconds:g} s "
             f"({paced_run.achieved / paced_run.rpm:.1%} of the limit); "
-            f"{paced_run.rate_limited} API 429s",
+            f"{paced_run.rate_limited} API 429s; "
+            f"{paced_run.completed} of {paced_run.jobs} jobs done",
             "within 2 %, 0 429s",
             abs(paced_run.achieved / paced_run.rpm - 1) <= PACED_ERROR
-            and paced_run.rate_limited == 0,
+            and paced_run.rate_limited == 0
+            and paced_run.completed == paced_run.jobs,
         ),
     ]
