@@ -52,7 +52,7 @@ class BacklogSize:
 
 SIZES = {
     "full": BacklogSize(jobs=3000, arrival=10.0, latency=0.1, rpm=600, paced_seconds=120.0),
-    "quick": BacklogSize(jobs=400, arrival=1.5, latency=0.1, rpm=600, paced_seconds=5.0),
+    "quick": BacklogSize(jobs=300, arrival=1.0, latency=0.1, rpm=600, paced_seconds=3.0),
     "smoke": BacklogSize(jobs=40, arrival=0.5, latency=0.05, rpm=1200, paced_seconds=2.0),
 }
 
