@@ -182,6 +182,8 @@ class ImagineBot(commands.AutoShardedBot):
                 else None
             ),
             image_store=self._images,
+            rpm=settings.segmind_rpm,
+            max_waiting_images=settings.max_waiting_images,
         )
         for name in self._extensions:
             await self.load_extension(name)

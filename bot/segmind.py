@@ -1126,6 +1126,9 @@ class SegmindClient:
 
 
 def _is_retryable(error: BaseException) -> bool:
+    # A 429 is raised at once: the job queue holds every call for as long as the API says.
+    if isinstance(error, SegmindRateLimited):
+        return False
     return isinstance(error, SegmindError) and error.retryable
 
 

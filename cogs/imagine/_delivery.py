@@ -1,10 +1,10 @@
 """The Discord side of a job: a throttled private status line and the public result message.
 
-The command is deferred ephemerally, so the status ("Queued: #3 in line",
-"Generating 2/4…") and any error are seen by the requester only, while the
-result is posted to the channel for everyone. The result is a channel message,
-not an interaction reply, so it is delivered even when the job ends after the
-interaction token's 15 minutes.
+The command is deferred ephemerally, so the status ("⏳ #3 in line · about 2 min",
+"🎨 Generating 2/4…", kept current by :mod:`bot.status_board`) and any error are
+seen by the requester only, while the result is posted to the channel for
+everyone. The result is a channel message, not an interaction reply, so it is
+delivered even when the job ends after the interaction token's 15 minutes.
 """
 
 from __future__ import annotations
@@ -96,6 +96,10 @@ class StatusMessage:
             if wait > 0:
                 await asyncio.sleep(wait)  # throttling, not synchronisation
             text, self._pending = self._pending, None
+            if self._interaction.is_expired():
+                # Past the token's 15 minutes: Discord would refuse it; save the request.
+                self.alive = False
+                break
             try:
                 await self._interaction.edit_original_response(
                     content=text, allowed_mentions=discord.AllowedMentions.none()
@@ -127,13 +131,8 @@ class ChannelDelivery:
         self._upload_limit = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
         self._message: discord.Message | None = None
         self._note = ""
-        self._shown_progress = False
 
     async def progress(self, job: Job, progress: JobProgress) -> None:
-        if progress.state == "generating" and progress.done == 0 and not self._shown_progress:
-            # Started at once: Discord's own "thinking…" already says it; one edit saved.
-            return
-        self._shown_progress = True
         self._status.show(status_text(progress, job.record.cost))
 
     async def deliver(self, job: Job, images: Sequence[HeldImage]) -> int:

@@ -13,6 +13,7 @@ from bot.image_store import HeldImage
 from bot.images import fit_jpeg
 from bot.jobs import JobProgress
 from bot.segmind import Txt2ImgRequest
+from bot.status_board import describe_eta
 
 __all__ = [
     "PreparedFile",
@@ -32,13 +33,22 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
+def _duration(seconds: float) -> str:
+    return f"{int(seconds)} s" if seconds < 60 else f"{int(seconds // 60)} min"
+
+
 def status_text(progress: JobProgress, cost: int) -> str:
+    """The private status line: place and estimate while queued, time running while generating."""
     if progress.state == "queued":
         place = f"#{progress.position} in line" if progress.position else "waiting for a slot"
-        return f"⏳ Queued: {place}. {plural(cost, 'credit')} reserved."
+        eta = f" · {describe_eta(progress.eta)}" if progress.eta is not None else ""
+        return f"⏳ {place}{eta} · {plural(cost, 'credit')} reserved"
+    running = ""
+    if progress.elapsed is not None and progress.elapsed >= 10:
+        running = f" · {_duration(progress.elapsed)} so far"
     if progress.total == 1:
-        return "🎨 Generating your image…"
-    return f"🎨 Generating {min(progress.done + 1, progress.total)}/{progress.total}…"
+        return f"🎨 Generating your image…{running}"
+    return f"🎨 Generating {min(progress.done + 1, progress.total)}/{progress.total}…{running}"
 
 
 def _size(request: Txt2ImgRequest) -> str:
