@@ -7,7 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DATABASE_URL=sqlite:////data/imagine.db \
     HEALTH_PORT=8080 \
-    HEALTH_HOST=127.0.0.1
+    HEALTH_HOST=127.0.0.1 \
+    MPLCONFIGDIR=/tmp/matplotlib
 
 WORKDIR /app
 

@@ -19,15 +19,18 @@ import discord
 import yarl
 from discord.ext import commands
 
+from bot.balance_watch import STATE_KEY, BalanceNotice, BalanceState, BalanceWatch, tell_owners
 from bot.config import Settings
 from bot.coordination import SharedRateLimiter, SharedSlots, owner_name
 from bot.credits import CreditLedger, JobRecord
 from bot.health import HealthServer
 from bot.i18n import CatalogTranslator, tn
 from bot.image_store import ImageStore
+from bot.insight import Insight
 from bot.jobs import JobQueue
 from bot.logs import job_context
 from bot.metrics import Metrics
+from bot.recovery import settle_deliveries
 from bot.replies import ImagineTree
 from bot.segmind import SegmindClient
 from bot.storage import Storage, StorageError, open_storage
@@ -43,7 +46,7 @@ STALE_AFTER = 60.0
 SWEEP_EVERY = 6
 
 #: Every feature is one extension; the bot loads them all.
-EXTENSIONS: tuple[str, ...] = ("cogs.imagine", "cogs.credits")
+EXTENSIONS: tuple[str, ...] = ("cogs.imagine", "cogs.credits", "cogs.gallery")
 
 
 def _intents() -> discord.Intents:
@@ -96,7 +99,11 @@ class ImagineBot(commands.AutoShardedBot):
         self._jobs: JobQueue | None = None
         self._images: ImageStore | None = None
         self._health: HealthServer | None = None
+        self._insight: Insight | None = None
+        self._balance_watch: BalanceWatch | None = None
         self._recovered: list[JobRecord] = []
+        self._deliveries: list[JobRecord] = []
+        self._settling: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         #: This process's name in a shared database (jobs, API slots, heartbeats).
@@ -123,6 +130,12 @@ class ImagineBot(commands.AutoShardedBot):
         return self._segmind
 
     @property
+    def insight(self) -> Insight:
+        if self._insight is None:
+            raise RuntimeError("the insight service is created in setup_hook")
+        return self._insight
+
+    @property
     def accepting_jobs(self) -> bool:
         return not self._closing and self._jobs is not None and not self._jobs.closing
 
@@ -138,9 +151,19 @@ class ImagineBot(commands.AutoShardedBot):
             # Other processes use this database: refund only what no live one runs.
             await ledger.heartbeat(self.owner)
             self._recovered = await ledger.recover(self.owner, stale_after=STALE_AFTER)
+            self._deliveries = await ledger.interrupted_deliveries(
+                self.owner, stale_after=STALE_AFTER
+            )
             self.spawn(self._keep_alive(), name="heartbeat")
         else:
             self._recovered = await ledger.recover()
+            self._deliveries = await ledger.interrupted_deliveries()
+        self._insight = Insight(self._storage)
+        stored = await ledger.get_state(STATE_KEY)
+        self._balance_watch = BalanceWatch(
+            settings.segmind_balance_alert,
+            BalanceState(stored) if stored in set(BalanceState) else BalanceState.UNKNOWN,
+        )
         # The job queue bounds the API calls; aiohttp's default pool of 100 must not cap it lower.
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=settings.max_concurrent_jobs)
@@ -160,6 +183,8 @@ class ImagineBot(commands.AutoShardedBot):
                 else None
             ),
             image_store=self._images,
+            rpm=settings.segmind_rpm,
+            max_waiting_images=settings.max_waiting_images,
         )
         # Before the cogs: commands, options and choices carry their localisations from here.
         await self.tree.set_translator(CatalogTranslator())
@@ -171,6 +196,10 @@ class ImagineBot(commands.AutoShardedBot):
             await self._health.start()
         if self._recovered:
             self.spawn(self._announce_recovered(self._recovered))
+        if self._deliveries:
+            self._settling = self.spawn(
+                self._settle_deliveries(self._deliveries), name="deliveries"
+            )
         # Start-up objects (modules, commands, caches) live for the whole run: keep them
         # out of the collector's scans so full collections under load stay short.
         gc.collect()
@@ -187,9 +216,32 @@ class ImagineBot(commands.AutoShardedBot):
             session,
             self.settings,
             on_attempt=self.metrics.observe_api,
+            on_credits=self._segmind_balance_reported,
             rate_limiter=self.shared_rate_limiter(),
             **overrides,
         )
+
+    def _segmind_balance_reported(self, dollars: float) -> None:
+        """Every ``x-remaining-credits``: the gauge, and the owners told on a crossing."""
+        self.metrics.segmind_balance.set(dollars)
+        if self._balance_watch is None or self._closing:
+            return
+        notice = self._balance_watch.observe(dollars)
+        if notice is not None:
+            self.spawn(self._announce_balance(notice), name="segmind balance notice")
+
+    async def _announce_balance(self, notice: BalanceNotice) -> None:
+        state = BalanceState.LOW if notice.kind == "low" else BalanceState.OK
+        await self.ledger.set_state(STATE_KEY, state.value)
+        log.log(
+            logging.WARNING if notice.kind == "low" else logging.INFO,
+            "Segmind balance %s: $%.2f (threshold $%.2f)",
+            notice.kind,
+            notice.balance,
+            notice.threshold,
+        )
+        settings = self.settings
+        await tell_owners(self, settings.owner_ids, settings.segmind_alert_channel_id, notice.text)
 
     def shared_rate_limiter(self) -> SharedRateLimiter | None:
         """With a shared database, ``SEGMIND_RPM`` holds across every process."""
@@ -209,6 +261,9 @@ class ImagineBot(commands.AutoShardedBot):
                     swept = await self.ledger.recover_stale(stale_after=STALE_AFTER)
                     if swept:
                         await self._announce_recovered(swept)
+                    stale = await self.ledger.stale_deliveries(stale_after=STALE_AFTER)
+                    if stale:
+                        await self._settle_deliveries(stale)
             except StorageError as error:
                 # Keep beating: a database blip must not make others refund our jobs.
                 log.warning("heartbeat to the shared database failed: %s", error)
@@ -234,6 +289,7 @@ class ImagineBot(commands.AutoShardedBot):
         for name in list(self.extensions):
             await self.unload_extension(name)
         await self.tree.set_translator(None)
+        self._balance_watch = None
         await super().close()
         if self._session is not None:
             await self._session.close()
@@ -293,6 +349,18 @@ class ImagineBot(commands.AutoShardedBot):
         return True
 
     # -- start-up notices ----------------------------------------------------
+
+    async def wait_recovered(self) -> None:
+        """Wait until the deliveries a dead run left were settled (tests, benchmarks)."""
+        if self._settling is not None:
+            await asyncio.wait((self._settling,))
+
+    async def _settle_deliveries(self, jobs: list[JobRecord]) -> None:
+        """Decide from their channels the jobs a dead run was posting (bot.recovery)."""
+        await self.wait_until_ready()
+        refunded = await settle_deliveries(self, self.ledger, jobs)
+        if refunded:
+            await self._announce_recovered(refunded)
 
     async def _announce_recovered(self, jobs: list[JobRecord]) -> None:
         await self.wait_until_ready()

@@ -10,8 +10,8 @@ binary ``.mo`` file lives in git. A message is its English text (the msgid) with
   down): the :class:`Message` keeps msgid and values and is rendered at reply time.
 
 Numbers are formatted for the locale (``1,000`` / ``1.000``) and a :class:`datetime.timedelta`
-as a duration ("2 minutes" / "2 Minuten"), both with Babel; ids are passed as strings, so they
-stay as they are.
+as a duration ("2 minutes" / "2 Minuten"), or short as a :class:`ShortDuration` ("2 min"),
+all with Babel; ids are passed as strings, so they stay as they are.
 A Discord locale without a catalog (and English) gets the English text.
 
 Give markers literal strings and never nest one marker call inside another's arguments:
@@ -25,6 +25,7 @@ import gettext
 import io
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -43,9 +44,11 @@ __all__ = [
     "CatalogTranslator",
     "LocaleLike",
     "Message",
+    "ShortDuration",
     "available_locales",
     "format_duration",
     "format_number",
+    "format_short_duration",
     "render",
     "resolve_locale",
     "t",
@@ -105,6 +108,8 @@ def _format_value(value: object, code: str) -> str:
         return format_decimal(value, locale=code)
     if isinstance(value, timedelta):
         return format_duration(value, code)
+    if isinstance(value, ShortDuration):
+        return format_short_duration(value.value, code)
     return str(value)
 
 
@@ -123,6 +128,20 @@ def format_duration(value: timedelta, locale: LocaleLike) -> str:
     else:
         amount, unit = math.ceil(seconds / 3600), "hour"
     return format_unit(amount, f"duration-{unit}", length="long", locale=resolve_locale(locale))
+
+
+@dataclass(frozen=True)
+class ShortDuration:
+    """A placeholder value shown short ("2 min", "42 Sek.") in the reader's locale."""
+
+    value: timedelta
+
+
+def format_short_duration(value: timedelta, locale: LocaleLike) -> str:
+    """ "42 sec", "2 Min.": whole seconds under a minute, else whole minutes, rounded down."""
+    seconds = max(int(value.total_seconds()), 0)
+    amount, unit = (seconds, "second") if seconds < 60 else (seconds // 60, "minute")
+    return format_unit(amount, f"duration-{unit}", length="short", locale=resolve_locale(locale))
 
 
 class Message(str):

@@ -61,14 +61,17 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_SEED",
     "PROMPT_MAX_LENGTH",
+    "RETRY_POLICY",
     "GeneratedImage",
     "GenerationResult",
     "InvalidRequest",
     "RateLimiter",
+    "RetryRule",
     "Scheduler",
     "SegmindBadGateway",
     "SegmindBadRequest",
     "SegmindClient",
+    "SegmindConnectionDropped",
     "SegmindConnectionError",
     "SegmindError",
     "SegmindForbidden",
@@ -80,10 +83,12 @@ __all__ = [
     "SegmindServerError",
     "SegmindTimeout",
     "SegmindUnauthorized",
+    "SegmindUnavailable",
     "SegmindValidationError",
     "Txt2ImgRequest",
     "build_request",
     "parse_retry_after",
+    "retry_rule",
 ]
 
 logger = logging.getLogger("bot.segmind")
@@ -341,8 +346,40 @@ class GenerationResult:
 # --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RetryRule:
+    """Whether an outcome of a call is sent again, and why."""
+
+    retried: bool
+    why: str
+
+
+_MAY_BE_BILLED: Final = "not retried, because the call may have been charged"
+
+#: The retry policy (money), by error ``kind``: only what cannot have been billed is
+#: sent again (DESIGN.md §4, README "Retry policy"). Any other kind is not retried.
+RETRY_POLICY: Final[Mapping[str, RetryRule]] = {
+    "rate_limited": RetryRule(True, "retried after the wait the API asks for (429)"),
+    "bad_gateway": RetryRule(True, "retried: the gateway did not reach the model (502)"),
+    "unavailable": RetryRule(True, "retried: the API took no work (503)"),
+    "connection_refused": RetryRule(True, "retried: the request was never sent"),
+    "timeout": RetryRule(False, f"{_MAY_BE_BILLED}: the request was sent, no answer came"),
+    "connection_dropped": RetryRule(False, f"{_MAY_BE_BILLED}: the answer was cut off"),
+    "server_error": RetryRule(False, f"{_MAY_BE_BILLED}: the model may have run (500)"),
+    "gateway_timeout": RetryRule(False, f"{_MAY_BE_BILLED}: the model may have run (504)"),
+}
+_NOT_RETRIED: Final = RetryRule(False, "not retried: the same call would fail the same way")
+
+
+def retry_rule(kind: str) -> RetryRule:
+    return RETRY_POLICY.get(kind, _NOT_RETRIED)
+
+
 class SegmindError(Exception):
-    """A call to Segmind failed. ``str()`` is safe to log; show ``user_message`` to users."""
+    """A call to Segmind failed. ``str()`` is safe to log; show ``user_message`` to users.
+
+    ``retryable`` follows :data:`RETRY_POLICY` for the error's ``kind``.
+    """
 
     kind: str = "error"
     retryable: bool = False
@@ -365,8 +402,7 @@ class SegmindError(Exception):
         self.detail = detail
         if kind is not None:
             self.kind = kind
-        if retryable is not None:
-            self.retryable = retryable
+        self.retryable = retry_rule(self.kind).retried if retryable is None else retryable
         self.user_message = user_message or self._user_message()
         super().__init__(self._summary())
 
@@ -436,8 +472,9 @@ class SegmindOutOfCredits(SegmindError):
 
     kind = "out_of_credits"
     default_user_message = _N(
-        "The bot's Segmind account is out of API credits. The bot operator needs to top "
-        "it up before images can be generated again."
+        "The bot's own Segmind account is out of API credits (this server's credits are "
+        "not the problem). The bot's operator needs to top it up before images can be "
+        "generated again."
     )
 
 
@@ -459,7 +496,6 @@ class SegmindRateLimited(SegmindError):
     """429: too many requests; ``retry_after`` says when to come back (if known)."""
 
     kind = "rate_limited"
-    retryable = True
 
     def _user_message(self) -> str:
         if self.retry_after is None:
@@ -471,18 +507,35 @@ class SegmindRateLimited(SegmindError):
 
 
 class SegmindServerError(SegmindError):
-    """500, 503 or another 5xx."""
+    """500 or another 5xx not named below: the model may have run, so not retried."""
 
     kind = "server_error"
-    retryable = True
 
     def _user_message(self) -> str:
         if self.status:
             return _N(
-                "Segmind had a server error (HTTP {status}). Please try again in a few minutes.",
+                "Segmind had a server error (HTTP {status}). "
+                "It was not retried, because the call may have been charged. "
+                "Please try again in a few minutes.",
                 status=str(self.status),
             )
-        return _N("Segmind had a server error. Please try again in a few minutes.")
+        return _N(
+            "Segmind had a server error. "
+            "It was not retried, because the call may have been charged. "
+            "Please try again in a few minutes."
+        )
+
+
+class SegmindUnavailable(SegmindServerError):
+    """503: the API took no work, so the call is retried."""
+
+    kind = "unavailable"
+
+    def _user_message(self) -> str:
+        return _N(
+            "Segmind is unavailable (HTTP 503), also when retried. "
+            "Please try again in a few minutes."
+        )
 
 
 class SegmindBadGateway(SegmindServerError):
@@ -490,7 +543,7 @@ class SegmindBadGateway(SegmindServerError):
 
     kind = "bad_gateway"
     default_user_message = _N(
-        "Segmind's gateway failed (HTTP 502). Please try again in a few minutes."
+        "Segmind's gateway failed (HTTP 502), also when retried. Please try again in a few minutes."
     )
 
     def _user_message(self) -> str:
@@ -503,7 +556,7 @@ class SegmindGatewayTimeout(SegmindServerError):
     kind = "gateway_timeout"
     default_user_message = _N(
         "Segmind's gateway timed out (HTTP 504); the model may be starting up. "
-        "Please try again in a minute."
+        "It was not retried, because the call may have been charged. Please try again in a minute."
     )
 
     def _user_message(self) -> str:
@@ -511,10 +564,9 @@ class SegmindGatewayTimeout(SegmindServerError):
 
 
 class SegmindTimeout(SegmindError):
-    """Our own per-call timeout expired before Segmind answered."""
+    """Our own per-call timeout expired after the request was sent: not retried."""
 
     kind = "timeout"
-    retryable = True
 
     def __init__(self, *, timeout: float, detail: str | None = None) -> None:
         self.timeout = timeout
@@ -522,18 +574,31 @@ class SegmindTimeout(SegmindError):
 
     def _user_message(self) -> str:
         return _N(
-            "Segmind took longer than {timeout} s to answer; the model may be "
-            "starting up. Please try again in a minute.",
+            "Segmind did not answer within {timeout} s. "
+            "It was not retried, because the call may have been charged. "
+            "Please try again in a minute.",
             timeout=self.timeout,
         )
 
 
 class SegmindConnectionError(SegmindError):
-    """The connection failed: refused, reset, dropped, or closed without an answer."""
+    """No connection could be made (refused, DNS): the request was never sent, so retried."""
 
-    kind = "connection"
-    retryable = True
-    default_user_message = _N("The bot could not reach Segmind. Please try again in a few minutes.")
+    kind = "connection_refused"
+    default_user_message = _N(
+        "The bot could not reach Segmind, also when retried. Please try again in a few minutes."
+    )
+
+
+class SegmindConnectionDropped(SegmindConnectionError):
+    """The connection was reset or closed after the request was sent: not retried."""
+
+    kind = "connection_dropped"
+    default_user_message = _N(
+        "The connection to Segmind dropped before the answer arrived. "
+        "It was not retried, because the call may have been charged. "
+        "Please try again in a few minutes."
+    )
 
 
 class SegmindInvalidResponse(SegmindError):
@@ -555,7 +620,7 @@ _STATUS_ERRORS: Final[Mapping[int, type[SegmindError]]] = {
     429: SegmindRateLimited,
     500: SegmindServerError,
     502: SegmindBadGateway,
-    503: SegmindServerError,
+    503: SegmindUnavailable,
     504: SegmindGatewayTimeout,
 }
 
@@ -805,6 +870,7 @@ class SegmindClient:
         backoff_base: float = 1.0,
         backoff_max: float = 30.0,
         on_attempt: AttemptHook | None = None,
+        on_credits: Callable[[float], None] | None = None,
         rate_period: float = 60.0,
         rate_limiter: RateLimiter | None = None,
     ) -> None:
@@ -833,6 +899,7 @@ class SegmindClient:
         self._backoff_max = float(backoff_max)
         self._on_attempt = on_attempt
         self._remaining_credits: float | None = None
+        self._on_credits = on_credits  # every reported balance (metrics, the balance watch)
 
     @classmethod
     def from_settings(
@@ -997,9 +1064,14 @@ class SegmindClient:
             failure = SegmindTimeout(timeout=self._timeout)
         except aiohttp.ClientError as error:
             detail = _redact(_describe_client_error(error), self._api_key.get_secret_value())
-            failure = SegmindConnectionError(
-                detail=detail, retryable=not isinstance(error, aiohttp.InvalidURL)
-            )
+            # Refused before sending (ClientConnectorError) is safe to retry; once the
+            # request may have reached Segmind, it is not (RETRY_POLICY).
+            if isinstance(error, aiohttp.InvalidURL):
+                failure = SegmindConnectionError(detail=detail, retryable=False)
+            elif isinstance(error, aiohttp.ClientConnectorError):
+                failure = SegmindConnectionError(detail=detail)
+            else:
+                failure = SegmindConnectionDropped(detail=detail)
         # Raised outside the except blocks: no __context__ pointing at aiohttp's
         # exception, whose request info includes the headers.
         if failure is not None:
@@ -1049,9 +1121,14 @@ class SegmindClient:
         credits_left = _parse_float(headers.get("x-remaining-credits"))
         if credits_left is not None:
             self._remaining_credits = credits_left
+            if self._on_credits is not None:
+                self._on_credits(credits_left)
 
 
 def _is_retryable(error: BaseException) -> bool:
+    # A 429 is raised at once: the job queue holds every call for as long as the API says.
+    if isinstance(error, SegmindRateLimited):
+        return False
     return isinstance(error, SegmindError) and error.retryable
 
 

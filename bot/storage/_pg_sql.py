@@ -24,7 +24,8 @@ TODAY: Final = f"(date_trunc('day', {NOW} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
 
 JOB_COLUMNS: Final = (
     "id, guild_id, channel_id, user_id, params, cost, units_per_image, images_total, "
-    "images_delivered, status, message_id, error, parent_job_id, created_at, updated_at, owner"
+    "images_delivered, status, message_id, error, parent_job_id, created_at, updated_at, owner, "
+    "delivering_at"
 )
 LEDGER_COLUMNS: Final = (
     "id, guild_id, user_id, job_id, delta, kind, actor_id, note, created_at, balance_after"
@@ -124,11 +125,12 @@ USAGE: Final = f"""
      WHERE j.guild_id = :guild_id AND j.user_id = :user_id AND j.created_at >= {TODAY}
 """
 
-# The member's open jobs in the guild (any owner), for NewJob.max_active.
+# The member's open jobs in the guild (any owner), for NewJob.max_active. A job
+# whose result is posted (message_id set) no longer counts, though not yet settled.
 OPEN_JOBS_OF_MEMBER: Final = """
     SELECT COUNT(*) FROM jobs
      WHERE guild_id = :guild_id AND user_id = :user_id::bigint
-       AND status IN ('queued', 'running')
+       AND status IN ('queued', 'running') AND message_id IS NULL
 """
 
 # The reservation: ONE conditional UPDATE checks the parent, the member's open
@@ -243,66 +245,106 @@ FINISH_JOB: Final = f"""
     SELECT f.*, :balance::bigint + :refunded::bigint AS balance FROM f
 """
 
+# Record that the result is about to be posted; only an open job may be delivered.
+MARK_DELIVERING: Final = f"""
+    UPDATE jobs SET delivering_at = {NOW}, updated_at = {NOW}
+     WHERE id = :job_id AND status IN ('queued', 'running')
+    RETURNING {JOB_COLUMNS}
+"""
+
 SET_JOB_MESSAGE: Final = f"""
     UPDATE jobs SET message_id = :message_id::bigint, updated_at = {NOW} WHERE id = :job_id
 """
 
 # -- processes sharing the database ---------------------------------------------------
 
-# Transaction advisory locks (the two-int4 form, apart from the migration lock's
-# bigint key): one class for the API slots, one for the rate windows, keyed by
-# a hash of the rate key. Both end with their transaction.
-SLOT_LOCK_CLASS: Final = int.from_bytes(b"slot", "big")
+# Advisory locks, in the two-int4 form (the migration lock uses a bigint key):
+# a class per use. The rate windows' locks are transaction locks; the API slots
+# and the owners' liveness locks are session locks (see _pg_locks.py), in
+# classes of their own so they never meet the transaction locks of older code.
 RATE_LOCK_CLASS: Final = int.from_bytes(b"rate", "big")
+API_SLOT_LOCK_CLASS: Final = int.from_bytes(b"apis", "big")
+OWNER_LOCK_CLASS: Final = int.from_bytes(b"ownr", "big")
 
+# The held advisory locks of OWNER_LOCK_CLASS in this database: key, holder.
+_HELD_OWNER_KEYS: Final = f"""
+    SELECT l.objid::bigint AS objid, l.pid FROM pg_locks AS l
+     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+       AND l.classid = {OWNER_LOCK_CLASS:d}::oid
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+# A heartbeat also records the key of the owner's liveness lock.
 HEARTBEAT: Final = f"""
-    INSERT INTO job_owners (owner, started_at, heartbeat_at) VALUES (:owner, {NOW}, {NOW})
-    ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at
+    INSERT INTO job_owners (owner, started_at, heartbeat_at, lock_key)
+    VALUES (:owner, {NOW}, {NOW}, :lock_key::integer)
+    ON CONFLICT (owner) DO UPDATE
+       SET heartbeat_at = excluded.heartbeat_at, lock_key = excluded.lock_key
 """
 
 FORGET_OWNER: Final = "DELETE FROM job_owners WHERE owner = :owner"
 
-RELEASE_OWNER_SLOTS: Final = """
-    UPDATE api_slots SET owner = NULL, expires_at = NULL WHERE owner = :owner
+# Owners with a liveness lock that nobody holds are dead: forget them (their
+# open jobs stay recoverable: a job whose owner has no row is nobody's).
+FORGET_DEAD_OWNERS: Final = f"""
+    DELETE FROM job_owners
+     WHERE lock_key IS NOT NULL
+       AND lock_key::bigint NOT IN (SELECT objid FROM ({_HELD_OWNER_KEYS}) AS held)
 """
 
-# Open jobs no live process works on: ours, unowned, or of an owner whose last
-# heartbeat is older than :stale_after seconds (or who never sent one).
-# :owner NULL: every open job.
+# Open jobs no live process works on: ours, unowned, or of an owner that is not
+# live. Live: a heartbeat within :stale_after seconds and, for an owner with a
+# liveness lock (job_owners.lock_key), that lock still held (its connection is
+# open). :owner NULL: every open job.
 RECOVERABLE_JOBS: Final = f"""
+    WITH held AS ({_HELD_OWNER_KEYS}),
+    live AS (
+        SELECT o.owner FROM job_owners AS o
+         WHERE o.heartbeat_at >= {NOW} - make_interval(secs => :stale_after::float8)
+           AND (o.lock_key IS NULL OR o.lock_key::bigint IN (SELECT objid FROM held))
+    )
     SELECT {JOB_COLUMNS} FROM jobs AS j
      WHERE j.status IN ('queued', 'running')
        AND (:owner::text IS NULL OR j.owner IS NULL OR j.owner = :owner::text
-            OR NOT EXISTS (
-                SELECT 1 FROM job_owners AS o
-                 WHERE o.owner = j.owner
-                   AND o.heartbeat_at >= {NOW} - make_interval(secs => :stale_after::float8)))
+            OR j.owner NOT IN (SELECT owner FROM live))
      ORDER BY j.id
 """
 
-LOCK_SLOTS: Final = f"SELECT pg_advisory_xact_lock({SLOT_LOCK_CLASS:d}, 0)"
-
-# Under LOCK_SLOTS: the lowest slot in [0, :limit) that is free (no row, no
-# owner, or expired), taken for :ttl seconds. No row: all are held.
-TAKE_SLOT: Final = f"""
-    WITH c AS (SELECT {NOW} AS now),
-    free AS (
-        SELECT n AS slot FROM generate_series(0, :limit::integer - 1) AS n
-         WHERE NOT EXISTS (
-                SELECT 1 FROM api_slots AS a, c
-                 WHERE a.slot = n AND a.owner IS NOT NULL AND a.expires_at > c.now)
-         ORDER BY n
-         LIMIT 1
+# An owner that holds its liveness lock but sent no heartbeat for :stale_after
+# seconds is frozen (its connections live on, its loop does not): end every
+# session of its lock connections (named :app_prefix plus the owner's own tag),
+# so the API slots it holds are free again. :owner (the caller) is spared.
+# Returns how many sessions were ended.
+FENCE_SILENT_OWNERS: Final = f"""
+    WITH silent AS (
+        SELECT h.pid FROM job_owners AS o
+          JOIN ({_HELD_OWNER_KEYS}) AS h ON h.objid = o.lock_key::bigint
+         WHERE o.heartbeat_at < {NOW} - make_interval(secs => :stale_after::float8)
+           AND o.owner <> :owner::text
+    ), tags AS (
+        SELECT a.application_name FROM pg_stat_activity AS a JOIN silent USING (pid)
+         WHERE starts_with(a.application_name, :app_prefix::text)
     )
-    INSERT INTO api_slots (slot, owner, expires_at)
-    SELECT free.slot, :owner::text, c.now + make_interval(secs => :ttl::float8) FROM free, c
-    ON CONFLICT (slot) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
-    RETURNING slot
+    SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(a.pid)) FROM pg_stat_activity AS a
+     WHERE a.datname = current_database()
+       AND a.application_name IN (SELECT application_name FROM tags)
+       AND pg_has_role(a.usesysid, 'MEMBER')  -- whose sessions we may end: else an error
 """
 
-RELEASE_SLOT: Final = """
-    UPDATE api_slots SET owner = NULL, expires_at = NULL
-     WHERE slot = :slot::integer AND owner = :owner::text
+# Session locks, run as they are on the dedicated lock connections ($1).
+# The lowest free slot in [0, $1): the Limit above the scan stops at the first
+# lock granted, so no other slot is taken.
+TRY_SLOT: Final = f"""
+    SELECT n FROM generate_series(0, $1::integer - 1) AS n
+     WHERE pg_try_advisory_lock({API_SLOT_LOCK_CLASS:d}, n)
+     LIMIT 1
+"""
+UNLOCK_SLOT: Final = f"SELECT pg_advisory_unlock({API_SLOT_LOCK_CLASS:d}, $1::integer)"
+TRY_OWNER_LOCK: Final = f"SELECT pg_try_advisory_lock({OWNER_LOCK_CLASS:d}, $1::integer)"
+UNLOCK_OWNER: Final = f"SELECT pg_advisory_unlock({OWNER_LOCK_CLASS:d}, $1::integer)"
+HOLDS_OWNER_LOCK: Final = f"""
+    SELECT EXISTS (SELECT 1 FROM ({_HELD_OWNER_KEYS}) AS held
+                    WHERE held.objid = $1::bigint AND held.pid = pg_backend_pid())
 """
 
 LOCK_RATE_KEY: Final = f"SELECT pg_advisory_xact_lock({RATE_LOCK_CLASS:d}, hashtext(:key::text))"
@@ -438,6 +480,7 @@ def job_from_row(row: asyncpg.Record) -> JobRecord:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         owner=row["owner"],
+        delivering_at=row["delivering_at"],
     )
 
 

@@ -15,7 +15,8 @@ from bot.storage.records import GuildSettings, JobRecord, JobStatus, LedgerEntry
 
 JOB_COLUMNS: Final = (
     "id, guild_id, channel_id, user_id, params, cost, units_per_image, images_total, "
-    "images_delivered, status, message_id, error, parent_job_id, created_at, updated_at, owner"
+    "images_delivered, status, message_id, error, parent_job_id, created_at, updated_at, owner, "
+    "delivering_at"
 )
 LEDGER_COLUMNS: Final = (
     "id, guild_id, user_id, job_id, delta, kind, actor_id, note, created_at, balance_after"
@@ -62,10 +63,19 @@ CAP_AND_USAGE: Final = f"""
     SELECT (SELECT daily_user_cap FROM guild_settings WHERE guild_id = :guild_id), ({USAGE})
 """
 
-# The member's open jobs in the guild, for NewJob.max_active (any owner).
+# The member's open jobs in the guild, for NewJob.max_active (any owner). A job
+# whose result is posted (message_id set) no longer counts, though not yet settled.
 OPEN_JOBS_OF_MEMBER: Final = """
     SELECT COUNT(*) FROM jobs
      WHERE guild_id = :guild_id AND user_id = :user_id AND status IN ('queued', 'running')
+       AND message_id IS NULL
+"""
+
+# Record that the result is about to be posted; only an open job may be delivered.
+MARK_DELIVERING: Final = f"""
+    UPDATE jobs SET delivering_at = :now, updated_at = :now
+     WHERE id = :job_id AND status IN ('queued', 'running')
+    RETURNING {JOB_COLUMNS}
 """
 
 INSERT_JOB: Final = f"""
@@ -208,6 +218,7 @@ def job_from_row(row: Sequence[Any]) -> JobRecord:
         created_at=parse_timestamp(row[13]),
         updated_at=parse_timestamp(row[14]),
         owner=row[15],
+        delivering_at=None if row[16] is None else parse_timestamp(row[16]),
     )
 
 

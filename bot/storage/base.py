@@ -18,7 +18,14 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypedDict
 
-from bot.storage.records import GuildSettings, JobRecord, JobStatus, LedgerEntry, NewJob
+from bot.storage.records import (
+    GuildSettings,
+    JobRecord,
+    JobStatus,
+    LedgerEntry,
+    NewJob,
+    UsageSummary,
+)
 
 __all__ = [
     "Discrepancy",
@@ -171,6 +178,14 @@ class Storage(Protocol):
         """
         ...
 
+    async def mark_delivering(self, job_id: int) -> JobRecord | None:
+        """Record that the open job's result is about to be posted (``delivering_at``).
+
+        Returns the job as it now is, or None (nothing changed) when it is unknown or
+        no longer open: its credits were settled elsewhere, so it must not be posted.
+        """
+        ...
+
     async def set_job_message(self, job_id: int, message_id: int) -> bool:
         """Remember the result message. False: no such job."""
         ...
@@ -194,6 +209,23 @@ class Storage(Protocol):
         ...
 
     async def count_ledger_entries(self, guild_id: int) -> int: ...
+
+    # -- insight (read only) ------------------------------------------------------
+
+    async def usage_summary(self, guild_id: int, *, days: int, top: int) -> UsageSummary:
+        """Spending over the last ``days`` UTC days (today included): per day, the
+        ``top`` biggest spenders, and how many members spent. A job counts on the day
+        it was reserved, net of its refund; open jobs count what they reserved."""
+        ...
+
+    async def member_results(
+        self, guild_id: int, user_id: int, *, limit: int, offset: int
+    ) -> list[JobRecord]:
+        """The member's jobs in the guild that delivered images and have a result
+        message, newest first."""
+        ...
+
+    async def count_member_results(self, guild_id: int, user_id: int) -> int: ...
 
     async def audit(self, guild_id: int | None = None) -> list[Discrepancy]:
         """Check ``sum(ledger.delta) == balance`` per guild and each job's entries."""

@@ -13,11 +13,16 @@ Concurrency model (any number of processes on one database)
   * A transaction the server aborts as a deadlock or serialisation failure is
     retried (it changed nothing); so is one whose connection failed before it
     began. A unit that fails or is cancelled is rolled back.
-  * Coordination between processes (``shared`` is True): API slots are taken
-    under one transaction advisory lock, a rate-limit key's window under an
-    advisory lock on the key's hash; both end with their transaction. The
-    per-member limit on open jobs is counted inside the reservation, after
-    the guild lock, so it holds across processes too.
+  * Coordination between processes (``shared`` is True): an API slot is a
+    session advisory lock, and so is each process's liveness (_pg_locks.py),
+    each on a connection of its own, released by the server when that
+    connection ends; a rate-limit key's window is written under a transaction
+    advisory lock on the key's hash. The per-member limit on open jobs is
+    counted inside the reservation, after the guild lock, so it holds across
+    processes too.
+  * Every connection asks the server for TCP keepalives (``KEEPALIVE``), so
+    the locks and transactions of a client whose host vanished end within
+    seconds.
   * ``lock_timeout`` bounds how long a statement waits for a lock held by
     another session (advisory locks included);
     ``idle_in_transaction_session_timeout`` frees the locks of a client that
@@ -41,6 +46,8 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from bot.storage import _pg_sql as sql
+from bot.storage._pg_insight import PostgresInsight
+from bot.storage._pg_locks import KEEPALIVE, LOCKS_APPLICATION, SessionLocks
 from bot.storage._pg_setup import (
     DATABASE_ERRORS,
     MIGRATION_LOCK_KEY,
@@ -104,7 +111,7 @@ def _discard_if_broken(conn: Connection, error: BaseException) -> None:
         conn.terminate()
 
 
-class PostgresStorage:
+class PostgresStorage(PostgresInsight):
     """:class:`~bot.storage.base.Storage` on a PostgreSQL database."""
 
     #: Several bot processes may share the database: they coordinate API slots
@@ -112,12 +119,19 @@ class PostgresStorage:
     shared: bool = True
 
     def __init__(
-        self, pool: asyncpg.Pool, target: PgTarget, clock: Clock | None, lock_timeout: float
+        self,
+        pool: asyncpg.Pool,
+        target: PgTarget,
+        clock: Clock | None,
+        lock_timeout: float,
+        settings: dict[str, str] | None = None,
     ) -> None:
         self._pool = pool
         self._target = target
         self._clock = clock
         self._lock_timeout = lock_timeout
+        self._server_settings = dict(settings or {})
+        self._locks = SessionLocks(self._connect_for_locks)
         self._closed = False
 
     @classmethod
@@ -142,6 +156,7 @@ class PostgresStorage:
             "TimeZone": "UTC",
             "lock_timeout": f"{round(lock_timeout * 1000):d}ms",
             "idle_in_transaction_session_timeout": f"{round(IDLE_IN_TRANSACTION_TIMEOUT):d}s",
+            **KEEPALIVE,
         }
         try:
             pool = await asyncpg.create_pool(
@@ -153,7 +168,7 @@ class PostgresStorage:
             )
         except (*DATABASE_ERRORS, ValueError) as error:
             raise connect_error(error, target) from None
-        storage = cls(pool, target, clock, lock_timeout)
+        storage = cls(pool, target, clock, lock_timeout, settings)
         try:
             await storage._check_server()
             await storage._migrate()
@@ -171,12 +186,25 @@ class PostgresStorage:
         if self._closed:
             return
         self._closed = True
+        await self._locks.close()
         try:
             await asyncio.wait_for(self._pool.close(), timeout=CLOSE_TIMEOUT)
         except (TimeoutError, asyncpg.InterfaceError, OSError):
             self._pool.terminate()
 
     # -- plumbing ----------------------------------------------------------------
+
+    async def _connect_for_locks(self, tag: str) -> asyncpg.Connection:
+        """A connection outside the pool, for session locks: the pool's settings, and
+        a name ending in ``tag`` (see FENCE_SILENT_OWNERS)."""
+        self._check_open()
+        settings = {**self._server_settings, "application_name": LOCKS_APPLICATION + tag}
+        try:
+            return await asyncpg.connect(
+                self._target.dsn, timeout=CONNECT_TIMEOUT, server_settings=settings
+            )
+        except DATABASE_ERRORS as error:
+            raise self._error(error) from None
 
     def _now(self) -> datetime | None:
         """The test clock's instant, or None: the server's clock then stamps rows."""
@@ -589,6 +617,13 @@ class PostgresStorage:
 
         return await self._write(work)
 
+    async def mark_delivering(self, job_id: int) -> JobRecord | None:
+        async def work(conn: Connection) -> JobRecord | None:
+            row = await self._row(conn, sql.MARK_DELIVERING, job_id=job_id, now=self._now())
+            return None if row is None else sql.job_from_row(row)
+
+        return await self._write(work)
+
     async def set_job_message(self, job_id: int, message_id: int) -> bool:
         async def work(conn: Connection) -> bool:
             changed = await self._execute(
@@ -720,20 +755,57 @@ class PostgresStorage:
     # -- processes sharing the database ----------------------------------------------
 
     async def heartbeat(self, owner: str) -> None:
+        """Record that ``owner`` is alive; its first heartbeat (or the first after its
+        lock connection was lost) takes its liveness lock and forgets dead owners."""
+        self._check_open()
+        try:
+            key = await self._locks.owner_key(owner)
+            fresh = key is None
+            if key is None:
+                key = await self._locks.hold_owner(owner)
+        except DATABASE_ERRORS as error:
+            raise self._error(error) from None
+
         async def work(conn: Connection) -> None:
-            await self._execute(conn, sql.HEARTBEAT, owner=owner, now=self._now())
+            await self._execute(conn, sql.HEARTBEAT, owner=owner, lock_key=key, now=self._now())
+            if fresh:
+                await self._execute(conn, sql.FORGET_DEAD_OWNERS)
 
         await self._write(work)
 
     async def release_owner(self, owner: str) -> None:
+        self._check_open()
+        try:
+            await self._locks.release_owner_slots(owner)
+            await self._locks.drop_owner(owner)
+        except DATABASE_ERRORS as error:
+            raise self._error(error) from None
+
         async def work(conn: Connection) -> None:
             await self._execute(conn, sql.FORGET_OWNER, owner=owner)
-            await self._execute(conn, sql.RELEASE_OWNER_SLOTS, owner=owner)
 
         await self._write(work)
 
     async def recoverable_jobs(self, owner: str | None, *, stale_after: float) -> list[JobRecord]:
+        """As the protocol says; with an ``owner`` (a process sharing the database), first
+        end the lock sessions of processes frozen for ``stale_after`` (their slots free up)."""
+
         async def work(conn: Connection) -> list[JobRecord]:
+            if owner is not None:
+                fenced = await self._row(
+                    conn,
+                    sql.FENCE_SILENT_OWNERS,
+                    owner=owner,
+                    stale_after=float(stale_after),
+                    app_prefix=LOCKS_APPLICATION,
+                    now=self._now(),
+                )
+                if fenced is not None and fenced[0]:
+                    log.warning(
+                        "ended %d database session(s) of processes silent for %ds",
+                        fenced[0],
+                        stale_after,
+                    )
             rows = await self._fetch(
                 conn,
                 sql.RECOVERABLE_JOBS,
@@ -746,25 +818,18 @@ class PostgresStorage:
         return await self._read(work)
 
     async def acquire_slot(self, owner: str, *, limit: int, ttl: float) -> int | None:
+        """Take one of ``limit`` slots as a session lock: it is held until released
+        or until this process's connection ends, so ``ttl`` (for leases) is unused."""
         if limit < 0 or not ttl > 0:
             raise ValueError("acquire_slot needs limit >= 0 and ttl > 0")
-
-        async def work(conn: Connection) -> int | None:
-            # One acquirer at a time across every process; the statement after
-            # the lock sees every slot taken or released before it was granted.
-            await conn.execute(sql.LOCK_SLOTS)
-            row = await self._row(
-                conn, sql.TAKE_SLOT, limit=limit, owner=owner, ttl=float(ttl), now=self._now()
-            )
-            return None if row is None else int(row["slot"])
-
-        return await self._write(work)
+        self._check_open()
+        try:
+            return await self._locks.take_slot(owner, limit)
+        except DATABASE_ERRORS as error:
+            raise self._error(error) from None
 
     async def release_slot(self, owner: str, slot: int) -> None:
-        async def work(conn: Connection) -> None:
-            await self._execute(conn, sql.RELEASE_SLOT, slot=slot, owner=owner)
-
-        await self._write(work)
+        await self._locks.release_slot(owner, slot)
 
     async def take_rate_token(self, key: str, *, limit: int, period: float) -> float:
         if limit < 1 or not period > 0:

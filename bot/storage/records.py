@@ -8,18 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 __all__ = [
     "OPEN_STATUSES",
+    "DailySpend",
     "GuildSettings",
     "JobRecord",
     "JobStatus",
     "LedgerEntry",
     "LedgerKind",
+    "MemberSpend",
     "NewJob",
+    "UsageSummary",
 ]
 
 
@@ -71,6 +74,13 @@ class JobRecord:
     created_at: datetime
     updated_at: datetime
     owner: str | None = None
+    #: When the bot began posting the result (None: not yet). An open job with it
+    #: set is being delivered: recovery decides it from the channel (bot.recovery).
+    delivering_at: datetime | None = None
+
+    @property
+    def delivering(self) -> bool:
+        return self.status.is_open and self.delivering_at is not None
 
 
 @dataclass(frozen=True)
@@ -129,3 +139,60 @@ class NewJob:
     @property
     def cost(self) -> int:
         return self.units_per_image * self.images_total
+
+
+@dataclass(frozen=True)
+class DailySpend:
+    """One UTC day of a guild's spending: jobs created that day and what they cost.
+
+    ``credits`` is net of refunds (what was reserved minus what came back).
+    """
+
+    day: date
+    credits: int
+    refunded: int
+    jobs: int
+
+
+@dataclass(frozen=True)
+class MemberSpend:
+    """What one member's jobs over a period cost, net of refunds."""
+
+    user_id: int
+    credits: int
+    jobs: int
+
+
+@dataclass(frozen=True)
+class UsageSummary:
+    """A guild's spending from ``first_day`` to ``last_day`` (UTC days, both included).
+
+    ``days`` holds only the days with jobs, oldest first; ``top_members`` the
+    biggest spenders, biggest first; ``members`` how many members spent at all.
+    """
+
+    guild_id: int
+    first_day: date
+    last_day: date
+    days: tuple[DailySpend, ...]
+    top_members: tuple[MemberSpend, ...]
+    members: int
+
+    @property
+    def credits(self) -> int:
+        return sum(day.credits for day in self.days)
+
+    @property
+    def refunded(self) -> int:
+        return sum(day.refunded for day in self.days)
+
+    @property
+    def jobs(self) -> int:
+        return sum(day.jobs for day in self.days)
+
+    def every_day(self) -> list[DailySpend]:
+        """One entry per day of the period, days without jobs as zeros."""
+        known = {day.day: day for day in self.days}
+        count = (self.last_day - self.first_day).days + 1
+        dates = (self.first_day + timedelta(days=n) for n in range(count))
+        return [known.get(d) or DailySpend(d, 0, 0, 0) for d in dates]

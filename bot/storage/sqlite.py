@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
 from bot.storage import _sqlite_sql as sql
+from bot.storage._sqlite_insight import SQLiteInsight
 from bot.storage._sqlite_setup import (
     MIN_SQLITE_VERSION,
     day_start,
@@ -154,7 +155,7 @@ def _rollback(db: Db, where: str) -> None:
 # -- the backend -------------------------------------------------------------------
 
 
-class SQLiteStorage:
+class SQLiteStorage(SQLiteInsight):
     """:class:`~bot.storage.base.Storage` on one SQLite file (or ``:memory:``)."""
 
     #: One bot process per SQLite file: slots and the request rate stay in the
@@ -741,6 +742,11 @@ class SQLiteStorage:
             return Settled(job, balance)
 
         return await self._write(body)
+
+    async def mark_delivering(self, job_id: int) -> JobRecord | None:
+        params = {"job_id": job_id, "now": timestamp(self._now())}
+        row = await self._write(lambda db: _one(db, sql.MARK_DELIVERING, params))
+        return None if row is None else sql.job_from_row(row)
 
     async def set_job_message(self, job_id: int, message_id: int) -> bool:
         changed = await self._write(

@@ -35,6 +35,7 @@ from discord.ext import commands
 from bot.credits import CreditError, GuildSettings
 from bot.errors import UserFacingError
 from bot.i18n import _N, _NP, t, tn
+from bot.jobs import QueueBusy
 from bot.logs import job_context
 from bot.replies import reply_private
 from bot.segmind import MAX_SEED, InvalidRequest, Txt2ImgRequest, build_request
@@ -263,6 +264,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 interaction,
                 _N("The bot is restarting. Nothing was charged; please try again in a minute."),
             )
+            return
+        try:
+            # Over the bot-wide cap: say so at once, as the first response; nothing is spent.
+            self.bot.jobs.backlog.check_room(request.samples)
+        except QueueBusy as error:
+            await reply_private(interaction, error.user_message)
             return
         defer = asyncio.get_running_loop().create_task(_defer(interaction))
         try:

@@ -1,10 +1,10 @@
 """The Discord side of a job: a throttled private status line and the public result message.
 
-The command is deferred ephemerally, so the status ("Queued: #3 in line",
-"Generating 2/4…") and any error are seen by the requester only, while the
-result is posted to the channel for everyone. The result is a channel message,
-not an interaction reply, so it is delivered even when the job ends after the
-interaction token's 15 minutes.
+The command is deferred ephemerally, so the status ("⏳ #3 in line · about 2 min",
+"🎨 Generating 2/4…", kept current by :mod:`bot.status_board`) and any error are
+seen by the requester only, while the result is posted to the channel for
+everyone. The result is a channel message, not an interaction reply, so it is
+delivered even when the job ends after the interaction token's 15 minutes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from bot.credits import CommitResult
 from bot.i18n import _NP, render, t, tn
 from bot.image_store import HeldImage
 from bot.jobs import Job, JobProgress
+from bot.recovery import delivery_nonce
 
 from ._buttons import result_view
 from ._render import pack_files, prepare_files, result_embed, status_text
@@ -96,6 +97,10 @@ class StatusMessage:
             if wait > 0:
                 await asyncio.sleep(wait)  # throttling, not synchronisation
             text, self._pending = self._pending, None
+            if self._interaction.is_expired():
+                # Past the token's 15 minutes: Discord would refuse it; save the request.
+                self.alive = False
+                break
             try:
                 await self._interaction.edit_original_response(
                     content=text, allowed_mentions=discord.AllowedMentions.none()
@@ -130,13 +135,8 @@ class ChannelDelivery:
         self._upload_limit = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
         self._message: discord.Message | None = None
         self._note = ""
-        self._shown_progress = False
 
     async def progress(self, job: Job, progress: JobProgress) -> None:
-        if progress.state == "generating" and progress.done == 0 and not self._shown_progress:
-            # Started at once: Discord's own "thinking…" already says it; one edit saved.
-            return
-        self._shown_progress = True
         self._status.show(status_text(progress, job.record.cost, self._locale))
 
     async def deliver(self, job: Job, images: Sequence[HeldImage]) -> int:
@@ -167,6 +167,9 @@ class ChannelDelivery:
             content += f" {render(self._guild_locale, self._note)}"
         delivered = 0
         for number, group in enumerate(groups):
+            # The same nonce on a retried post (discord.py retries 5xx) makes Discord
+            # return the first message, with enforce_nonce, instead of posting twice.
+            nonce = delivery_nonce(job.id, number)
             try:
                 if number == 0:
                     message = await self._channel.send(
@@ -175,6 +178,7 @@ class ChannelDelivery:
                         files=[file.to_file() for file in group],
                         view=result_view(job.id, self._guild_locale),
                         allowed_mentions=discord.AllowedMentions.none(),
+                        nonce=nonce,
                     )
                     self._message = message
                 elif self._message is not None:
@@ -190,6 +194,7 @@ class ChannelDelivery:
                         allowed_mentions=discord.AllowedMentions.none(),
                         reference=self._message,
                         mention_author=False,
+                        nonce=nonce,
                     )
             except discord.HTTPException:
                 if delivered == 0:

@@ -6,19 +6,20 @@ import asyncio
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import discord
 
-from bot.i18n import LocaleLike, format_number, t, tn
+from bot.i18n import LocaleLike, ShortDuration, format_number, t, tn
 from bot.image_store import HeldImage
 from bot.images import fit_jpeg
 from bot.jobs import JobProgress
 from bot.segmind import Txt2ImgRequest
+from bot.status_board import describe_eta
 
 __all__ = [
     "PreparedFile",
     "pack_files",
-    "plural",
     "prepare_files",
     "result_embed",
     "status_text",
@@ -29,35 +30,28 @@ _PAYLOAD_HEADROOM = 64 * 1024
 _MAX_FILES_PER_MESSAGE = 10
 
 
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
 def status_text(progress: JobProgress, cost: int, locale: LocaleLike = None) -> str:
-    """The requester's status line, in their language."""
+    """The private status line in the requester's language: place and estimate while
+    queued, time running while generating."""
     if progress.state == "queued":
-        if progress.position:
-            return tn(
-                locale,
-                "⏳ Queued: #{position} in line. {count} credit reserved.",
-                "⏳ Queued: #{position} in line. {count} credits reserved.",
-                cost,
-                position=progress.position,
-            )
-        return tn(
-            locale,
-            "⏳ Queued: waiting for a slot. {count} credit reserved.",
-            "⏳ Queued: waiting for a slot. {count} credits reserved.",
-            cost,
-        )
+        parts = [
+            t(locale, "#{position} in line", position=progress.position)
+            if progress.position
+            else t(locale, "waiting for a slot")
+        ]
+        if progress.eta is not None:
+            parts.append(describe_eta(progress.eta).render(locale))
+        parts.append(tn(locale, "{count} credit reserved", "{count} credits reserved", cost))
+        return "⏳ " + " · ".join(parts)
     if progress.total == 1:
-        return t(locale, "🎨 Generating your image…")
-    return t(
-        locale,
-        "🎨 Generating {done}/{total}…",
-        done=min(progress.done + 1, progress.total),
-        total=progress.total,
-    )
+        line = t(locale, "🎨 Generating your image…")
+    else:
+        done, total = min(progress.done + 1, progress.total), progress.total
+        line = t(locale, "🎨 Generating {done}/{total}…", done=done, total=total)
+    if progress.elapsed is not None and progress.elapsed >= 10:
+        running = ShortDuration(timedelta(seconds=progress.elapsed))
+        line += " · " + t(locale, "{duration} so far", duration=running)
+    return line
 
 
 def _size(request: Txt2ImgRequest) -> str:

@@ -123,3 +123,20 @@ def test_database_password_counts_as_a_secret() -> None:
     assert "p%40ss-w0rd" in settings.secrets()
     assert "p@ss-w0rd" in settings.secrets()
     assert make(database_url="postgresql+asyncpg://bot@db/imagine").secrets() == ("t0ken", "k3y")
+
+
+def test_segmind_balance_watch_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make()
+    assert settings.segmind_balance_alert == 1.0
+    assert settings.segmind_alert_channel_id is None
+    monkeypatch.setenv("DISCORD_TOKEN", "t")
+    monkeypatch.setenv("SEGMIND_API_KEY", "k")
+    monkeypatch.setenv("SEGMIND_BALANCE_ALERT", "2.5")
+    monkeypatch.setenv("SEGMIND_ALERT_CHANNEL_ID", "")
+    loaded = load_settings(None)
+    assert (loaded.segmind_balance_alert, loaded.segmind_alert_channel_id) == (2.5, None)
+    monkeypatch.setenv("SEGMIND_ALERT_CHANNEL_ID", "123456789012345678")
+    assert load_settings(None).segmind_alert_channel_id == 123456789012345678
+    monkeypatch.setenv("SEGMIND_BALANCE_ALERT", "-1")
+    with pytest.raises(ConfigError, match="SEGMIND_BALANCE_ALERT"):
+        load_settings(None)

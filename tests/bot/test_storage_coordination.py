@@ -290,6 +290,12 @@ async def test_recoverable_jobs_leave_a_live_process_alone(
 
     everything = [mine.id, unowned.id, dead.id, ghost.id, live.id]
     assert ids(await storage.recoverable_jobs(None, stale_after=60)) == everything
+    # a longer silence allowed: only unowned jobs and a never-seen owner's (asked
+    # first: on PostgreSQL, a recovery by a process fences those silent too long)
+    assert ids(await storage.recoverable_jobs("nobody", stale_after=200)) == [
+        unowned.id,
+        ghost.id,
+    ]
     recoverable = await storage.recoverable_jobs("me", stale_after=60)
     assert ids(recoverable) == [mine.id, unowned.id, dead.id, ghost.id]
     assert [job.owner for job in recoverable] == ["me", None, "dead", "ghost"]
@@ -301,10 +307,6 @@ async def test_recoverable_jobs_leave_a_live_process_alone(
         mine.id,
         unowned.id,
         dead.id,
-        ghost.id,
-    ]
-    assert ids(await storage.recoverable_jobs("nobody", stale_after=200)) == [
-        unowned.id,
         ghost.id,
     ]
 
@@ -376,6 +378,9 @@ async def test_slots_are_taken_lowest_first_and_released(storage: Storage) -> No
     await storage.release_slot("a", 9)  # never existed: nothing happens
 
 
+# SQLite's slots are leases that expire; PostgreSQL's are session locks that end
+# with their connection (tests/bot/test_pg_session_locks.py).
+@pytest.mark.parametrize("backend", ["sqlite"])
 async def test_an_expired_slot_is_free_again(clocked: Storage, clock: FakeClock) -> None:
     storage = clocked
     assert await storage.acquire_slot("a", limit=1, ttl=10) == 0
@@ -389,6 +394,7 @@ async def test_an_expired_slot_is_free_again(clocked: Storage, clock: FakeClock)
     assert await storage.acquire_slot("c", limit=1, ttl=10) == 0
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 async def test_a_slot_expires_in_real_time(storage: Storage, second: Storage) -> None:
     assert await storage.acquire_slot("a", limit=1, ttl=0.2) == 0
     assert await second.acquire_slot("b", limit=1, ttl=0.2) is None
@@ -592,6 +598,45 @@ async def test_an_older_database_migrates_forward_keeping_its_data(
     assert await schema_version(database_url) == len(everything)
 
 
+async def _job_at_0002(
+    url: str, guild: int, user: int, owner: str | None, *, refunded: bool = False
+) -> int:
+    """A 2-credit job reserved (and maybe refunded) as schema version 2 stored it."""
+    moment = timestamp(T0)
+    await raw_execute(
+        url,
+        "INSERT INTO jobs (guild_id, channel_id, user_id, params, cost, units_per_image, "
+        "images_total, status, created_at, updated_at, finished_at, owner) "
+        "VALUES (?, ?, ?, '{}', 2, 2, 1, ?, ?, ?, ?, ?)",
+        guild,
+        CHANNEL,
+        user,
+        "refunded" if refunded else "queued",
+        moment,
+        moment,
+        moment if refunded else None,
+        owner,
+    )
+    for kind, delta in [("reserve", -2), ("refund", 2)][: 2 if refunded else 1]:
+        await raw_execute(
+            url, "UPDATE guilds SET balance = balance + ? WHERE guild_id = ?", delta, guild
+        )
+        await raw_execute(
+            url,
+            "INSERT INTO ledger (guild_id, user_id, job_id, delta, kind, balance_after, "
+            "created_at) VALUES (?, ?, (SELECT MAX(id) FROM jobs), ?, ?, "
+            "(SELECT balance FROM guilds WHERE guild_id = ?), ?)",
+            guild,
+            user,
+            delta,
+            kind,
+            guild,
+            moment,
+        )
+    [(job_id,)] = await raw_fetch(url, "SELECT MAX(id) FROM jobs")
+    return int(job_id)
+
+
 def _job_indexes(url: str) -> set[str]:
     with contextlib.closing(sqlite3.connect(Path(sqlite_path(url)))) as other:
         rows = other.execute(
@@ -623,13 +668,15 @@ async def test_sqlite_0003_leaves_open_job_lookups_on_the_open_jobs_index(
         patch.setattr("bot.storage.sqlite.load_migrations", lambda: everything[:2])
         old = await open_storage(url)
         try:
-            settled = await reserved(old, new_job())
-            await refund(old, settled)
-            mine = await reserved(old, new_job(owner="me"))
-            unowned = await reserved(old, new_job(user=OTHER_USER))
-            elsewhere = await reserved(old, new_job(guild=OTHER_GUILD, owner="other"))
+            for guild in (GUILD, OTHER_GUILD):
+                await old.ensure_guild(guild, default_credits=DEFAULT)
         finally:
             await old.close()
+    # The jobs as that version wrote them (today's code reads columns added later).
+    settled = await _job_at_0002(url, GUILD, USER, None, refunded=True)
+    mine = await _job_at_0002(url, GUILD, USER, "me")
+    unowned = await _job_at_0002(url, GUILD, OTHER_USER, None)
+    elsewhere = await _job_at_0002(url, OTHER_GUILD, USER, "other")
     assert await schema_version(url) == 2
     assert {"jobs_status", "jobs_open_owner"} <= _job_indexes(url)
 
@@ -638,22 +685,24 @@ async def test_sqlite_0003_leaves_open_job_lookups_on_the_open_jobs_index(
         assert await schema_version(url) == len(everything)
         assert _job_indexes(url) == {"jobs_guild_user_time", "jobs_open_member"}
         # the data and every lookup by status are as before
-        open_ids = [mine.id, unowned.id, elsewhere.id]
+        open_ids = [mine, unowned, elsewhere]
         assert ids(await storage.list_jobs(statuses={JobStatus.QUEUED, JobStatus.RUNNING})) == (
             open_ids
         )
         assert ids(await storage.list_jobs(statuses={JobStatus.QUEUED}, guild_id=GUILD)) == [
-            mine.id,
-            unowned.id,
+            mine,
+            unowned,
         ]
-        assert ids(await storage.list_jobs(statuses={JobStatus.REFUNDED})) == [settled.id]
+        assert ids(await storage.list_jobs(statuses={JobStatus.REFUNDED})) == [settled]
         assert ids(await storage.recoverable_jobs(None, stale_after=60)) == open_ids
         await storage.heartbeat("other")
-        assert ids(await storage.recoverable_jobs("me", stale_after=60)) == [mine.id, unowned.id]
+        assert ids(await storage.recoverable_jobs("me", stale_after=60)) == [mine, unowned]
         assert await reserve(storage, new_job(max_active=1)) == ReserveRejected(
             "too_many_jobs", balance=DEFAULT - 4, cost=2, used=1
         )
-        await refund(storage, mine)
+        mine_job = await storage.get_job(mine)
+        assert mine_job is not None
+        await refund(storage, mine_job)
         assert ids(await storage.recoverable_jobs(None, stale_after=60)) == open_ids[1:]
         assert await storage.audit() == []
     finally:
@@ -666,3 +715,25 @@ async def test_sqlite_0003_leaves_open_job_lookups_on_the_open_jobs_index(
     assert "USING INDEX jobs_open_member" in _plan(
         url, sql.OPEN_JOBS_OF_MEMBER, {"guild_id": GUILD, "user_id": USER}
     )
+
+
+async def test_a_posted_job_no_longer_counts_against_max_active(storage: Storage) -> None:
+    first = await reserved(storage, new_job(max_active=1))
+    assert isinstance(await reserve(storage, new_job(max_active=1)), ReserveRejected)
+    marked = await storage.mark_delivering(first.id)
+    assert marked is not None and marked.delivering and marked.status.is_open
+    # Being posted still counts (the post may fail); posted, it no longer does.
+    assert isinstance(await reserve(storage, new_job(max_active=1)), ReserveRejected)
+    assert await storage.set_job_message(first.id, 42)
+    second = await reserved(storage, new_job(max_active=1))
+    assert (await storage.get_job(first.id)).status.is_open  # type: ignore[union-attr]
+    assert isinstance(await reserve(storage, new_job(max_active=1)), ReserveRejected)
+    assert second.delivering_at is None
+
+
+async def test_only_an_open_job_can_be_marked_delivering(storage: Storage) -> None:
+    job = await reserved(storage, new_job())
+    await refund(storage, job)
+    assert await storage.mark_delivering(job.id) is None
+    assert await storage.mark_delivering(10**12) is None
+    assert (await storage.get_job(job.id)).delivering_at is None  # type: ignore[union-attr]

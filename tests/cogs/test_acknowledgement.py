@@ -46,6 +46,10 @@ class StubInteraction:
     def __init__(self, response: StubResponse | None = None) -> None:
         self.response = response or StubResponse()
         self.edits: list[str] = []
+        self.expired = False
+
+    def is_expired(self) -> bool:
+        return self.expired
 
     async def edit_original_response(self, *, content: str, **kwargs: Any) -> None:
         self.edits.append(content)
@@ -144,3 +148,14 @@ async def test_status_line_without_a_defer_edits_at_once() -> None:
     status = StatusMessage(interaction(stub), min_interval=0)
     assert await status.final("✅ Done!") is True
     assert stub.edits == ["✅ Done!"]
+
+
+async def test_status_line_stops_editing_once_the_token_has_expired() -> None:
+    stub = StubInteraction()
+    status = StatusMessage(interaction(stub), min_interval=0)
+    assert await status.final("⏳ #3 in line · about 14 min") is True
+    stub.expired = True  # 15 minutes later
+    status.show("⏳ #1 in line · under a minute")
+    assert await status.final("✅ Done!") is False
+    assert stub.edits == ["⏳ #3 in line · about 14 min"]  # no request after the expiry
+    assert status.alive is False

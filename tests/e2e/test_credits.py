@@ -91,7 +91,7 @@ async def test_credits_group_is_synced_for_servers_only(world: World) -> None:
         with pytest.raises(CommandUnavailableError, match="not available in DMs"):
             await credits(world, "balance", channel=discord.dm_channel)
     subcommands = {o["name"] for o in group["options"] if o["type"] == SUBCOMMAND}
-    assert subcommands == {"balance", "history", "limits", "grant", "set"}
+    assert subcommands == {"balance", "history", "usage", "limits", "grant", "set"}
     assert group.get("contexts") == [0] or group.get("dm_permission") is False
     assert all(o.get("description") for o in group["options"])
 

@@ -6,6 +6,7 @@ interactions carry ``locale`` (the member's) and ``guild_locale`` (the server's)
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Any
 
@@ -29,8 +30,9 @@ async def test_a_german_member_is_refused_and_kept_posted_in_german(world: World
         await world.imagine({"prompt": "first"})  # an English member holds the only slot
         await world.segmind.wait_for_requests(1)
         queued = await world.imagine({"prompt": "ein Leuchtturm"}, user=german, locale="de")
-        status = await world.reply(queued, "⏳ In der Warteschlange: Platz 1.")
-        assert "1 Credit reserviert." in status.content
+        status = await world.reply(queued, "⏳ Platz 1 in der Warteschlange · ")
+        assert status.content.endswith(" · 1 Credit reserviert")
+        assert re.search(r" · (weniger als eine Minute|etwa \d+ Min\.) · ", status.content)
         done = await world.reply(queued, "✅ Fertig!")
         assert "1 Credit verbraucht" in done.content
         await bot.jobs.wait_idle()
@@ -56,7 +58,8 @@ async def test_a_japanese_member_is_refused_and_kept_posted_in_japanese(world: W
         await world.imagine({"prompt": "first"})
         await world.segmind.wait_for_requests(1)
         queued = await world.imagine({"prompt": "富士山"}, user=japanese, locale="ja")
-        await world.reply(queued, "⏳ 順番待ち：1 番目。1 クレジットを確保しました。")
+        status = await world.reply(queued, "⏳ 1 番目 · ")
+        assert re.search(r" · (1分未満|約\d+ 分) · 1 クレジット確保済み$", status.content)
         second = await world.imagine({"prompt": "桜"}, user=japanese, locale="ja")
         refusal = await world.reply(second, "進行中の画像ジョブがすでに 1 件あります")
         assert "上限は 1 件" in refusal.content and refusal.ephemeral
@@ -67,6 +70,23 @@ async def test_a_japanese_member_is_refused_and_kept_posted_in_japanese(world: W
         balance = await world.discord.slash("credits balance", user=japanese, locale="ja")
         answer = await world.reply(balance, "💰")
         assert answer.content.startswith("💰 このサーバーの残高は **99 クレジット** です。")
+
+
+async def test_a_busy_bot_answers_a_german_member_in_german(world: World) -> None:
+    members = [world.discord.add_member(world.discord.guild, f"m{i}") for i in range(3)]
+    async with world.running(max_concurrent_jobs=1, max_waiting_images=1) as bot:
+        world.segmind.pause()
+        await world.imagine({"prompt": "running"}, user=members[0])
+        await world.segmind.wait_for_requests(1)
+        await world.imagine({"prompt": "waiting"}, user=members[1])
+        await world.discord.wait_for(lambda: bot.jobs.depth == 1, what="one job waiting")
+        busy = await world.imagine({"prompt": "zu viel"}, user=members[2], locale="de")
+        reply = await world.reply(busy, "🚦")
+        assert reply.content.startswith("🚦 Ich habe gerade sehr viel zu tun: 1 Bild wartet, ")
+        assert re.search(r"ich brauche (weniger als eine Minute|etwa \d+ Min\.),", reply.content)
+        assert "Es wurde nichts berechnet" in reply.content and reply.ephemeral
+        world.segmind.resume()
+        await bot.jobs.wait_idle()
 
 
 async def test_the_channel_sees_the_servers_language_and_the_member_their_own(

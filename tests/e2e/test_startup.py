@@ -20,6 +20,8 @@ async def test_every_extension_loads_and_registers_its_commands(world: World) ->
         "credits limits",
         "credits grant",
         "credits set",
+        "credits usage",
+        "gallery",
     } <= names
 
 
@@ -31,7 +33,7 @@ async def test_commands_sync_once_and_not_again_on_restart(world: World) -> None
     syncs = world.discord.command_syncs
     assert len(syncs) == 1
     assert syncs[0].guild_id is None
-    assert {c["name"] for c in syncs[0].payload} == {"imagine", "credits"}
+    assert {c["name"] for c in syncs[0].payload} == {"imagine", "credits", "gallery"}
 
 
 async def test_dev_guild_gets_the_commands_instantly(world: World) -> None:
@@ -40,7 +42,7 @@ async def test_dev_guild_gets_the_commands_instantly(world: World) -> None:
         pass
     [sync] = world.discord.command_syncs
     assert sync.guild_id == guild_id
-    assert {c["name"] for c in sync.payload} == {"imagine", "credits"}
+    assert {c["name"] for c in sync.payload} == {"imagine", "credits", "gallery"}
 
 
 async def test_a_failed_sync_is_retried_at_the_next_start(world: World) -> None:

@@ -1,18 +1,31 @@
-"""What ``/credits`` says: amounts, ledger lines and the limits summary, in the reader's locale."""
+"""The text ``/credits`` shows, in the reader's locale: amounts, ledger lines, limits, the cost
+table; and the parsing of what owners type (server ids, blocked words)."""
 
 from __future__ import annotations
+
+import re
 
 import discord
 
 from bot.credits import GuildSettings, LedgerEntry
 from bot.i18n import _N, LocaleLike, t, tn
 
-__all__ = ["COST_TABLE", "credit_amount", "entry_line", "limits_text"]
+__all__ = [
+    "COST_TABLE",
+    "cannot_post",
+    "credit_amount",
+    "entry_line",
+    "limits_text",
+    "parse_guild_id",
+    "words_key",
+]
 
 COST_TABLE = _N(
     "1 credit per 512×512 image · 2 per 512×1024 or 1024×512 · 4 per 1024×1024. "
     "`samples` multiplies the cost."
 )
+_SNOWFLAKE = re.compile(r"[0-9]{15,20}")
+_MAX_SNOWFLAKE = 2**63 - 1  # what the ledger (SQLite / PostgreSQL BIGINT) can hold
 _SIGNS = {"grant": "🪙", "set": "✏️", "reserve": "⏳", "refund": "↩️", "commit": "✅"}
 
 
@@ -34,6 +47,28 @@ def entry_line(entry: LedgerEntry, locale: LocaleLike = None) -> str:
     if entry.note:
         parts.append(discord.utils.escape_markdown(entry.note[:80]))
     return " · ".join(parts)
+
+
+def words_key(word: str) -> str:
+    """How blocked words compare: case-insensitive, runs of spaces as one (as the ledger does)."""
+    return " ".join(word.split()).casefold()
+
+
+def parse_guild_id(text: str) -> int | None:
+    """A server id typed by an owner, or None when it cannot be one."""
+    text = text.strip()
+    if not _SNOWFLAKE.fullmatch(text):
+        return None
+    value = int(text)
+    return value if 0 < value <= _MAX_SNOWFLAKE else None
+
+
+def cannot_post(channel: discord.abc.GuildChannel) -> bool:
+    me: discord.Member | None = channel.guild.me  # None while the guild is not cached yet
+    if me is None:
+        return False
+    permissions = channel.permissions_for(me)
+    return not (permissions.view_channel and permissions.send_messages)
 
 
 def limits_text(settings: GuildSettings, locale: LocaleLike = None) -> str:

@@ -1,8 +1,8 @@
-"""``/credits``: a server's balance, ledger history, members' limits, and minting for owners.
+"""The ``/credits`` cog: who may do what is checked here, in code.
 
-Who may do what is checked here, in code: everyone sees the balance; Manage Server
-reads the history and sets limits; only the bot's owners (the application owner
-and ``OWNER_IDS``) grant or set credits. Every answer is private and pings no one.
+Everyone sees the balance; Manage Server reads the history and the usage chart and sets
+limits; only the bot's owners (the application owner and ``OWNER_IDS``) grant or set
+credits. Every answer is private and pings no one.
 """
 
 from __future__ import annotations
@@ -16,44 +16,31 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.i18n import _N, LocaleLike, t
+from bot.insight import DEFAULT_DAYS, MAX_DAYS
 from bot.replies import reply_private
+from cogs._paging import page_button, pager
 
-from ._credits_text import COST_TABLE, credit_amount, entry_line, limits_text
+from ._text import (
+    COST_TABLE,
+    cannot_post,
+    credit_amount,
+    entry_line,
+    limits_text,
+    parse_guild_id,
+    words_key,
+)
+from ._usage import send_usage_chart
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
 
-__all__ = ["CreditsCog", "HistoryPageButton", "setup"]
+__all__ = ["CreditsCog", "HistoryPageButton"]
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 10
 MAX_AMOUNT = 1_000_000_000
-_SNOWFLAKE = re.compile(r"[0-9]{15,20}")
-_MAX_SNOWFLAKE = 2**63 - 1  # what the ledger (SQLite / PostgreSQL BIGINT) can hold
 HISTORY_NEEDS_MANAGE_SERVER = _N("You need the Manage Server permission to see the history.")
-
-
-def _words_key(word: str) -> str:
-    """How blocked words compare: case-insensitive, runs of spaces as one (as the ledger does)."""
-    return " ".join(word.split()).casefold()
-
-
-def _parse_guild_id(text: str) -> int | None:
-    """A server id typed by an owner, or None when it cannot be one."""
-    text = text.strip()
-    if not _SNOWFLAKE.fullmatch(text):
-        return None
-    value = int(text)
-    return value if 0 < value <= _MAX_SNOWFLAKE else None
-
-
-def _cannot_post(channel: discord.abc.GuildChannel) -> bool:
-    me: discord.Member | None = channel.guild.me  # None while the guild is not cached yet
-    if me is None:
-        return False
-    permissions = channel.permissions_for(me)
-    return not (permissions.view_channel and permissions.send_messages)
 
 
 class HistoryPageButton(
@@ -71,15 +58,8 @@ class HistoryPageButton(
         disabled: bool = False,
         locale: LocaleLike = None,
     ) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=t(locale, "Newer") if direction == "p" else t(locale, "Older"),
-                emoji="◀️" if direction == "p" else "▶️",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"credits:history:{guild_id}:{page}:{direction}",
-                disabled=disabled,
-            )
-        )
+        custom_id = f"credits:history:{guild_id}:{page}:{direction}"
+        super().__init__(page_button(custom_id, direction, disabled=disabled, locale=locale))
         self.guild_id = guild_id
         self.page = page
 
@@ -184,12 +164,12 @@ class CreditsCog(commands.Cog, name="Credits"):
                 total=total,
             )
         )
-        view = discord.ui.View(timeout=None)
-        view.add_item(
-            HistoryPageButton(guild_id, max(page - 1, 0), "p", disabled=page == 0, locale=locale)
-        )
-        view.add_item(
-            HistoryPageButton(guild_id, page + 1, "n", disabled=page >= pages - 1, locale=locale)
+        view = pager(
+            lambda number, direction, off: HistoryPageButton(
+                guild_id, number, direction, disabled=off, locale=locale
+            ),
+            page,
+            pages,
         )
         return embed, view
 
@@ -203,6 +183,21 @@ class CreditsCog(commands.Cog, name="Credits"):
         await interaction.followup.send(
             embed=embed, view=view, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
         )
+
+    @credits.command(name="usage", description="A chart of credits spent per day and by whom.")
+    @app_commands.describe(days=f"How many days back, 1-{MAX_DAYS} (default {DEFAULT_DAYS}).")
+    async def usage(
+        self,
+        interaction: discord.Interaction[Any],
+        days: app_commands.Range[int, 1, MAX_DAYS] = DEFAULT_DAYS,
+    ) -> None:
+        guild_id = interaction.guild_id
+        if guild_id is None or not interaction.permissions.manage_guild:
+            await reply_private(
+                interaction, _N("You need the Manage Server permission to see the usage.")
+            )
+            return
+        await send_usage_chart(self.bot, interaction, days)
 
     @credits.command(name="limits", description="Show or change members' limits (Manage Server).")
     @app_commands.describe(
@@ -248,11 +243,11 @@ class CreditsCog(commands.Cog, name="Credits"):
         if tuple(channels) != current.allowed_channel_ids:
             changes["allowed_channel_ids"] = tuple(channels)
         words = list(current.blocked_words)
-        keys = [_words_key(w) for w in words]
-        if block_word is not None and _words_key(block_word) and _words_key(block_word) not in keys:
-            words.append(_words_key(block_word))
-        if unblock_word is not None and _words_key(unblock_word) in keys:
-            words.pop(keys.index(_words_key(unblock_word)))
+        keys = [words_key(w) for w in words]
+        if block_word is not None and words_key(block_word) and words_key(block_word) not in keys:
+            words.append(words_key(block_word))
+        if unblock_word is not None and words_key(unblock_word) in keys:
+            words.pop(keys.index(words_key(unblock_word)))
         if tuple(words) != current.blocked_words:
             changes["blocked_words"] = tuple(words)
         if low_balance_alert is not None:
@@ -269,7 +264,7 @@ class CreditsCog(commands.Cog, name="Credits"):
         locale = interaction.locale
         head = t(locale, "✅ Limits updated.") if changes else t(locale, "Current limits:")
         lines = [head, limits_text(settings, locale)]
-        if allow_channel is not None and _cannot_post(allow_channel):
+        if allow_channel is not None and cannot_post(allow_channel):
             lines.append(
                 t(
                     locale,
@@ -278,7 +273,7 @@ class CreditsCog(commands.Cog, name="Credits"):
                     channel=allow_channel.mention,
                 )
             )
-        if alert_channel is not None and _cannot_post(alert_channel):
+        if alert_channel is not None and cannot_post(alert_channel):
             lines.append(
                 t(
                     locale,
@@ -296,7 +291,7 @@ class CreditsCog(commands.Cog, name="Credits"):
     ) -> int | None:
         if guild_id is None:
             return interaction.guild_id
-        target = _parse_guild_id(guild_id)
+        target = parse_guild_id(guild_id)
         if target is None:
             shown = discord.utils.escape_markdown(guild_id.strip()[:30]) or "(blank)"
             await reply_private(
@@ -385,7 +380,3 @@ class CreditsCog(commands.Cog, name="Credits"):
             target, amount, actor_id=interaction.user.id, note=note
         )
         await reply_private(interaction, f"✏️ {self._now_has(interaction, target, balance)}")
-
-
-async def setup(bot: ImagineBot) -> None:
-    await bot.add_cog(CreditsCog(bot))
