@@ -26,7 +26,7 @@ from bot.backlog import Backlog
 from bot.config import Settings
 from bot.coordination import LocalSlots, SlotPool
 from bot.credits import CreditLedger, GuildSettings, JobNotActive, NewJob
-from bot.i18n import _N, _NP
+from bot.i18n import _N
 from bot.image_store import ImageStore
 from bot.job_model import (
     INTERRUPTED,
@@ -40,6 +40,7 @@ from bot.job_model import (
     ShuttingDown,
     failure_message,
 )
+from bot.member_slots import MemberSlots
 from bot.metrics import Metrics
 from bot.reservations import Reservations
 from bot.segmind import SegmindError, SegmindRateLimited, Txt2ImgRequest
@@ -86,14 +87,13 @@ class JobQueue:
         self._ledger = ledger
         self._reservations = Reservations(ledger)
         self._max_concurrent = max_concurrent
-        self._max_per_user = max_per_user
         self._metrics = metrics or Metrics()
         #: The waiting jobs: their order, places, pace, cap and status lines.
         self.backlog = Backlog(
             self._dispatch, max_concurrent=max_concurrent, rpm=rpm, max_waiting=max_waiting_images
         )
         self._active: dict[int, Job] = {}
-        self._per_user: dict[tuple[int, int], int] = {}
+        self._members = MemberSlots(max_per_user)
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._image_tasks: set[asyncio.Task[None]] = set()
@@ -121,7 +121,7 @@ class JobQueue:
         return self._closing
 
     def user_load(self, guild_id: int, user_id: int) -> int:
-        return self._per_user.get((guild_id, user_id), 0)
+        return self._members.load((guild_id, user_id))
 
     # -- entry -------------------------------------------------------------
 
@@ -146,23 +146,10 @@ class JobQueue:
         if self._closing:
             raise ShuttingDown()
         key = (guild_id, user_id)
-        load = self._per_user.get(key, 0)
-        if load >= self._max_per_user:
-            raise QueueFull(
-                _NP(
-                    "You already have {count} image job in progress "
-                    "(the limit is {limit}). Try again when one has finished.",
-                    "You already have {count} image jobs in progress "
-                    "(the limit is {limit}). Try again when one has finished.",
-                    load,
-                    limit=self._max_per_user,
-                )
-            )
-        self.backlog.check_room(request.samples)
-        # Count the slot before the first await so two quick commands cannot both pass.
-        self._per_user[key] = load + 1
+        self._members.take(key)
         request = request.with_random_seed()
         try:
+            self.backlog.check_room(request.samples)
             record = await self._reservations.reserve(
                 NewJob(
                     guild_id=guild_id,
@@ -175,17 +162,17 @@ class JobQueue:
                     owner=self._owner,
                     # The in-memory count above covers this process; the database
                     # counts the member's jobs in every process.
-                    max_active=self._max_per_user,
+                    max_active=self._members.limit,
                     admit=admit,
                 )
             )
         except BaseException:
-            self._release_user(key)
+            self._members.release(key)
             raise
         if self.closing:
             # Shutdown began while the reservation was being written.
             await self._ledger.refund(record, "the bot was shutting down")
-            self._release_user(key)
+            self._members.release(key)
             raise ShuttingDown()
         job = Job(record=record, request=request, delivery=delivery, seq=next(self._seq))
         job.images = [None] * request.samples
@@ -364,14 +351,7 @@ class JobQueue:
     def _uncount(self, job: Job) -> None:
         if job.counted:
             job.counted = False
-            self._release_user((job.record.guild_id, job.record.user_id))
-
-    def _release_user(self, key: tuple[int, int]) -> None:
-        remaining = self._per_user.get(key, 0) - 1
-        if remaining > 0:
-            self._per_user[key] = remaining
-        else:
-            self._per_user.pop(key, None)
+            self._members.release((job.record.guild_id, job.record.user_id))
 
     # -- shutdown ------------------------------------------------------------
 
