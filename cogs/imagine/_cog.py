@@ -1,21 +1,7 @@
 """The ``/imagine`` command and the shared path every new job takes (command, Reroll, Edit).
 
-Order matters:
-
-1. Checks that need nothing but the interaction answer at once, as its first
-   response.
-2. The private defer is sent inside Discord's 3 seconds, as a task that is not
-   awaited yet: the channel rules are read, credits reserved and the job queued
-   while it is in flight, so the API call does not wait for Discord's round trip
-   (50-150 ms).
-3. Whatever is said on the interaction after that (a refusal, the status line,
-   the error handler's apology) first waits for the defer: discord.py only
-   switches to follow-ups once the defer's answer has arrived, and Discord would
-   take an earlier message for the first response.
-
-If the defer fails (too late: 10062), the member sees nothing from us and there
-is nobody to tell: a refusal is only logged, while a job already queued runs and
-posts its result in the channel, its private status line dead from the start.
+Checks that need nothing answer at once; then the private defer goes out inside
+Discord's 3 seconds while the rules are read, credits reserved and the job queued.
 Nothing is spent until every check has passed.
 """
 
@@ -34,7 +20,7 @@ from discord.ext import commands
 
 from bot.credits import CreditError, GuildSettings
 from bot.errors import UserFacingError
-from bot.i18n import _N, _NP, t, tn
+from bot.i18n import _N, _NP, t
 from bot.jobs import QueueBusy
 from bot.logs import job_context
 from bot.replies import reply_private
@@ -43,6 +29,7 @@ from bot.storage import StorageError
 
 from ._buttons import DYNAMIC_ITEMS, UNKNOWN_JOB
 from ._delivery import ChannelDelivery, acknowledged
+from ._notices import low_balance_notice
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -322,7 +309,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if settings is None:  # a reservation that succeeded has always shown them
             return None
         try:
-            await self._low_balance_notice(guild, settings)
+            await low_balance_notice(self.bot, guild, settings)
         except StorageError as error:
             # The job is queued and will run: a notice that could not be checked must
             # not turn into an apology for a request that worked.
@@ -332,37 +319,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 extra=job_context(guild_id=guild.id),
             )
         return None
-
-    async def _low_balance_notice(self, guild: discord.Guild, settings: GuildSettings) -> None:
-        """Post one notice per crossing below the admins' threshold, mentioning nobody."""
-        if settings.low_balance_threshold is None or settings.notice_channel_id is None:
-            return
-        channel = guild.get_channel(settings.notice_channel_id)
-        if not isinstance(channel, discord.abc.Messageable):
-            return
-        if not await self.bot.ledger.claim_low_balance_notice(guild.id):
-            return
-        balance = await self.bot.ledger.balance(guild.id)
-        try:
-            await channel.send(
-                tn(
-                    guild.preferred_locale,
-                    "⚠️ This server has {count} image credit left (alert threshold: {threshold}). "
-                    "A bot owner can add more with `/credits grant`.",
-                    "⚠️ This server has {count} image credits left (alert threshold: {threshold}). "
-                    "A bot owner can add more with `/credits grant`.",
-                    balance,
-                    threshold=settings.low_balance_threshold,
-                ),
-                allowed_mentions=discord.AllowedMentions.none(),
-            )
-        except discord.HTTPException as error:
-            log.warning(
-                "could not post the low-balance notice (%s %s)",
-                error.status,
-                error.code,
-                extra=job_context(guild_id=guild.id),
-            )
 
     # -- button actions ------------------------------------------------------
 
