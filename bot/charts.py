@@ -9,9 +9,12 @@ same on Discord's dark and light themes.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import io
 import unicodedata
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Final
 
 from babel.dates import format_skeleton
@@ -67,6 +70,22 @@ def usage_summary_line(summary: UsageSummary, locale: LocaleLike = None) -> str:
     )
 
 
+@functools.cache
+def _use_fonts() -> None:
+    """Latin text in DejaVu Sans, Japanese (labels, member names) in matplotlib-fontja's
+    IPAexGothic by glyph fallback; the package is found, not imported (importing it
+    would switch every font to IPAexGothic)."""
+    import matplotlib as mpl  # noqa: PLC0415
+    from matplotlib import font_manager  # noqa: PLC0415
+
+    spec = importlib.util.find_spec("matplotlib_fontja")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    font = Path(next(iter(spec.submodule_search_locations))) / "fonts" / "ipaexg.ttf"
+    font_manager.fontManager.addfont(str(font))
+    mpl.rcParams["font.family"] = ["DejaVu Sans", "IPAexGothic"]
+
+
 def render_usage_chart(
     summary: UsageSummary, names: Mapping[int, str | None], locale: LocaleLike = None
 ) -> bytes:
@@ -77,6 +96,8 @@ def render_usage_chart(
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
     from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
+    _use_fonts()
 
     width, height = CHART_SIZE
     figure = Figure(
