@@ -22,6 +22,7 @@ from bot.status_board import JobProgress
 
 __all__ = [
     "INTERRUPTED",
+    "Delivered",
     "ImageFailure",
     "ImageGenerator",
     "Job",
@@ -31,6 +32,7 @@ __all__ = [
     "QueueFull",
     "ShuttingDown",
     "failure_message",
+    "internal_failure",
 ]
 
 
@@ -52,14 +54,22 @@ class ImageGenerator(Protocol):
     async def generate(self, request: Txt2ImgRequest) -> GenerationResult: ...
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """What a delivery posted: the images that reached the channel, and the result message."""
+
+    images: int
+    message_id: int | None = None
+
+
 class JobDelivery(Protocol):
-    """The Discord side of a job, implemented by the imagine cog."""
+    """The Discord side of a job, implemented by the imagine cog; it never touches the ledger."""
 
     async def progress(self, job: Job, progress: JobProgress) -> None:
         """Show the job's place in line or how many images are done."""
 
-    async def deliver(self, job: Job, images: Sequence[HeldImage]) -> int:
-        """Post the images; return how many reached the user. Raise if none did."""
+    async def deliver(self, job: Job, images: Sequence[HeldImage], balance: int) -> Delivered:
+        """Post the images, showing ``balance`` (the server's once settled). Raise if none did."""
 
     async def finished(self, job: Job, result: CommitResult) -> None:
         """Called after the ledger settled a delivered job (e.g. to show the balance)."""
@@ -120,6 +130,14 @@ class ImageFailure:
 INTERRUPTED = ImageFailure(
     "interrupted", _N("The bot restarted before your images were ready."), retryable=True
 )
+
+
+def internal_failure(job_id: int) -> ImageFailure:
+    """An unexpected bug in one image: it is refunded, and the member can quote the job."""
+    message = _N(
+        "Something went wrong on our side (job {job_id}). Please try again.", job_id=str(job_id)
+    )
+    return ImageFailure("internal", message, retryable=True)
 
 
 def failure_message(errors: Sequence[ImageFailure], total: int) -> str:

@@ -20,7 +20,7 @@ import discord
 from bot.credits import CommitResult
 from bot.i18n import _NP, render, t, tn
 from bot.image_store import HeldImage
-from bot.jobs import Job, JobProgress
+from bot.jobs import Delivered, Job, JobProgress
 from bot.recovery import delivery_nonce
 
 from ._buttons import result_view
@@ -139,12 +139,11 @@ class ChannelDelivery:
     async def progress(self, job: Job, progress: JobProgress) -> None:
         self._status.show(status_text(progress, job.record.cost, self._locale))
 
-    async def deliver(self, job: Job, images: Sequence[HeldImage]) -> int:
+    async def deliver(self, job: Job, images: Sequence[HeldImage], balance: int) -> Delivered:
         files = await prepare_files(images, self._upload_limit)
         groups = pack_files(files, self._upload_limit)
         missing = job.total - len(images)
         refund_to_come = missing * job.record.units_per_image
-        balance = await self._bot.ledger.balance(job.record.guild_id) + refund_to_come
         seeds = [file.seed for file in files if file.seed is not None]
         embed = result_embed(
             job_id=job.id,
@@ -207,14 +206,7 @@ class ChannelDelivery:
                 )
                 break
             delivered += len(group)
-        if self._message is not None:
-            try:
-                await self._bot.ledger.set_message(job.id, self._message.id)
-            except Exception:  # the buttons carry the job id, so this is only bookkeeping
-                log.warning(
-                    "could not record the result message id", exc_info=True, extra=job.context
-                )
-        return delivered
+        return Delivered(delivered, self._message.id if self._message is not None else None)
 
     async def finished(self, job: Job, result: CommitResult) -> None:
         link = f" {self._message.jump_url}" if self._message is not None else ""
