@@ -1,7 +1,6 @@
 """The ``commands.Bot`` subclass: builds every service in ``setup_hook`` and closes them in reverse.
 
-Cogs reach the services through typed attributes (``bot.ledger``, ``bot.jobs``,
-``bot.segmind``, ``bot.settings``, ``bot.metrics``); nothing is a module global.
+Cogs reach the services through typed attributes (``bot.ledger``, ``bot.jobs``, ``bot.imagine``…).
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from bot.credits import CreditLedger, JobRecord
 from bot.health import HealthServer
 from bot.i18n import CatalogTranslator, tn
 from bot.image_store import ImageStore
+from bot.imagine_actions import ImagineActions
 from bot.insight import Insight
 from bot.jobs import JobQueue
 from bot.logs import job_context
@@ -106,6 +106,8 @@ class ImagineBot(commands.AutoShardedBot):
         self._settling: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
+        #: The /imagine feature's button actions, set by its cog while loaded.
+        self.imagine: ImagineActions | None = None
         #: This process's name in a shared database (jobs, API slots, heartbeats).
         self.owner = owner_name(settings.shard_ids)
 

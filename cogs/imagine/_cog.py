@@ -7,7 +7,6 @@ Nothing is spent until every check has passed.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import re
@@ -18,7 +17,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.credits import CreditError, GuildSettings
+from bot.credits import CreditError, GuildSettings, JobRecord
 from bot.errors import UserFacingError
 from bot.i18n import _N, _NP, t
 from bot.jobs import QueueBusy
@@ -27,8 +26,8 @@ from bot.replies import reply_private
 from bot.segmind import MAX_SEED, InvalidRequest, Txt2ImgRequest, build_request
 from bot.storage import StorageError
 
-from ._buttons import DYNAMIC_ITEMS, UNKNOWN_JOB
-from ._delivery import ChannelDelivery, acknowledged
+from ._buttons import DYNAMIC_ITEMS
+from ._delivery import ChannelDelivery
 from ._notices import low_balance_notice
 
 if TYPE_CHECKING:
@@ -131,22 +130,16 @@ class _ServerRules:
 
 
 async def _defer(interaction: discord.Interaction[Any]) -> bool:
-    """Defer ``interaction`` privately; False, logged and never raised, if that failed."""
+    """Defer ``interaction`` privately; False (logged) if Discord refused, usually as too late."""
     if interaction.response.is_done():
         return True
-    context = job_context(guild_id=interaction.guild_id, user_id=interaction.user.id)
     try:
         await interaction.response.defer(ephemeral=True, thinking=True)
     except discord.HTTPException as error:
-        # Usually too late to answer (Discord's 3 s passed).
+        context = job_context(guild_id=interaction.guild_id, user_id=interaction.user.id)
         log.warning(
             "could not acknowledge /imagine (%s %s)", error.status, error.code, extra=context
         )
-        return False
-    except Exception:
-        # Logged here rather than raised: a cancelled handler never awaits this task,
-        # and the status line only needs to know whether there is a line to edit.
-        log.exception("could not acknowledge /imagine", extra=context)
         return False
     return True
 
@@ -159,9 +152,11 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(*DYNAMIC_ITEMS)
+        self.bot.imagine = self
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(*DYNAMIC_ITEMS)
+        self.bot.imagine = None
 
     @app_commands.command(
         name="imagine", description="Turn a prompt into images with Kandinsky 2.1."
@@ -215,10 +210,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         *,
         parent_job_id: int | None = None,
     ) -> None:
-        """Validate, defer, check the server's rules, reserve and queue a job.
-
-        The defer runs alongside the checks and the queueing (see the module docstring).
-        """
+        """Validate, defer (awaited), check the server's rules, reserve and queue a job."""
         guild = interaction.guild
         channel = interaction.channel
         if guild is None or channel is None or not isinstance(channel, discord.abc.Messageable):
@@ -258,40 +250,22 @@ class ImagineCog(commands.Cog, name="Imagine"):
         except QueueBusy as error:
             await reply_private(interaction, error.user_message)
             return
-        defer = asyncio.get_running_loop().create_task(_defer(interaction))
-        try:
-            refusal = await self._check_and_queue(
-                interaction, guild, channel, request, defer, parent_job_id=parent_job_id
-            )
-        except Exception:
-            # The caller's error handler answers on the interaction: not before the defer.
-            await acknowledged(defer)
-            raise
-        if not await acknowledged(defer):
-            if refusal is not None:
-                log.info(
-                    "/imagine refused but the interaction was not acknowledged; nothing was spent",
-                    extra=job_context(guild_id=guild.id, user_id=interaction.user.id),
-                )
-            return
+        if not await _defer(interaction):
+            return  # nobody to answer any more; nothing was spent
+        refusal = await self._queue(interaction, guild, channel, request, parent_job_id)
         if refusal is not None:
             await reply_private(interaction, refusal)
 
-    async def _check_and_queue(
+    async def _queue(
         self,
         interaction: discord.Interaction[Any],
         guild: discord.Guild,
         channel: discord.abc.Messageable,
         request: Txt2ImgRequest,
-        defer: asyncio.Future[bool],
-        *,
         parent_job_id: int | None,
     ) -> str | None:
-        """Apply the server's rules, reserve and queue; the refusal to send privately, if any.
-
-        Runs while the defer is in flight, so it says nothing on the interaction itself.
-        The rules are checked inside the reservation (see :class:`_ServerRules`).
-        """
+        """Reserve and queue (the server's rules are checked inside the reservation, see
+        :class:`_ServerRules`); the refusal to send privately, if any."""
         rules = _ServerRules(channel, request)
         try:
             await self.bot.jobs.enqueue(
@@ -299,7 +273,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 channel_id=interaction.channel_id or 0,
                 user_id=interaction.user.id,
                 request=request,
-                delivery=ChannelDelivery(self.bot, interaction, channel, acknowledged=defer),
+                delivery=ChannelDelivery(interaction, channel),
                 parent_job_id=parent_job_id,
                 admit=rules,
             )
@@ -311,8 +285,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         try:
             await low_balance_notice(self.bot, guild, settings)
         except StorageError as error:
-            # The job is queued and will run: a notice that could not be checked must
-            # not turn into an apology for a request that worked.
+            # The job is queued and will run: an unchecked notice must not become an apology.
             log.warning(
                 "could not check the low-balance notice: %s",
                 error,
@@ -322,52 +295,31 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     # -- button actions ------------------------------------------------------
 
-    async def _stored_request(
-        self, interaction: discord.Interaction[Any], job_id: int
-    ) -> dict[str, object] | None:
-        """The parameters job ``job_id`` was made with; None (and the member told) if unknown."""
-        job = await self.bot.ledger.get_job(job_id)
-        if job is None:
-            await reply_private(interaction, UNKNOWN_JOB)
-            return None
+    @staticmethod
+    def _request_of(job: JobRecord) -> dict[str, object]:
         return {name: job.params.get(name) for name in REQUEST_FIELDS}
 
-    async def reroll(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+    async def reroll(self, interaction: discord.Interaction[Any], job: JobRecord) -> None:
         self.bot.metrics.interactions.labels(type="reroll").inc()
-        values = await self._stored_request(interaction, job_id)
-        if values is None:
-            return
+        values = self._request_of(job)
         values["seed"] = None  # a reroll draws a new seed
-        await self.launch(interaction, values, parent_job_id=job_id)
+        await self.launch(interaction, values, parent_job_id=job.id)
 
     async def edit(
         self,
         interaction: discord.Interaction[Any],
-        job_id: int,
+        job: JobRecord,
         prompt: str,
         negative_prompt: str,
     ) -> None:
         self.bot.metrics.interactions.labels(type="edit").inc()
-        values = await self._stored_request(interaction, job_id)
-        if values is None:
-            return
+        values = self._request_of(job)
         values["prompt"] = prompt
         values["negative_prompt"] = negative_prompt or None
-        await self.launch(interaction, values, parent_job_id=job_id)
+        await self.launch(interaction, values, parent_job_id=job.id)
 
     async def delete_result(self, interaction: discord.Interaction[Any], job_id: int) -> None:
         self.bot.metrics.interactions.labels(type="delete").inc()
-        job = await self.bot.ledger.get_job(job_id)
-        is_requester = job is not None and job.user_id == interaction.user.id
-        if not (is_requester or interaction.permissions.manage_messages):
-            await reply_private(
-                interaction,
-                _N(
-                    "Only the member who asked for this image, or someone with Manage Messages, "
-                    "can delete it."
-                ),
-            )
-            return
         if interaction.message is None:
             await reply_private(interaction, _N("That message is already gone."))
             return

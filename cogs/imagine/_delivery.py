@@ -1,10 +1,7 @@
-"""The Discord side of a job: a throttled private status line and the public result message.
+"""The Discord side of a job: the requester's private status line and the public result.
 
-The command is deferred ephemerally, so the status ("⏳ #3 in line · about 2 min",
-"🎨 Generating 2/4…", kept current by :mod:`bot.status_board`) and any error are
-seen by the requester only, while the result is posted to the channel for
-everyone. The result is a channel message, not an interaction reply, so it is
-delivered even when the job ends after the interaction token's 15 minutes.
+The result is a channel message, not an interaction reply, so it is posted even after the
+interaction token's 15 minutes. Everything shown comes from the queue: no ledger here.
 """
 
 from __future__ import annotations
@@ -13,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
@@ -26,48 +23,19 @@ from bot.recovery import delivery_nonce
 from ._buttons import result_view
 from ._render import pack_files, prepare_files, result_embed, status_text
 
-if TYPE_CHECKING:
-    from bot.app import ImagineBot
-
-__all__ = ["ChannelDelivery", "StatusMessage", "acknowledged"]
+__all__ = ["ChannelDelivery", "StatusMessage"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 
 
-async def acknowledged(defer: asyncio.Future[bool]) -> bool:
-    """Wait for the interaction's defer; True if Discord accepted it."""
-    if not defer.done():
-        # asyncio.wait, unlike await, leaves the defer running if the waiter is
-        # cancelled: a queued job's status line still waits on it.
-        await asyncio.wait((defer,))
-    return not defer.cancelled() and defer.exception() is None and defer.result()
-
-
 class StatusMessage:
-    """The requester's private status line, edited at most once per ``min_interval``.
+    """The requester's private status line (the deferred response), edited at most once per
+    ``min_interval``: only the newest text goes out, and the final text always does."""
 
-    Only the newest text matters, so updates that arrive while an edit is
-    throttled replace each other; the final text always goes out.
-
-    The line is the interaction's deferred response, and the job starts while
-    that defer is still in flight: ``acknowledged`` (the defer's outcome, None
-    for already answered) is awaited before the first edit. When it reports
-    False there never was a line to edit: the status is dead from the start
-    (``alive`` False), as after the token's 15 minutes, so failures are told in
-    the channel instead.
-    """
-
-    def __init__(
-        self,
-        interaction: discord.Interaction[Any],
-        acknowledged: asyncio.Future[bool] | None = None,
-        *,
-        min_interval: float = 1.0,
-    ) -> None:
+    def __init__(self, interaction: discord.Interaction[Any], *, min_interval: float = 1.0) -> None:
         self._interaction = interaction
-        self._acknowledged = acknowledged
         self._min_interval = min_interval
         self._pending: str | None = None
         self._last_edit = 0.0
@@ -87,11 +55,6 @@ class StatusMessage:
         return self.alive
 
     async def _flush(self) -> None:
-        # Before the defer's answer there is no message to edit yet (Unknown Webhook, which
-        # would kill the line); after a failed defer there never will be.
-        if self._acknowledged is not None and not await acknowledged(self._acknowledged):
-            self.alive = False
-            return
         while self._pending is not None and self.alive:
             wait = self._last_edit + self._min_interval - time.monotonic()
             if wait > 0:
@@ -116,18 +79,11 @@ class ChannelDelivery:
     """Implements :class:`bot.jobs.JobDelivery` for a job started from an interaction."""
 
     def __init__(
-        self,
-        bot: ImagineBot,
-        interaction: discord.Interaction[Any],
-        channel: discord.abc.Messageable,
-        *,
-        acknowledged: asyncio.Future[bool] | None = None,
+        self, interaction: discord.Interaction[Any], channel: discord.abc.Messageable
     ) -> None:
-        """``acknowledged``: the interaction's defer, possibly still in flight (see
-        :class:`StatusMessage`)."""
-        self._bot = bot
+        """``interaction``: already deferred; its response is the status line."""
         self._channel = channel
-        self._status = StatusMessage(interaction, acknowledged)
+        self._status = StatusMessage(interaction)
         # The requester reads the status line; everyone in the channel reads the result.
         self._locale = interaction.locale
         self._guild_locale = interaction.guild_locale
