@@ -1,21 +1,10 @@
 """Translations: gettext catalogs per language, one way to render a message, the command Translator.
 
-The catalogs are the ``.po`` files under ``bot/locale/<lang>/LC_MESSAGES/``, kept with
-Babel (``python -m bot.catalogs``); they are compiled in memory when first needed, so no
-binary ``.mo`` file lives in git. A message is its English text (the msgid) with named
-``{placeholders}``:
-
-* ``t(locale, "This server has {balance} credits left.", balance=3)`` when the locale is known;
-* ``_N("...", **params)`` (and ``_NP`` for plurals) where it is not yet (an error raised deep
-  down): the :class:`Message` keeps msgid and values and is rendered at reply time.
-
-Numbers are formatted for the locale (``1,000`` / ``1.000``) and a :class:`datetime.timedelta`
-as a duration ("2 minutes" / "2 Minuten"), or short as a :class:`ShortDuration` ("2 min"),
-all with Babel; ids are passed as strings, so they stay as they are.
-A Discord locale without a catalog (and English) gets the English text.
-
-Give markers literal strings and never nest one marker call inside another's arguments:
-Babel's extractor would miss the message (tests/bot/test_i18n.py checks both ways).
+A message is its English text (the msgid) with ``{placeholders}``: ``t(locale, msgid, **values)``
+and ``tn`` (plurals) where the reader is known, ``_N``/``_NP`` where not yet (a :class:`Message`
+rendered at reply time). Numbers, durations (:class:`datetime.timedelta`, :class:`ShortDuration`)
+are formatted with Babel; English is the fallback. Catalogs: ``bot/locale/<lang>/LC_MESSAGES``,
+kept with ``python -m bot.catalogs``. Give markers literal msgids, never nested (the extractor).
 """
 
 from __future__ import annotations

@@ -1,23 +1,9 @@
 """Typed client for Segmind's Kandinsky 2.1 text-to-image API (DESIGN.md §1).
 
-Three parts:
-
-* :class:`Txt2ImgRequest`, the validated request model. Its ranges are the
-  API's (and the bot's) rules; :func:`build_request` turns pydantic's errors
-  into :class:`InvalidRequest` with sentences a Discord user can act on.
-* The error taxonomy: one :class:`SegmindError` subclass per failure class,
-  each with a machine ``kind`` for logs and metrics, a ``retryable`` flag and a
-  ``user_message``. ``str()`` of every error is safe to log: the API key lives
-  only in a request header and is never copied into an error, a log record or
-  an exception chain (aiohttp's errors can carry the request headers, so they
-  are never chained).
-* :class:`SegmindClient`, a thin class over the bot's shared
-  :class:`aiohttp.ClientSession`: one ``POST {base_url}/{model}`` per attempt
-  with its own timeout, an optional client-side rate limit (``aiolimiter``),
-  and retries with exponential backoff and jitter (``tenacity``) for the
-  failures that are safe to retry, bounded both by a number of attempts and by
-  a total time budget. Returned images are decoded in a worker thread, so a
-  corrupt or wrongly sized answer is caught here rather than by Discord.
+The request model (:class:`Txt2ImgRequest`, :func:`build_request`), one
+:class:`SegmindError` per kind of failure with a translatable ``user_message``, and
+:class:`SegmindClient`, which retries only what :data:`RETRY_POLICY` allows. No error,
+log record or exception chain ever carries the API key.
 """
 
 from __future__ import annotations
