@@ -1,19 +1,9 @@
-"""The jobs waiting to start: their fair order, their places, their pace and their status lines.
+"""The jobs waiting to start: their fair order, places, pace and status lines.
 
-:class:`Backlog` is the queue's waiting room, at a cost per job that does not
-grow with the number of jobs waiting:
-
-* the images wait in a :class:`~bot.scheduler.FairScheduler` (guilds in turn,
-  then members in turn), and the next one is handed out only when
-  :class:`~bot.pacing.Pace` allows (``SEGMIND_RPM``, a 429's wait); one timer
-  for the whole backlog wakes the queue when it does;
-* a job's place in line is an O(log n) look-up in a sorted map of the jobs not
-  started yet (by arrival);
-* the bot-wide cap on waiting images refuses new work, before anything is spent,
-  once the wait would outlast Discord's interaction window;
-* it is the :class:`~bot.status_board.StatusBoard`'s source: the lines to look
-  at each tick (first lines never shown, then nearest to the front first), with
-  their place and estimate.
+:class:`Backlog` hands out images in :class:`~bot.scheduler.FairScheduler` order when
+:class:`~bot.pacing.Pace` allows, answers places in O(log n), refuses work past the
+waiting cap, and feeds the :class:`~bot.status_board.StatusBoard`, so one job costs the
+same however many wait.
 """
 
 from __future__ import annotations
@@ -27,6 +17,7 @@ from collections.abc import Callable
 
 from sortedcontainers import SortedDict
 
+from bot.i18n import _NP
 from bot.job_model import Job, JobProgress, QueueBusy
 from bot.pacing import Pace
 from bot.scheduler import FairScheduler
@@ -90,9 +81,14 @@ class Backlog:
         waiting = len(self._scheduler)
         if waiting and waiting + images > self.max_waiting_images:
             raise QueueBusy(
-                f"🚦 I'm very busy right now: {waiting} image{'s' if waiting != 1 else ''} "
-                f"waiting, {describe_eta(self.pace.eta(waiting))} to get through them. "
-                "Nothing was charged; please try again later."
+                _NP(
+                    "🚦 I'm very busy right now: {count} image waiting, {eta} to get through "
+                    "them. Nothing was charged; please try again later.",
+                    "🚦 I'm very busy right now: {count} images waiting, {eta} to get through "
+                    "them. Nothing was charged; please try again later.",
+                    waiting,
+                    eta=describe_eta(self.pace.eta(waiting)),
+                )
             )
 
     # -- in and out ----------------------------------------------------------------

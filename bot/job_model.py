@@ -14,6 +14,7 @@ from typing import Protocol
 
 from bot.credits import CommitResult, JobRecord
 from bot.errors import UserFacingError
+from bot.i18n import _N
 from bot.image_store import HeldImage
 from bot.logs import job_context
 from bot.segmind import GenerationResult, Txt2ImgRequest
@@ -21,6 +22,7 @@ from bot.status_board import JobProgress
 
 __all__ = [
     "INTERRUPTED",
+    "Delivered",
     "ImageFailure",
     "ImageGenerator",
     "Job",
@@ -30,6 +32,7 @@ __all__ = [
     "QueueFull",
     "ShuttingDown",
     "failure_message",
+    "internal_failure",
 ]
 
 
@@ -42,7 +45,7 @@ class QueueBusy(UserFacingError):
 
 
 class ShuttingDown(UserFacingError):
-    user_message = "The bot is restarting. Nothing was charged; please try again in a minute."
+    user_message = _N("The bot is restarting. Nothing was charged; please try again in a minute.")
 
 
 class ImageGenerator(Protocol):
@@ -51,14 +54,22 @@ class ImageGenerator(Protocol):
     async def generate(self, request: Txt2ImgRequest) -> GenerationResult: ...
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """What a delivery posted: the images that reached the channel, and the result message."""
+
+    images: int
+    message_id: int | None = None
+
+
 class JobDelivery(Protocol):
-    """The Discord side of a job, implemented by the imagine cog."""
+    """The Discord side of a job, implemented by the imagine cog; it never touches the ledger."""
 
     async def progress(self, job: Job, progress: JobProgress) -> None:
         """Show the job's place in line or how many images are done."""
 
-    async def deliver(self, job: Job, images: Sequence[HeldImage]) -> int:
-        """Post the images; return how many reached the user. Raise if none did."""
+    async def deliver(self, job: Job, images: Sequence[HeldImage], balance: int) -> Delivered:
+        """Post the images, showing ``balance`` (the server's once settled). Raise if none did."""
 
     async def finished(self, job: Job, result: CommitResult) -> None:
         """Called after the ledger settled a delivered job (e.g. to show the balance)."""
@@ -117,16 +128,26 @@ class ImageFailure:
 
 
 INTERRUPTED = ImageFailure(
-    "interrupted", "The bot restarted before your images were ready.", retryable=True
+    "interrupted", _N("The bot restarted before your images were ready."), retryable=True
 )
+
+
+def internal_failure(job_id: int) -> ImageFailure:
+    """An unexpected bug in one image: it is refunded, and the member can quote the job."""
+    message = _N(
+        "Something went wrong on our side (job {job_id}). Please try again.", job_id=str(job_id)
+    )
+    return ImageFailure("internal", message, retryable=True)
 
 
 def failure_message(errors: Sequence[ImageFailure], total: int) -> str:
     """What to tell the member when none of a job's images were made."""
     if not errors:
-        return "The image could not be generated."
+        return _N("The image could not be generated.")
     # The most actionable message wins: configuration and quota problems before transient ones.
     error = min(errors, key=lambda e: e.retryable)
     if total == 1:
         return error.message
-    return f"None of the {total} images could be generated. {error.message}"
+    return _N(
+        "None of the {total} images could be generated. {reason}", total=total, reason=error.message
+    )

@@ -1,21 +1,9 @@
 """What a job's status line shows, and the one loop that keeps every line current.
 
-However many jobs wait, the bot runs one refresh loop (one task) under one
-budget of edits that every line shares:
-
-* the budget grows by :data:`EDITS_PER_START` for each image that starts (when
-  the queue moves, places change) plus a trickle for a stalled queue, and is
-  capped at :data:`MAX_EDITS_PER_SECOND`, so the edits one job costs do not
-  depend on how many jobs are waiting;
-* each tick looks at a bounded number of lines: lines never shown yet first
-  (by arrival), then nearest to the front first (running jobs, the front of the
-  queue, then a sweep through the rest);
-* a line is edited only when what it shows changed enough to matter: its place
-  bracket (exact up to 10, then 20, 50, 100, 200, 500, …), its ETA minute, the
-  images done, or how long it has been running (10 s, 30 s, then each minute).
-
-The loop knows nothing of Discord: a :class:`BoardSource` (the job queue) names
-the lines and their progress, and shows them through each job's delivery.
+One refresh loop for the whole bot, under one edit budget that grows with the images
+started (not with the jobs waiting); a line is edited only when what it shows changed
+enough to matter (see :func:`display_key`). The loop knows nothing of Discord: a
+:class:`BoardSource` (the job queue) names the lines and shows them.
 """
 
 from __future__ import annotations
@@ -25,7 +13,10 @@ import logging
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Generic, Literal, Protocol, TypeVar
+
+from bot.i18n import _N, Message, ShortDuration
 
 __all__ = [
     "BoardSource",
@@ -77,10 +68,12 @@ def eta_minutes(seconds: float) -> int:
     return 0 if seconds < 60 else round(seconds / 60)
 
 
-def describe_eta(seconds: float) -> str:
-    """The estimate in words, as precise as :func:`eta_minutes`."""
+def describe_eta(seconds: float) -> Message:
+    """The estimate in words (render it for the reader), as precise as :func:`eta_minutes`."""
     minutes = eta_minutes(seconds)
-    return "under a minute" if minutes == 0 else f"about {minutes} min"
+    if minutes == 0:
+        return _N("under a minute")
+    return _N("about {duration}", duration=ShortDuration(timedelta(minutes=minutes)))
 
 
 def _elapsed_bracket(seconds: float) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.credits import CommitResult, CreditLedger, InsufficientCredits, JobRecord
-from bot.jobs import Job, JobProgress, JobQueue, QueueBusy, QueueFull, ShuttingDown
+from bot.jobs import Delivered, Job, JobProgress, JobQueue, QueueBusy, QueueFull, ShuttingDown
 from bot.segmind import (
     GeneratedImage,
     GenerationResult,
@@ -77,17 +77,20 @@ class RecordingDelivery:
     fail_delivery: bool = False
     progress_seen: list[JobProgress] = field(default_factory=list)
     delivered: list[GeneratedImage] = field(default_factory=list)
+    balances: list[int] = field(default_factory=list)
+    message_id: int | None = None
     results: list[CommitResult] = field(default_factory=list)
     failures: list[tuple[str, int]] = field(default_factory=list)
 
     async def progress(self, job: Job, progress: JobProgress) -> None:
         self.progress_seen.append(progress)
 
-    async def deliver(self, job: Job, images: Sequence[GeneratedImage]) -> int:
+    async def deliver(self, job: Job, images: Sequence[GeneratedImage], balance: int) -> Delivered:
         if self.fail_delivery:
             raise RuntimeError("Discord said no")
         self.delivered.extend(images)
-        return len(images)
+        self.balances.append(balance)
+        return Delivered(len(images), self.message_id)
 
     async def finished(self, job: Job, result: CommitResult) -> None:
         self.results.append(result)
@@ -506,3 +509,23 @@ async def test_with_an_rpm_calls_start_spaced(ledger: CreditLedger) -> None:
     for job in jobs:
         await settle(job)
     assert len(generator.calls) == 3
+
+
+async def test_the_delivery_is_given_the_final_balance_and_the_queue_records_the_message(
+    ledger: CreditLedger,
+) -> None:
+    # A 4-image job of which one fails: the result shows the balance after the refund,
+    # and the result message id the delivery reports is stored by the queue (for /gallery).
+    generator = ScriptedGenerator()
+    generator.failures["a cat:3"] = SegmindOutOfCredits(status=406, api_message="no credits")
+    queue = make_queue(generator, ledger)
+    delivery = RecordingDelivery(message_id=424_242_424_242_424_242)
+    request = Txt2ImgRequest(prompt="a cat", samples=4, seed=1)
+    job = await queue.enqueue(
+        guild_id=GUILD, channel_id=5, user_id=ALICE, request=request, delivery=delivery
+    )
+    await settle(job)
+    assert len(delivery.delivered) == 3
+    assert delivery.balances == [100 - 3] == [delivery.results[0].balance]
+    stored = await ledger.get_job(job.id)
+    assert stored is not None and stored.message_id == 424_242_424_242_424_242
