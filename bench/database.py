@@ -21,7 +21,11 @@ DATABASES = ("sqlite", "postgresql")
 
 @contextlib.contextmanager
 def throwaway_database(kind: str, folder: Path) -> Iterator[str]:
-    """The URL of a fresh database of ``kind``: a file in ``folder``, or a new server's."""
+    """The URL of a fresh database of ``kind``: a file in ``folder``, or a new server's;
+    ``kind`` may also be the URL of an existing empty database (the tests' server)."""
+    if "://" in kind:
+        yield kind
+        return
     if kind == "sqlite":
         yield f"sqlite:///{folder / 'bench.db'}"
         return
