@@ -7,15 +7,23 @@ must not wait for it too.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from bot.credits import CreditLedger, JobRecord
+from bot.credits import CreditLedger
 from bot.storage import open_storage
-from tests.bot.test_jobs import ALICE, BOB, GUILD, ScriptedGenerator, make_queue, settle, submit
+from tests.bot.test_jobs import (
+    ALICE,
+    BOB,
+    GUILD,
+    ScriptedGenerator,
+    hold_marks,
+    make_queue,
+    settle,
+    submit,
+)
 
 
 @pytest.fixture
@@ -28,14 +36,7 @@ async def ledger(tmp_path: Path) -> AsyncIterator[CreditLedger]:
 async def test_the_next_call_starts_while_the_previous_job_is_still_being_marked(
     ledger: CreditLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    marked = asyncio.Event()
-    real_mark = ledger.mark_running
-
-    async def slow_mark(job_id: int) -> JobRecord:
-        await marked.wait()
-        return await real_mark(job_id)
-
-    monkeypatch.setattr(ledger, "mark_running", slow_mark)
+    marked = hold_marks(ledger, monkeypatch)
     generator = ScriptedGenerator(gated=True)
     queue = make_queue(generator, ledger, concurrent=1)
     first, _ = await submit(queue, user=ALICE, prompt="first")
