@@ -14,18 +14,28 @@ Both run the bot in its own process (:mod:`bench.process`) against the fakes her
 
 Runs are bounded: whatever has not finished by the deadline is counted as such
 (the code before the backlog work did not drain 3,000 jobs in minutes).
+
+Both are part of ``python -m bench`` (on SQLite). ``python -m bench.backlog
+[--quick] [--database postgresql]`` runs them alone and prints their rows; on
+PostgreSQL each run gets a throwaway local server (bench/database.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
+from bench import scenarios
+from bench.database import DATABASES
 from bench.harness import Arrival, Harness, HarnessConfig, percentile
 from bench.process import BotProcess
 from bench.scenarios import MAX_CHANNELS, Profile
+from bot import event_loop
 
 __all__ = ["SIZES", "BacklogRun", "BacklogSize", "PacedRun", "backlog", "paced", "rows"]
 
@@ -99,13 +109,14 @@ class PacedRun:
         return (len(calls) - 1) / (calls[-1] - calls[0]) * 60
 
 
-def _config(size: BacklogSize, profile: Profile) -> HarnessConfig:
+def _config(size: BacklogSize, profile: Profile, database: str) -> HarnessConfig:
     return HarnessConfig(
         latency=size.latency,
         max_concurrent_jobs=CONCURRENCY,
         members=MEMBERS,
         channels=MAX_CHANNELS,
         event_loop=profile.event_loop,
+        database=database,
     )
 
 
@@ -125,10 +136,12 @@ async def _arrive(
     return [(record.created_at, arrival) for record, arrival in submitted]
 
 
-async def backlog(profile: Profile, *, deadline: float = 300.0) -> BacklogRun:
+async def backlog(
+    profile: Profile, *, deadline: float = 300.0, database: str = "sqlite"
+) -> BacklogRun:
     size = SIZES[profile.name]
     run = BacklogRun(size.jobs, size.arrival, size.latency, CONCURRENCY)
-    async with Harness.fakes(_config(size, profile)) as harness:
+    async with Harness.fakes(_config(size, profile, database)) as harness:
         async with BotProcess.running(harness) as bot:
             await harness.run_burst(CONCURRENCY)  # connections opened, caches warm
             await harness.idle(timeout=60.0)
@@ -153,11 +166,11 @@ async def backlog(profile: Profile, *, deadline: float = 300.0) -> BacklogRun:
     return run
 
 
-async def paced(profile: Profile, *, deadline: float = 300.0) -> PacedRun:
+async def paced(profile: Profile, *, deadline: float = 300.0, database: str = "sqlite") -> PacedRun:
     size = SIZES[profile.name]
     run = PacedRun(size.rpm, size.paced_seconds)
     run.jobs = jobs = int(size.rpm * size.paced_seconds / 60) + CONCURRENCY * 2
-    async with Harness.fakes(_config(size, profile)) as harness:
+    async with Harness.fakes(_config(size, profile, database)) as harness:
         harness.segmind.rate_limit = (size.rpm, 60.0)
         async with BotProcess.running(harness, env={"SEGMIND_RPM": str(size.rpm)}):
             before = len(harness.segmind.requests)
@@ -235,3 +248,28 @@ def rows(run: BacklogRun, paced_run: PacedRun) -> list[tuple[str, str, str, str,
             and paced_run.completed == paced_run.jobs,
         ),
     ]
+
+
+async def _both(profile: Profile, database: str) -> tuple[BacklogRun, PacedRun]:
+    return (
+        await backlog(profile, database=database),
+        await paced(profile, database=database),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.backlog", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="300 jobs and a 3 s paced run")
+    parser.add_argument("--database", choices=DATABASES, default="sqlite")
+    args = parser.parse_args(argv)
+    profile = scenarios.QUICK if args.quick else scenarios.FULL
+    logging.basicConfig(level=logging.ERROR)
+    run, paced_run = event_loop.run(_both(profile, args.database), profile.event_loop)
+    print(f"| benchmark ({args.database}) | result | target | verdict |\n|---|---|---|---|")
+    for _, label, result, target, met in rows(run, paced_run):
+        print(f"| {label} | {result} | {target} | {'✅ met' if met else '❌ missed'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

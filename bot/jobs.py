@@ -221,7 +221,7 @@ class JobQueue:
     # -- running -------------------------------------------------------------
 
     async def _run_image(self, job: Job, index: int) -> None:
-        cancelled = requeued = False
+        cancelled = requeued = freed = False
         try:
             if job.settling:  # settled elsewhere (e.g. a shutdown) while it waited
                 raise JobNotActive(job.record)
@@ -232,6 +232,11 @@ class JobQueue:
             finally:
                 await self._slots.release(slot)
             self.backlog.pace.observe(time.monotonic() - started)
+            # The API call is over: the next image starts now, not once the database has
+            # recorded this job's start (a write that may queue behind reservations).
+            freed = True
+            self._in_flight -= 1
+            self._dispatch()
             if job.marking is not None:
                 # JobNotActive: the job was settled elsewhere meanwhile (another
                 # process recovered it); its credits are back, so the image is dropped.
@@ -258,11 +263,12 @@ class JobQueue:
             job.errors.append(internal_failure(job.id))
         finally:
             job.running -= 1
-            self._in_flight -= 1
             if not requeued:
                 job.completed += 1
-            if not cancelled:
-                self._dispatch()
+            if not freed:
+                self._in_flight -= 1
+                if not cancelled:
+                    self._dispatch()
         if job.completed == job.total:
             # Settling runs as its own task so that a shutdown cancelling API calls
             # never interrupts a delivery or a ledger write.

@@ -61,6 +61,7 @@ from bot.storage._pg_setup import (
     parse_url,
     query,
 )
+from bot.storage._turns import Turns
 from bot.storage.base import (
     Discrepancy,
     Reserved,
@@ -132,6 +133,7 @@ class PostgresStorage(PostgresInsight):
         self._lock_timeout = lock_timeout
         self._server_settings = dict(settings or {})
         self._locks = SessionLocks(self._connect_for_locks)
+        self._guild_turns = Turns()
         self._closed = False
 
     @classmethod
@@ -542,7 +544,10 @@ class PostgresStorage(PostgresInsight):
             return Reserved(sql.job_from_row(row), int(row["balance"]))
 
         try:
-            return await self._write(work)
+            # A guild's reservations wait for the guild's row one after another anyway:
+            # from this process they wait here, holding two pooled connections, not all.
+            async with self._guild_turns.turn(job.guild_id):
+                return await self._write(work)
         except _Abort as abort:
             if isinstance(abort.result, ReserveRejected):
                 return abort.result

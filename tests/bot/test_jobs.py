@@ -351,11 +351,8 @@ async def test_a_cancelled_reservation_is_refunded(ledger: CreditLedger) -> None
     assert generator.calls == []
 
 
-async def test_first_call_runs_while_the_job_is_marked_running(
-    ledger: CreditLedger, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The queued -> running write is not on the critical path: the API call starts
-    # while it is still under way, and the image is kept once it has succeeded.
+def hold_marks(ledger: CreditLedger, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Every queued -> running write waits until the returned event is set."""
     marked = asyncio.Event()
     real_mark = ledger.mark_running
 
@@ -364,6 +361,15 @@ async def test_first_call_runs_while_the_job_is_marked_running(
         return await real_mark(job_id)
 
     monkeypatch.setattr(ledger, "mark_running", slow_mark)
+    return marked
+
+
+async def test_first_call_runs_while_the_job_is_marked_running(
+    ledger: CreditLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The queued -> running write is not on the critical path: the API call starts
+    # while it is still under way, and the image is kept once it has succeeded.
+    marked = hold_marks(ledger, monkeypatch)
     generator = ScriptedGenerator(gated=True)
     queue = make_queue(generator, ledger)
     job, delivery = await submit(queue)
