@@ -876,8 +876,10 @@ class SegmindClient:
         self._rpm = rpm
         # A limiter shared with other processes (through the database) replaces the
         # in-memory one; either way it is asked before every attempt, retries included.
+        # A bucket of one: requests at least period/rpm apart, never a burst that the API's
+        # sliding window would refuse (the queue's own pacing adds the margin).
         self._limiter: RateLimiter | None = rate_limiter or (
-            AsyncLimiter(rpm, rate_period) if rpm > 0 else None
+            AsyncLimiter(1, rate_period / rpm) if rpm > 0 else None
         )
         self._max_attempts = max_attempts
         self._retry_budget = float(retry_budget)

@@ -988,16 +988,16 @@ async def test_html_with_status_200_is_an_invalid_response(
 async def test_rate_limiter_delays_the_request_over_the_limit(
     fake: FakeSegmind, session: aiohttp.ClientSession
 ) -> None:
-    # 2 requests per 0.4 s: a burst of two, then one every 0.2 s.
+    # 2 requests per 0.4 s: one every 0.2 s, never a burst of two.
     client = make_client(session, fake, rpm=2, rate_period=0.4)
     assert client.rate_limiter is not None
     await client.generate(prompt(seed=1))
-    await client.generate(prompt(seed=2))
     assert not client.rate_limiter.has_capacity()
+    await client.generate(prompt(seed=2))
     await client.generate(prompt(seed=3))
     times = [request.received_at for request in fake.requests]
-    assert times[1] - times[0] < 0.15
-    assert 0.15 <= times[2] - times[0] < 2.0
+    assert 0.19 <= times[1] - times[0] < 2.0
+    assert 0.39 <= times[2] - times[0] < 4.0
 
 
 async def test_rate_limiter_also_paces_retries(
