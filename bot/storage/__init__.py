@@ -11,8 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from bot.storage.base import Storage, StorageError
-from bot.storage.postgres import PostgresStorage
-from bot.storage.sqlite import SQLiteStorage
+from bot.storage.sql import SQLStorage
 
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "Storage", "StorageError", "open_storage"]
 
@@ -44,10 +43,8 @@ async def open_storage(
             "sqlite:////absolute/path.db or postgresql://user:password@host:5432/database."
         )
     timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
-    if scheme in _POSTGRES_SCHEMES:
-        return await PostgresStorage.open(database_url.strip(), clock=clock, lock_timeout=timeout)
-    if scheme == "sqlite":
-        return await SQLiteStorage.open(database_url.strip(), clock=clock, lock_timeout=timeout)
+    if scheme in _POSTGRES_SCHEMES or scheme == "sqlite":
+        return await SQLStorage.open(database_url.strip(), clock=clock, lock_timeout=timeout)
     raise StorageError(
         f"DATABASE_URL scheme {scheme!r} is not supported: use sqlite:///relative/path.db, "
         "sqlite:////absolute/path.db or postgresql://user:password@host:5432/database."

@@ -1,0 +1,139 @@
+"""Bring a database to the current schema: create it, or migrate it with Alembic.
+
+Runs in one transaction (SQLite: under its write lock; PostgreSQL: under an
+advisory lock), so processes starting together migrate once. A database made
+by the bot's earlier SQL migrations carries their version (SQLite's
+``user_version``, PostgreSQL's ``schema_migrations``): it is stamped with the
+matching revision and upgraded, and that version is then set past anything the
+earlier code knows, so an old bot refuses the database instead of using it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Column, Connection, MetaData, String, Table, inspect, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.storage._engine import Database
+from bot.storage._pg_setup import MIGRATION_LOCK_KEY, MIN_SERVER_VERSION
+from bot.storage._schema import metadata
+from bot.storage.base import StorageError
+
+__all__ = ["head", "migrate"]
+
+log = logging.getLogger("bot.storage")
+
+#: Version of the earlier SQL migrations -> the Alembic revision with that schema.
+LEGACY: Final = {3: "0001"}
+RETIRED: Final = 1000
+"""The legacy version left on a database Alembic took over (newer than old code knows)."""
+
+
+def _config(connection: Connection | None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", "bot.storage:alembic")
+    config.attributes["connection"] = connection
+    return config
+
+
+alembic_version = Table("alembic_version", MetaData(), Column("version_num", String(32)))
+
+
+def head() -> str:
+    """The newest Alembic revision this version of the bot knows."""
+    revision = ScriptDirectory.from_config(_config(None)).get_current_head()
+    assert revision is not None
+    return revision
+
+
+def _legacy_version(connection: Connection, tables: set[str]) -> int | None:
+    if connection.dialect.name == "sqlite":
+        version = int(connection.exec_driver_sql("PRAGMA user_version").scalar_one())
+        return version or None
+    if "schema_migrations" not in tables:
+        return None
+    return int(connection.exec_driver_sql("SELECT MAX(version) FROM schema_migrations").scalar_one())
+
+
+def _retire_legacy(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql(f"PRAGMA user_version = {RETIRED:d}")
+    else:
+        connection.execute(
+            text("INSERT INTO schema_migrations (version, name) VALUES (:v, 'alembic')"),
+            {"v": RETIRED},
+        )
+
+
+def _upgrade(connection: Connection, where: str) -> str:
+    """What was done (for the log). Runs inside the caller's write transaction."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY:d})")
+    tables = set(inspect(connection).get_table_names())
+    config = _config(connection)
+    if "alembic_version" in tables:
+        command.upgrade(config, "head")
+        # Write something even when nothing changed: a read-only file fails here, at start.
+        connection.execute(alembic_version.update().values(version_num=alembic_version.c.version_num))
+        return "upgraded"
+    legacy = _legacy_version(connection, tables)
+    if legacy is None:
+        metadata.create_all(connection)
+        command.stamp(config, "head")
+        return "created"
+    revision = LEGACY.get(legacy)
+    if revision is None:
+        raise StorageError(
+            f"The database {where} has schema version {legacy}, which this version of the "
+            "bot cannot migrate: open it once with the bot release that made it, or use a backup."
+        )
+    command.stamp(config, revision)
+    command.upgrade(config, "head")
+    _retire_legacy(connection)
+    return f"migrated from schema version {legacy}"
+
+
+async def _check_server(db: Database) -> None:
+    async def probe(conn: AsyncConnection) -> tuple[int, bool]:
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT current_setting('server_version_num')::int, pg_is_in_recovery() "
+                    "OR current_setting('transaction_read_only') = 'on'"
+                )
+            )
+        ).one()
+        return int(row[0]), bool(row[1])
+
+    version, read_only = await db.read(probe)
+    if version // 10000 < MIN_SERVER_VERSION[0]:
+        raise StorageError(
+            f"PostgreSQL {MIN_SERVER_VERSION[0]} or newer is required; the {db.where} runs "
+            f"{version // 10000}."
+        )
+    if read_only:
+        raise StorageError(
+            f"The {db.where} is read-only (a standby, or default_transaction_read_only "
+            "is on): point DATABASE_URL at the primary server."
+        )
+
+
+async def migrate(db: Database) -> None:
+    """Create or migrate the schema; a :class:`StorageError` says why it cannot."""
+    if db.dialect == "postgresql":
+        await _check_server(db)
+    try:
+        done = await db.write(lambda conn: conn.run_sync(_upgrade, db.where))
+    except CommandError as error:
+        raise StorageError(
+            f"The database {db.where} has a schema newer than this version of the bot "
+            f"knows ({error}): upgrade the bot or use a matching backup."
+        ) from None
+    if done != "upgraded":
+        log.info("database %s: %s", db.where, done)

@@ -1,0 +1,426 @@
+"""Balances, reservations and settlements: every statement that moves credits.
+
+Each method is one transaction. It first locks the guild's row (``FOR UPDATE``
+on PostgreSQL; on SQLite the transaction already holds the write lock), so the
+checks that follow see every earlier change of that guild's money and no other
+can interleave. The debit itself is one conditional ``UPDATE … WHERE balance >=
+cost RETURNING balance``, never a balance read and written back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.storage._rows import (
+    JOB_COLUMNS,
+    LEDGER_COLUMNS,
+    SETTINGS_COLUMNS,
+    Abort,
+    Ops,
+    entry_from_row,
+    job_from_row,
+    scalar,
+    settings_from_row,
+    upsert,
+)
+from bot.storage._schema import OPEN, guild_settings, guilds, job_owners, jobs, ledger
+from bot.storage.base import Reserved, ReserveRejected, Settled
+from bot.storage.records import GuildSettings, JobRecord, JobStatus, LedgerEntry, LedgerKind, NewJob
+
+__all__ = ["MoneyOps"]
+
+NEW_GUILD_NOTE = "default credits for a new guild"
+
+
+def day_start(moment: datetime) -> datetime:
+    """Midnight UTC of ``moment``'s day: daily caps reset then."""
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+async def rearm_notice(conn: AsyncConnection, guild_id: int, balance: int) -> None:
+    """Re-arm the low-balance notice once ``balance`` is back at or above the threshold."""
+    s = guild_settings.c
+    await conn.execute(
+        update(guild_settings)
+        .where(
+            s.guild_id == guild_id,
+            s.low_balance_notified.is_(True),
+            or_(s.low_balance_threshold.is_(None), s.low_balance_threshold <= balance),
+        )
+        .values(low_balance_notified=False)
+    )
+
+
+async def guild_balance(conn: AsyncConnection, guild_id: int) -> int | None:
+    """The balance, with the guild's row locked until the transaction ends."""
+    query = select(guilds.c.balance).where(guilds.c.guild_id == guild_id).with_for_update()
+    return (await conn.execute(query)).scalar_one_or_none()
+
+
+async def add_entry(conn: AsyncConnection, **values: Any) -> None:
+    await conn.execute(ledger.insert().values(**values))
+
+
+async def lock_guild(
+    conn: AsyncConnection, guild_id: int, default_credits: int, now: datetime
+) -> tuple[int, bool]:
+    """Lock the guild's row, creating it with a GRANT of ``default_credits`` if new."""
+    balance = await guild_balance(conn, guild_id)
+    if balance is not None:
+        return balance, False
+    created = await conn.execute(
+        upsert(conn, guilds)
+        .values(guild_id=guild_id, balance=default_credits, created_at=now, updated_at=now)
+        .on_conflict_do_nothing()
+        .returning(guilds.c.balance)
+    )
+    if created.first() is None:  # another process created it meanwhile
+        balance = await guild_balance(conn, guild_id)
+        assert balance is not None
+        return balance, False
+    await add_entry(
+        conn,
+        guild_id=guild_id,
+        delta=default_credits,
+        kind=LedgerKind.GRANT.value,
+        note=NEW_GUILD_NOTE,
+        balance_after=default_credits,
+        created_at=now,
+    )
+    return default_credits, True
+
+
+def _usage(guild_id: int, user_id: int, since: datetime) -> Any:
+    """What the member's jobs created since ``since`` cost, net of refunds."""
+    paid = and_(ledger.c.job_id == jobs.c.id, ledger.c.kind.in_(("reserve", "refund")))
+    return (
+        select(func.coalesce(-func.sum(ledger.c.delta), 0))
+        .select_from(jobs.join(ledger, paid))
+        .where(jobs.c.guild_id == guild_id, jobs.c.user_id == user_id, jobs.c.created_at >= since)
+    )
+
+
+class MoneyOps(Ops):
+    """Guilds, jobs and the ledger."""
+
+    async def _change_balance(
+        self, guild_id: int, default_credits: int, change: Any, **entry: Any
+    ) -> tuple[int, int] | None:
+        """Apply ``change`` (conditions, new value) with its ledger entry: ``(old, new)``."""
+
+        async def work(conn: AsyncConnection) -> tuple[int, int]:
+            now = self._now()
+            old, _ = await lock_guild(conn, guild_id, default_credits, now)
+            where, value = change(old)
+            row = await conn.execute(
+                update(guilds)
+                .where(guilds.c.guild_id == guild_id, *where)
+                .values(balance=value, updated_at=now)
+                .returning(guilds.c.balance)
+            )
+            new = row.scalar_one_or_none()
+            if new is None:
+                raise Abort(None)  # rolls back the guild's creation too
+            await add_entry(
+                conn, guild_id=guild_id, delta=new - old, balance_after=new, created_at=now, **entry
+            )
+            await rearm_notice(conn, guild_id, new)
+            return old, new
+
+        try:
+            return await self._db.write(work)
+        except Abort:
+            return None
+
+    async def ensure_guild(self, guild_id: int, *, default_credits: int) -> tuple[int, bool]:
+        balance = await self.get_balance(guild_id)
+        if balance is not None:
+            return balance, False
+        return await self._db.write(
+            lambda conn: lock_guild(conn, guild_id, default_credits, self._now())
+        )
+
+    async def get_balance(self, guild_id: int) -> int | None:
+        query = select(guilds.c.balance).where(guilds.c.guild_id == guild_id)
+        return await self._db.read(lambda conn: scalar(conn, query))
+
+    async def grant(
+        self,
+        guild_id: int,
+        amount: int,
+        *,
+        actor_id: int | None,
+        note: str | None,
+        default_credits: int,
+        max_balance: int,
+    ) -> int | None:
+        def change(old: int) -> tuple[list[Any], Any]:
+            return [guilds.c.balance + amount <= max_balance], guilds.c.balance + amount
+
+        changed = await self._change_balance(
+            guild_id, default_credits, change, kind="grant", actor_id=actor_id, note=note
+        )
+        return None if changed is None else changed[1]
+
+    async def set_balance(
+        self,
+        guild_id: int,
+        amount: int,
+        *,
+        actor_id: int | None,
+        note: str | None,
+        default_credits: int,
+    ) -> tuple[int, int]:
+        changed = await self._change_balance(
+            guild_id,
+            default_credits,
+            lambda old: ([], amount),
+            kind="set",
+            actor_id=actor_id,
+            note=note,
+        )
+        assert changed is not None
+        return changed
+
+    # -- jobs ------------------------------------------------------------------------
+
+    async def reserve_job(
+        self, job: NewJob, *, default_credits: int, note: str | None
+    ) -> Reserved | ReserveRejected:
+        cost = job.cost
+
+        async def work(conn: AsyncConnection) -> Reserved:
+            now = self._now()
+            balance, _ = await lock_guild(conn, job.guild_id, default_credits, now)
+            refusal = await self._refusal(conn, job, balance, now)
+            if refusal is not None:
+                # Raising rolls back the default grant too: a refused job changes nothing.
+                raise Abort(refusal)
+            debit = await conn.execute(
+                update(guilds)
+                .where(guilds.c.guild_id == job.guild_id, guilds.c.balance >= cost)
+                .values(balance=guilds.c.balance - cost, updated_at=now)
+                .returning(guilds.c.balance)
+            )
+            left = debit.scalar_one_or_none()
+            if left is None:
+                raise Abort(ReserveRejected("insufficient", balance, cost))
+            row = await conn.execute(
+                jobs.insert()
+                .values(
+                    guild_id=job.guild_id,
+                    channel_id=job.channel_id,
+                    user_id=job.user_id,
+                    params=job.params,
+                    cost=cost,
+                    units_per_image=job.units_per_image,
+                    images_total=job.images_total,
+                    status=JobStatus.QUEUED.value,
+                    parent_job_id=job.parent_job_id,
+                    created_at=now,
+                    updated_at=now,
+                    owner=job.owner,
+                )
+                .returning(*JOB_COLUMNS)
+            )
+            record = job_from_row(row.one())
+            await add_entry(
+                conn,
+                guild_id=job.guild_id,
+                user_id=job.user_id,
+                job_id=record.id,
+                delta=-cost,
+                kind=LedgerKind.RESERVE.value,
+                note=note,
+                balance_after=left,
+                created_at=now,
+            )
+            return Reserved(record, left)
+
+        try:
+            return await self._db.write(work)
+        except Abort as abort:
+            assert isinstance(abort.result, ReserveRejected)
+            return abort.result
+
+    async def _refusal(
+        self, conn: AsyncConnection, job: NewJob, balance: int, now: datetime
+    ) -> ReserveRejected | None:
+        """Why the job may not be reserved (other than the balance), under the guild lock."""
+        cost = job.cost
+        query = select(*SETTINGS_COLUMNS).where(guild_settings.c.guild_id == job.guild_id)
+        row = (await conn.execute(query)).first()
+        if job.admit is not None:
+            settings = GuildSettings(job.guild_id) if row is None else settings_from_row(row)
+            message = job.admit(settings)
+            if message is not None:
+                return ReserveRejected("refused", balance, cost, message=message)
+        if job.parent_job_id is not None:
+            parent = select(exists().where(jobs.c.id == job.parent_job_id))
+            if not await scalar(conn, parent):
+                return ReserveRejected("unknown_parent", balance, cost)
+        if job.max_active is not None:
+            active = await scalar(conn, _open_jobs_of(job.guild_id, job.user_id))
+            if active >= job.max_active:
+                return ReserveRejected("too_many_jobs", balance, cost, used=active)
+        cap = None if row is None else row.daily_user_cap
+        if cap is None:
+            return None
+        used = int(await scalar(conn, _usage(job.guild_id, job.user_id, day_start(now))))
+        if used + cost > cap:
+            return ReserveRejected("daily_cap", balance, cost, cap=cap, used=used)
+        return None
+
+    async def start_job(self, job_id: int) -> JobRecord | None:
+        async def work(conn: AsyncConnection) -> JobRecord | None:
+            started = await conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED.value)
+                .values(status=JobStatus.RUNNING.value, updated_at=self._now())
+                .returning(*JOB_COLUMNS)
+            )
+            row = started.first()
+            if row is None:
+                row = (await conn.execute(select(*JOB_COLUMNS).where(jobs.c.id == job_id))).first()
+            return None if row is None else job_from_row(row)
+
+        return await self._db.write(work)
+
+    async def finish_job(
+        self,
+        job_id: int,
+        *,
+        status: JobStatus,
+        images_delivered: int,
+        committed: int,
+        refunded: int,
+        error: str | None,
+        commit_note: str | None,
+        refund_note: str | None,
+    ) -> Settled | None:
+        if status.is_open:
+            raise ValueError(f"finish_job needs a final status, not {status}")
+        if committed < 0 or refunded < 0:
+            raise ValueError("committed and refunded cannot be negative")
+
+        async def work(conn: AsyncConnection) -> Settled | None:
+            now = self._now()
+            finished = await conn.execute(
+                update(jobs)
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status.in_(OPEN),
+                    jobs.c.cost == committed + refunded,
+                    jobs.c.units_per_image * images_delivered == committed,
+                )
+                .values(
+                    status=status.value,
+                    images_delivered=images_delivered,
+                    error=error,
+                    updated_at=now,
+                    finished_at=now,
+                )
+                .returning(*JOB_COLUMNS)
+            )
+            row = finished.first()
+            if row is None:
+                return None
+            job = job_from_row(row)
+            balance = await guild_balance(conn, job.guild_id)
+            assert balance is not None
+            ids = {"guild_id": job.guild_id, "user_id": job.user_id, "job_id": job.id}
+            if committed > 0:
+                # delta 0: the credits already left the balance at reservation time
+                await add_entry(
+                    conn, **ids, delta=0, kind="commit", note=commit_note,
+                    balance_after=balance, created_at=now,
+                )  # fmt: skip
+            if refunded > 0:
+                balance += refunded
+                await conn.execute(
+                    update(guilds)
+                    .where(guilds.c.guild_id == job.guild_id)
+                    .values(balance=guilds.c.balance + refunded, updated_at=now)
+                )
+                await add_entry(
+                    conn, **ids, delta=refunded, kind="refund", note=refund_note,
+                    balance_after=balance, created_at=now,
+                )  # fmt: skip
+                await rearm_notice(conn, job.guild_id, balance)
+            return Settled(job, balance)
+
+        return await self._db.write(work)
+
+    async def set_job_message(self, job_id: int, message_id: int) -> bool:
+        query = (
+            update(jobs)
+            .where(jobs.c.id == job_id)
+            .values(message_id=message_id, updated_at=self._now())
+            .returning(jobs.c.id)
+        )
+        return await self._db.write(lambda conn: scalar(conn, query)) is not None
+
+    async def get_job(self, job_id: int) -> JobRecord | None:
+        rows = await self._jobs(select(*JOB_COLUMNS).where(jobs.c.id == job_id))
+        return rows[0] if rows else None
+
+    async def _jobs(self, query: Any) -> list[JobRecord]:
+        async def work(conn: AsyncConnection) -> list[JobRecord]:
+            return [job_from_row(row) for row in await conn.execute(query)]
+
+        return await self._db.read(work)
+
+    async def list_jobs(
+        self, *, statuses: Collection[JobStatus], guild_id: int | None = None
+    ) -> list[JobRecord]:
+        query = select(*JOB_COLUMNS).where(jobs.c.status.in_([str(s) for s in statuses]))
+        if guild_id is not None:
+            query = query.where(jobs.c.guild_id == guild_id)
+        return await self._jobs(query.order_by(jobs.c.id))
+
+    async def usage_today(self, guild_id: int, user_id: int) -> int:
+        query = _usage(guild_id, user_id, day_start(self._now()))
+        return int(await self._db.read(lambda conn: scalar(conn, query)))
+
+    async def recoverable_jobs(self, owner: str | None, *, stale_after: float) -> list[JobRecord]:
+        query = select(*JOB_COLUMNS).where(jobs.c.status.in_(OPEN)).order_by(jobs.c.id)
+        if owner is not None:
+            cutoff = self._now() - timedelta(seconds=stale_after)
+            o = job_owners.c
+            alive = exists().where(o.owner == jobs.c.owner, o.heartbeat_at >= cutoff)
+            query = query.where(or_(jobs.c.owner.is_(None), jobs.c.owner == owner, ~alive))
+        return await self._jobs(query)
+
+    # -- ledger --------------------------------------------------------------------
+
+    async def ledger_entries(self, guild_id: int, *, limit: int, offset: int) -> list[LedgerEntry]:
+        query = (
+            select(*LEDGER_COLUMNS)
+            .where(ledger.c.guild_id == guild_id)
+            .order_by(ledger.c.created_at.desc(), ledger.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+
+        async def work(conn: AsyncConnection) -> list[LedgerEntry]:
+            return [entry_from_row(row) for row in await conn.execute(query)]
+
+        return await self._db.read(work)
+
+    async def count_ledger_entries(self, guild_id: int) -> int:
+        query = select(func.count()).select_from(ledger).where(ledger.c.guild_id == guild_id)
+        return int(await self._db.read(lambda conn: scalar(conn, query)))
+
+
+def _open_jobs_of(guild_id: int, user_id: int) -> Any:
+    """The member's open jobs in the guild, in every process (NewJob.max_active)."""
+    return (
+        select(func.count())
+        .select_from(jobs)
+        .where(jobs.c.guild_id == guild_id, jobs.c.user_id == user_id, jobs.c.status.in_(OPEN))
+    )

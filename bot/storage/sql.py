@@ -1,0 +1,43 @@
+"""The one storage backend: SQLAlchemy Core over aiosqlite (SQLite) or asyncpg (PostgreSQL)."""
+
+from __future__ import annotations
+
+from bot.storage._engine import Clock, Database, open_engine
+from bot.storage._insight import InsightOps
+from bot.storage._migrate import migrate
+from bot.storage._money import MoneyOps
+from bot.storage._settings import SettingsOps
+
+__all__ = ["SQLStorage"]
+
+
+class SQLStorage(MoneyOps, SettingsOps, InsightOps):
+    """:class:`~bot.storage.base.Storage` on SQLite or PostgreSQL."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        #: Several bot processes may share a PostgreSQL database (see Storage.shared).
+        self.shared = db.dialect == "postgresql"
+
+    @classmethod
+    async def open(cls, database_url: str, *, clock: Clock | None, lock_timeout: float) -> SQLStorage:
+        """Connect and bring the schema up to date."""
+        db = await open_engine(database_url, clock, lock_timeout)
+        try:
+            await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db)
+
+    @property
+    def where(self) -> str:
+        """The database (for messages and logs; never a password)."""
+        return self._db.where
+
+    @property
+    def dialect(self) -> str:
+        return self._db.dialect
+
+    async def close(self) -> None:
+        await self._db.close()
