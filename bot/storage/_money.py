@@ -9,7 +9,8 @@ cost RETURNING balance``, never a balance read and written back.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import json
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,12 +68,16 @@ async def add_entry(conn: AsyncConnection, **values: Any) -> None:
 
 
 async def lock_guild(
-    conn: AsyncConnection, guild_id: int, default_credits: int, now: datetime
+    conn: AsyncConnection, guild_id: int, default_credits: int, clock: Callable[[], datetime]
 ) -> tuple[int, bool]:
-    """Lock the guild's row, creating it with a GRANT of ``default_credits`` if new."""
+    """Lock the guild's row, creating it with a GRANT of ``default_credits`` if new.
+
+    Callers read the clock after this: a guild's entries are stamped in commit order.
+    """
     balance = await guild_balance(conn, guild_id)
     if balance is not None:
         return balance, False
+    now = clock()
     created = await conn.execute(
         upsert(conn, guilds)
         .values(guild_id=guild_id, balance=default_credits, created_at=now, updated_at=now)
@@ -114,8 +119,8 @@ class MoneyOps(Ops):
         """Apply ``change`` (conditions, new value) with its ledger entry: ``(old, new)``."""
 
         async def work(conn: AsyncConnection) -> tuple[int, int]:
+            old, _ = await lock_guild(conn, guild_id, default_credits, self._now)
             now = self._now()
-            old, _ = await lock_guild(conn, guild_id, default_credits, now)
             where, value = change(old)
             row = await conn.execute(
                 update(guilds)
@@ -142,7 +147,7 @@ class MoneyOps(Ops):
         if balance is not None:
             return balance, False
         return await self._db.write(
-            lambda conn: lock_guild(conn, guild_id, default_credits, self._now())
+            lambda conn: lock_guild(conn, guild_id, default_credits, self._now)
         )
 
     async def get_balance(self, guild_id: int) -> int | None:
@@ -193,10 +198,11 @@ class MoneyOps(Ops):
         self, job: NewJob, *, default_credits: int, note: str | None
     ) -> Reserved | ReserveRejected:
         cost = job.cost
+        json.dumps(job.params, allow_nan=False)  # TypeError/ValueError before any write
 
         async def work(conn: AsyncConnection) -> Reserved:
+            balance, _ = await lock_guild(conn, job.guild_id, default_credits, self._now)
             now = self._now()
-            balance, _ = await lock_guild(conn, job.guild_id, default_credits, now)
             refusal = await self._refusal(conn, job, balance, now)
             if refusal is not None:
                 # Raising rolls back the default grant too: a refused job changes nothing.
@@ -309,6 +315,11 @@ class MoneyOps(Ops):
             raise ValueError("committed and refunded cannot be negative")
 
         async def work(conn: AsyncConnection) -> Settled | None:
+            guild_id = await scalar(conn, select(jobs.c.guild_id).where(jobs.c.id == job_id))
+            if guild_id is None:
+                return None
+            balance = await guild_balance(conn, guild_id)
+            assert balance is not None
             now = self._now()
             finished = await conn.execute(
                 update(jobs)
@@ -331,8 +342,6 @@ class MoneyOps(Ops):
             if row is None:
                 return None
             job = job_from_row(row)
-            balance = await guild_balance(conn, job.guild_id)
-            assert balance is not None
             ids = {"guild_id": job.guild_id, "user_id": job.user_id, "job_id": job.id}
             if committed > 0:
                 # delta 0: the credits already left the balance at reservation time

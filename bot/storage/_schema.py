@@ -68,6 +68,21 @@ class Timestamp(TypeDecorator[datetime]):
         return datetime.fromisoformat(value)
 
 
+def _no_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL: it keeps a visible stand-in instead."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
+class Note(TypeDecorator[str]):
+    """Free text (notes, errors)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> Any:
+        return _no_nul(value) if dialect.name == "postgresql" else value
+
+
 class ListOf(TypeDecorator[tuple[Any, ...]]):
     """A list of ids or words: an array on PostgreSQL, JSON text on SQLite."""
 
@@ -85,7 +100,7 @@ class ListOf(TypeDecorator[tuple[Any, ...]]):
 
     def process_bind_param(self, value: tuple[Any, ...] | None, dialect: Dialect) -> Any:
         if value is None or dialect.name == "postgresql":
-            return None if value is None else list(value)
+            return None if value is None else [_no_nul(item) for item in value]
         return json.dumps(list(value), ensure_ascii=False)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> tuple[Any, ...]:
@@ -142,7 +157,7 @@ jobs = Table(
     Column("images_delivered", BigInteger, nullable=False, server_default="0"),
     Column("status", Text, nullable=False, server_default="queued"),
     Column("message_id", BigInteger),
-    Column("error", Text),
+    Column("error", Note),
     Column("parent_job_id", BigInteger, ForeignKey("jobs.id")),
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
@@ -181,7 +196,7 @@ ledger = Table(
     Column("delta", BigInteger, nullable=False),
     Column("kind", Text, nullable=False),
     Column("actor_id", BigInteger),
-    Column("note", Text),
+    Column("note", Note),
     Column("balance_after", BigInteger, nullable=False),
     Column("created_at", Timestamp, nullable=False),
     CheckConstraint("balance_after >= 0"),

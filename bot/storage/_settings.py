@@ -43,8 +43,8 @@ class SettingsOps(Ops):
             raise ValueError(f"unknown settings: {sorted(unknown)}")
 
         async def work(conn: AsyncConnection) -> GuildSettings:
+            balance, _ = await lock_guild(conn, guild_id, default_credits, self._now)
             now = self._now()
-            balance, _ = await lock_guild(conn, guild_id, default_credits, now)
             # A new row gets the defaults for what is not given; a stored one keeps them.
             values = {**asdict(GuildSettings(guild_id)), **changes, "updated_at": now}
             insert = upsert(conn, guild_settings).values(**values)
