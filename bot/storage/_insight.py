@@ -71,9 +71,7 @@ class InsightOps(Ops):
         async def work(conn: AsyncConnection) -> UsageSummary:
             days_rows = await conn.execute(by_day.group_by(day).order_by(day))
             members = await conn.execute(
-                by_member.group_by(r.c.user_id)
-                .order_by(spent.desc(), r.c.user_id)
-                .limit(top)
+                by_member.group_by(r.c.user_id).order_by(spent.desc(), r.c.user_id).limit(top)
             )
             return UsageSummary(
                 guild_id=guild_id,
@@ -90,8 +88,10 @@ class InsightOps(Ops):
 
     def _results(self, guild_id: int, user_id: int) -> Any:
         """A member's delivered results: jobs with at least one image and a result message."""
-        return jobs.c.guild_id == guild_id, jobs.c.user_id == user_id, and_(
-            jobs.c.message_id.is_not(None), jobs.c.images_delivered > 0
+        return (
+            jobs.c.guild_id == guild_id,
+            jobs.c.user_id == user_id,
+            and_(jobs.c.message_id.is_not(None), jobs.c.images_delivered > 0),
         )
 
     async def member_results(

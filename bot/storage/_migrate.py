@@ -58,7 +58,9 @@ def _legacy_version(connection: Connection, tables: set[str]) -> int | None:
         return version or None
     if "schema_migrations" not in tables:
         return None
-    return int(connection.exec_driver_sql("SELECT MAX(version) FROM schema_migrations").scalar_one())
+    return int(
+        connection.exec_driver_sql("SELECT MAX(version) FROM schema_migrations").scalar_one()
+    )
 
 
 def _retire_legacy(connection: Connection) -> None:
@@ -80,7 +82,9 @@ def _upgrade(connection: Connection, where: str) -> str:
     if "alembic_version" in tables:
         command.upgrade(config, "head")
         # Write something even when nothing changed: a read-only file fails here, at start.
-        connection.execute(alembic_version.update().values(version_num=alembic_version.c.version_num))
+        connection.execute(
+            alembic_version.update().values(version_num=alembic_version.c.version_num)
+        )
         return "upgraded"
     legacy = _legacy_version(connection, tables)
     if legacy is None:

@@ -251,8 +251,9 @@ class MoneyOps(Ops):
         try:
             return await self._db.write(work)
         except Abort as abort:
-            assert isinstance(abort.result, ReserveRejected)
-            return abort.result
+            if isinstance(abort.result, ReserveRejected):
+                return abort.result
+            raise
 
     async def _refusal(
         self, conn: AsyncConnection, job: NewJob, balance: int, now: datetime

@@ -153,7 +153,7 @@ class SettingsOps(Ops):
             if used < limit or oldest is None:
                 await conn.execute(api_calls.insert().values(key=key, at=now))
                 return 0.0
-            return max((oldest + window - now).total_seconds(), _MIN_WAIT)
+            return max(float((oldest + window - now).total_seconds()), _MIN_WAIT)
 
         return await self._db.write(work)
 

@@ -1,4 +1,5 @@
-"""The storage interface every backend implements (SQLite today, PostgreSQL later).
+"""The storage interface the rest of the bot uses (bot.storage.sql implements it once,
+for SQLite and PostgreSQL).
 
 Each method is one atomic unit of work: it either happens completely or not at
 all, and no two of them interleave. Methods that change a balance always write
@@ -97,6 +98,9 @@ class Storage(Protocol):
 
     async def close(self) -> None:
         """Finish pending work and release the connection. Safe to call twice."""
+
+    async def ping(self) -> None:
+        """One round trip to the database (the health check)."""
 
     # -- balances -------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from bot.storage._engine import Clock, Database, open_engine
 from bot.storage._insight import InsightOps
 from bot.storage._migrate import migrate
@@ -20,7 +22,9 @@ class SQLStorage(MoneyOps, SettingsOps, InsightOps):
         self.shared = db.dialect == "postgresql"
 
     @classmethod
-    async def open(cls, database_url: str, *, clock: Clock | None, lock_timeout: float) -> SQLStorage:
+    async def open(
+        cls, database_url: str, *, clock: Clock | None, lock_timeout: float
+    ) -> SQLStorage:
         """Connect and bring the schema up to date."""
         db = await open_engine(database_url, clock, lock_timeout)
         try:
@@ -38,6 +42,10 @@ class SQLStorage(MoneyOps, SettingsOps, InsightOps):
     @property
     def dialect(self) -> str:
         return self._db.dialect
+
+    async def ping(self) -> None:
+        """One round trip to the database (the health check)."""
+        await self._db.read(lambda conn: conn.execute(select(1)))
 
     async def close(self) -> None:
         await self._db.close()

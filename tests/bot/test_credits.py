@@ -856,15 +856,6 @@ async def test_low_balance_notice_once_per_crossing(ledger: CreditLedger) -> Non
     assert await ledger.claim_low_balance_notice(GUILD)
 
 
-async def test_state_round_trip(ledger: CreditLedger) -> None:
-    assert await ledger.get_state("command-tree-hash") is None
-    await ledger.set_state("command-tree-hash", "abc123")
-    await ledger.set_state("command-tree-hash", "def456")
-    assert await ledger.get_state("command-tree-hash") == "def456"
-    with pytest.raises(ValueError, match="state keys"):
-        await ledger.set_state("", "x")
-
-
 async def test_unusual_text_is_stored(ledger: CreditLedger, storage: Storage) -> None:
     # A NUL cannot live in PostgreSQL text: notes show U+FFFD there; prompts
     # (JSON) keep it exactly on both backends.

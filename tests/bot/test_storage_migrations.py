@@ -102,7 +102,13 @@ async def fill(url: str) -> None:
 async def columns(url: str) -> set[tuple[str, str]]:
     if is_sqlite(url):
         with contextlib.closing(sqlite3.connect(sqlite_path(url))) as db:
-            tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+            tables = [
+                name
+                for (name,) in db.execute(
+                    "SELECT name FROM sqlite_master "
+                    "WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                )
+            ]
             return {(t, row[1]) for t in tables for row in db.execute(f"PRAGMA table_info({t})")}
     connection = await asyncpg.connect(url)
     try:
@@ -143,9 +149,7 @@ async def test_a_legacy_database_moves_to_alembic_with_its_data(
         await storage.close()
     assert await schema_version(database_url) == head()
     # the schema is the one a fresh database gets
-    fresh = (
-        f"sqlite:///{tmp_path / 'fresh.db'}" if backend == "sqlite" else database_url + "_fresh"
-    )
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}" if backend == "sqlite" else database_url + "_fresh"
     if backend == "postgresql":
         connection = await asyncpg.connect(database_url)
         try:
