@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 
 from bot.storage import _pg_setup as pg
+from bot.storage._aiosqlite import use_one_trip_cursors
 from bot.storage._sqlite_setup import MIN_SQLITE_VERSION, sqlite_path
 from bot.storage._sqlite_setup import describe_error as describe_sqlite
 from bot.storage.base import StorageError
@@ -177,14 +178,19 @@ def _sqlite_engine(database_url: str, clock: Clock, lock_timeout: float) -> Data
         if target == ":memory:"
         else {"pool_size": 1, "max_overflow": 0, "pool_timeout": 3600}
     )
+    # Every unit ends in COMMIT or ROLLBACK: no reset is needed when the connection is returned.
     engine = create_async_engine(
-        f"sqlite+aiosqlite:///{target}", connect_args={"timeout": lock_timeout}, **pool
+        f"sqlite+aiosqlite:///{target}",
+        connect_args={"timeout": lock_timeout},
+        pool_reset_on_return=None,
+        **pool,
     )
     busy_ms = round(lock_timeout * 1000)
 
     @event.listens_for(engine.sync_engine, "connect")
     def configure(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
+        use_one_trip_cursors(dbapi_connection)
         cursor = dbapi_connection.cursor()
         for pragma in (f"busy_timeout = {busy_ms:d}", "foreign_keys = ON"):
             cursor.execute(f"PRAGMA {pragma}")

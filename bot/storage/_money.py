@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import cache
+from typing import Any, Final
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import Row, Select, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.storage._rows import (
     JOB_COLUMNS,
     LEDGER_COLUMNS,
-    SETTINGS_COLUMNS,
     Abort,
     Ops,
     entry_from_row,
     job_from_row,
     scalar,
-    settings_from_row,
     upsert,
 )
 from bot.storage._schema import OPEN, guild_settings, guilds, job_owners, jobs, ledger
@@ -59,21 +59,23 @@ async def rearm_notice(conn: AsyncConnection, guild_id: int, balance: int) -> No
 
 async def guild_balance(conn: AsyncConnection, guild_id: int) -> int | None:
     """The balance, with the guild's row locked until the transaction ends."""
-    query = select(guilds.c.balance).where(guilds.c.guild_id == guild_id).with_for_update()
-    return (await conn.execute(query)).scalar_one_or_none()
+    return (await conn.execute(_LOCK_GUILD, {"g": guild_id})).scalar_one_or_none()
 
 
 async def add_entry(conn: AsyncConnection, **values: Any) -> None:
-    await conn.execute(ledger.insert().values(**values))
+    values = {"user_id": None, "job_id": None, "actor_id": None, "note": None, **values}
+    await conn.execute(_INSERT_ENTRY, values)
 
 
 async def lock_guild(
-    conn: AsyncConnection, guild_id: int, default_credits: int, clock: Callable[[], datetime]
+    conn: AsyncConnection,
+    guild_id: int,
+    default_credits: int,
+    clock: Callable[[], datetime],
 ) -> tuple[int, bool]:
-    """Lock the guild's row, creating it with a GRANT of ``default_credits`` if new.
-
-    Callers read the clock after this: a guild's entries are stamped in commit order.
-    """
+    """Lock the guild's row, creating it with a GRANT of ``default_credits`` if new:
+    ``(balance, created)``. Callers read the clock after this, so that a guild's
+    entries are stamped in commit order."""
     balance = await guild_balance(conn, guild_id)
     if balance is not None:
         return balance, False
@@ -84,20 +86,20 @@ async def lock_guild(
         .on_conflict_do_nothing()
         .returning(guilds.c.balance)
     )
-    if created.first() is None:  # another process created it meanwhile
-        balance = await guild_balance(conn, guild_id)
-        assert balance is not None
-        return balance, False
-    await add_entry(
-        conn,
-        guild_id=guild_id,
-        delta=default_credits,
-        kind=LedgerKind.GRANT.value,
-        note=NEW_GUILD_NOTE,
-        balance_after=default_credits,
-        created_at=now,
-    )
-    return default_credits, True
+    fresh = created.first() is not None  # else another process created it meanwhile
+    if fresh:
+        await add_entry(
+            conn,
+            guild_id=guild_id,
+            delta=default_credits,
+            kind=LedgerKind.GRANT.value,
+            note=NEW_GUILD_NOTE,
+            balance_after=default_credits,
+            created_at=now,
+        )
+    balance = await guild_balance(conn, guild_id)
+    assert balance is not None
+    return balance, fresh
 
 
 def _usage(guild_id: int, user_id: int, since: datetime) -> Any:
@@ -146,6 +148,7 @@ class MoneyOps(Ops):
         balance = await self.get_balance(guild_id)
         if balance is not None:
             return balance, False
+
         return await self._db.write(
             lambda conn: lock_guild(conn, guild_id, default_credits, self._now)
         )
@@ -201,38 +204,37 @@ class MoneyOps(Ops):
         json.dumps(job.params, allow_nan=False)  # TypeError/ValueError before any write
 
         async def work(conn: AsyncConnection) -> Reserved:
-            balance, _ = await lock_guild(conn, job.guild_id, default_credits, self._now)
+            view_query = _guild_view(job.max_active is not None, job.parent_job_id is not None)
+            ids = {"g": job.guild_id, "u": job.user_id, "p": job.parent_job_id}
+            await lock_guild(conn, job.guild_id, default_credits, self._now)
+            # After the lock: PostgreSQL reads a fresh snapshot for this statement.
+            view = (await conn.execute(view_query, ids)).one()
+            balance = int(view.balance)
             now = self._now()
-            refusal = await self._refusal(conn, job, balance, now)
+            refusal = await self._refusal(conn, job, view, now)
             if refusal is not None:
                 # Raising rolls back the default grant too: a refused job changes nothing.
                 raise Abort(refusal)
-            debit = await conn.execute(
-                update(guilds)
-                .where(guilds.c.guild_id == job.guild_id, guilds.c.balance >= cost)
-                .values(balance=guilds.c.balance - cost, updated_at=now)
-                .returning(guilds.c.balance)
-            )
+            debit = await conn.execute(_DEBIT, {"g": job.guild_id, "cost": cost, "now": now})
             left = debit.scalar_one_or_none()
             if left is None:
                 raise Abort(ReserveRejected("insufficient", balance, cost))
             row = await conn.execute(
-                jobs.insert()
-                .values(
-                    guild_id=job.guild_id,
-                    channel_id=job.channel_id,
-                    user_id=job.user_id,
-                    params=job.params,
-                    cost=cost,
-                    units_per_image=job.units_per_image,
-                    images_total=job.images_total,
-                    status=JobStatus.QUEUED.value,
-                    parent_job_id=job.parent_job_id,
-                    created_at=now,
-                    updated_at=now,
-                    owner=job.owner,
-                )
-                .returning(*JOB_COLUMNS)
+                _INSERT_JOB,
+                {
+                    "guild_id": job.guild_id,
+                    "channel_id": job.channel_id,
+                    "user_id": job.user_id,
+                    "params": job.params,
+                    "cost": cost,
+                    "units_per_image": job.units_per_image,
+                    "images_total": job.images_total,
+                    "status": JobStatus.QUEUED.value,
+                    "parent_job_id": job.parent_job_id,
+                    "created_at": now,
+                    "updated_at": now,
+                    "owner": job.owner,
+                },
             )
             record = job_from_row(row.one())
             await add_entry(
@@ -256,26 +258,22 @@ class MoneyOps(Ops):
             raise
 
     async def _refusal(
-        self, conn: AsyncConnection, job: NewJob, balance: int, now: datetime
+        self, conn: AsyncConnection, job: NewJob, view: Row[Any], now: datetime
     ) -> ReserveRejected | None:
         """Why the job may not be reserved (other than the balance), under the guild lock."""
-        cost = job.cost
-        query = select(*SETTINGS_COLUMNS).where(guild_settings.c.guild_id == job.guild_id)
-        row = (await conn.execute(query)).first()
+        cost, balance = job.cost, int(view.balance)
         if job.admit is not None:
-            settings = GuildSettings(job.guild_id) if row is None else settings_from_row(row)
+            settings = GuildSettings(
+                job.guild_id, **{name: view._mapping[name] for name in _SETTINGS}
+            )
             message = job.admit(settings)
             if message is not None:
                 return ReserveRejected("refused", balance, cost, message=message)
-        if job.parent_job_id is not None:
-            parent = select(exists().where(jobs.c.id == job.parent_job_id))
-            if not await scalar(conn, parent):
-                return ReserveRejected("unknown_parent", balance, cost)
-        if job.max_active is not None:
-            active = await scalar(conn, _open_jobs_of(job.guild_id, job.user_id))
-            if active >= job.max_active:
-                return ReserveRejected("too_many_jobs", balance, cost, used=active)
-        cap = None if row is None else row.daily_user_cap
+        if job.parent_job_id is not None and not view.parent_ok:
+            return ReserveRejected("unknown_parent", balance, cost)
+        if job.max_active is not None and view.active >= job.max_active:
+            return ReserveRejected("too_many_jobs", balance, cost, used=view.active)
+        cap = view.daily_user_cap
         if cap is None:
             return None
         used = int(await scalar(conn, _usage(job.guild_id, job.user_id, day_start(now))))
@@ -316,28 +314,22 @@ class MoneyOps(Ops):
             raise ValueError("committed and refunded cannot be negative")
 
         async def work(conn: AsyncConnection) -> Settled | None:
-            guild_id = await scalar(conn, select(jobs.c.guild_id).where(jobs.c.id == job_id))
-            if guild_id is None:
+            locked = await conn.execute(_LOCK_JOB_GUILD, {"job": job_id})
+            balance = locked.scalar_one_or_none()
+            if balance is None:
                 return None
-            balance = await guild_balance(conn, guild_id)
-            assert balance is not None
             now = self._now()
             finished = await conn.execute(
-                update(jobs)
-                .where(
-                    jobs.c.id == job_id,
-                    jobs.c.status.in_(OPEN),
-                    jobs.c.cost == committed + refunded,
-                    jobs.c.units_per_image * images_delivered == committed,
-                )
-                .values(
-                    status=status.value,
-                    images_delivered=images_delivered,
-                    error=error,
-                    updated_at=now,
-                    finished_at=now,
-                )
-                .returning(*JOB_COLUMNS)
+                _FINISH,
+                {
+                    "job": job_id,
+                    "total": committed + refunded,
+                    "delivered": images_delivered,
+                    "committed": committed,
+                    "new_status": status.value,
+                    "reason": error,
+                    "now": now,
+                },
             )
             row = finished.first()
             if row is None:
@@ -352,11 +344,7 @@ class MoneyOps(Ops):
                 )  # fmt: skip
             if refunded > 0:
                 balance += refunded
-                await conn.execute(
-                    update(guilds)
-                    .where(guilds.c.guild_id == job.guild_id)
-                    .values(balance=guilds.c.balance + refunded, updated_at=now)
-                )
+                await conn.execute(_REFUND, {"g": job.guild_id, "refunded": refunded, "now": now})
                 await add_entry(
                     conn, **ids, delta=refunded, kind="refund", note=refund_note,
                     balance_after=balance, created_at=now,
@@ -427,10 +415,70 @@ class MoneyOps(Ops):
         return int(await self._db.read(lambda conn: scalar(conn, query)))
 
 
-def _open_jobs_of(guild_id: int, user_id: int) -> Any:
-    """The member's open jobs in the guild, in every process (NewJob.max_active)."""
+_SETTINGS = [field.name for field in fields(GuildSettings) if field.name != "guild_id"]
+
+
+@cache
+def _guild_view(active: bool, parent: bool) -> Select[Any]:
+    """The guild's balance and settings, and what a job's checks need, in one read
+    (``:g`` guild, ``:u`` member, ``:p`` parent job)."""
+    columns: list[Any] = [guilds.c.balance, *(guild_settings.c[name] for name in _SETTINGS)]
+    if active:
+        # The member's open jobs in the guild, in every process.
+        count = select(func.count()).where(
+            jobs.c.guild_id == bindparam("g"),
+            jobs.c.user_id == bindparam("u"),
+            jobs.c.status.in_(OPEN),
+        )
+        columns.append(count.scalar_subquery().label("active"))
+    if parent:
+        columns.append(exists().where(jobs.c.id == bindparam("p")).label("parent_ok"))
     return (
-        select(func.count())
-        .select_from(jobs)
-        .where(jobs.c.guild_id == guild_id, jobs.c.user_id == user_id, jobs.c.status.in_(OPEN))
+        select(*columns)
+        .select_from(guilds.outerjoin(guild_settings))
+        .where(guilds.c.guild_id == bindparam("g"))
     )
+
+
+_LOCK_GUILD: Final = (
+    select(guilds.c.balance).where(guilds.c.guild_id == bindparam("g")).with_for_update()
+)
+# The debit: one conditional statement, or no row and nothing changed.
+_DEBIT: Final = (
+    update(guilds)
+    .where(guilds.c.guild_id == bindparam("g"), guilds.c.balance >= bindparam("cost"))
+    .values(balance=guilds.c.balance - bindparam("cost"), updated_at=bindparam("now"))
+    .returning(guilds.c.balance)
+)
+_INSERT_JOB: Final = jobs.insert().returning(*JOB_COLUMNS)
+_INSERT_ENTRY: Final = ledger.insert()
+# Lock the guild of a job before settling it (no row: no such job).
+_LOCK_JOB_GUILD: Final = (
+    select(guilds.c.balance)
+    .join_from(jobs, guilds)
+    .where(jobs.c.id == bindparam("job"))
+    .with_for_update(of=guilds)
+)
+# Settle an open job, if the amounts add up.
+_FINISH: Final = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("job"),
+        jobs.c.status.in_(OPEN),
+        jobs.c.cost == bindparam("total"),
+        jobs.c.units_per_image * bindparam("delivered") == bindparam("committed"),
+    )
+    .values(
+        status=bindparam("new_status"),
+        images_delivered=bindparam("delivered"),
+        error=bindparam("reason"),
+        updated_at=bindparam("now"),
+        finished_at=bindparam("now"),
+    )
+    .returning(*JOB_COLUMNS)
+)
+_REFUND: Final = (
+    update(guilds)
+    .where(guilds.c.guild_id == bindparam("g"))
+    .values(balance=guilds.c.balance + bindparam("refunded"), updated_at=bindparam("now"))
+)
