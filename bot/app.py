@@ -30,6 +30,7 @@ from bot.insight import Insight
 from bot.jobs import JobQueue
 from bot.logs import job_context
 from bot.metrics import Metrics
+from bot.recovery import settle_deliveries
 from bot.replies import ImagineTree
 from bot.segmind import SegmindClient
 from bot.storage import Storage, StorageError, open_storage
@@ -103,6 +104,8 @@ class ImagineBot(commands.AutoShardedBot):
         self._insight: Insight | None = None
         self._balance_watch: BalanceWatch | None = None
         self._recovered: list[JobRecord] = []
+        self._deliveries: list[JobRecord] = []
+        self._settling: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         #: This process's name in a shared database (jobs, API slots, heartbeats).
@@ -164,9 +167,13 @@ class ImagineBot(commands.AutoShardedBot):
             self._presence = Presence(storage, self.owner)
             await self._presence.beat()
             self._recovered = await ledger.recover(self.owner, stale_after=STALE_AFTER)
+            self._deliveries = await ledger.interrupted_deliveries(
+                self.owner, stale_after=STALE_AFTER
+            )
             self.spawn(self._keep_alive(), name="heartbeat")
         else:
             self._recovered = await ledger.recover()
+            self._deliveries = await ledger.interrupted_deliveries()
         self._insight = Insight(self._storage)
         stored = await self._state.get(STATE_KEY)
         self._balance_watch = BalanceWatch(
@@ -201,6 +208,10 @@ class ImagineBot(commands.AutoShardedBot):
             await self._health.start()
         if self._recovered:
             self.spawn(self._announce_recovered(self._recovered))
+        if self._deliveries:
+            self._settling = self.spawn(
+                self._settle_deliveries(self._deliveries), name="deliveries"
+            )
         # Start-up objects (modules, commands, caches) live for the whole run: keep them
         # out of the collector's scans so full collections under load stay short.
         gc.collect()
@@ -263,6 +274,9 @@ class ImagineBot(commands.AutoShardedBot):
                     swept = await self.ledger.recover_stale(stale_after=STALE_AFTER)
                     if swept:
                         await self._announce_recovered(swept)
+                    stale = await self.ledger.stale_deliveries(stale_after=STALE_AFTER)
+                    if stale:
+                        await self._settle_deliveries(stale)
             except StorageError as error:
                 # Keep beating: a database blip must not make others refund our jobs.
                 log.warning("heartbeat to the shared database failed: %s", error)
@@ -341,6 +355,18 @@ class ImagineBot(commands.AutoShardedBot):
         return True
 
     # -- start-up notices ----------------------------------------------------
+
+    async def wait_recovered(self) -> None:
+        """Wait until the deliveries a dead run left were settled (tests, benchmarks)."""
+        if self._settling is not None:
+            await asyncio.wait((self._settling,))
+
+    async def _settle_deliveries(self, jobs: list[JobRecord]) -> None:
+        """Decide from their channels the jobs a dead run was posting (bot.recovery)."""
+        await self.wait_until_ready()
+        refunded = await settle_deliveries(self, self.ledger, jobs)
+        if refunded:
+            await self._announce_recovered(refunded)
 
     async def _announce_recovered(self, jobs: list[JobRecord]) -> None:
         await self.wait_until_ready()

@@ -4,13 +4,17 @@ One process enforces ``MAX_CONCURRENT_JOBS`` and ``SEGMIND_RPM`` in memory. When
 several processes (shards) share a PostgreSQL database, each still schedules
 fairly in memory, but an API call also needs one of the shared slots and one of
 the shared rate tokens, both kept in the database, so the totals hold for the
-whole bot. With SQLite (one process) these classes are not used at all.
+whole bot. A slot is held by the holding process's own database session and
+ends with it (see bot/storage/_pg_locks.py), so a crash frees it at once. With
+SQLite (one process) these classes are not used at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import socket
 from typing import Protocol
 
@@ -27,17 +31,19 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: How long a slot stays taken if its process dies without releasing it.
+#: The lease of a slot in a store that keeps leases (PostgreSQL ignores it: its
+#: slots are session locks that end with the holder's connection).
 SLOT_TTL = 15 * 60.0
 _POLL_START = 0.05
 _POLL_MAX = 1.0
 
 
 def owner_name(shard_ids: list[int] | None) -> str:
-    """A stable name for this process, so that after a crash the next run with the
-    same shards recognises (and refunds) its own unfinished jobs at once."""
+    """This run's name: unique per start (host, shards, pid and a random part), so
+    two processes, or a process and its restarted self, never share a lease. A
+    dead run's jobs are recovered because its liveness lock is gone, not by name."""
     shards = "-".join(map(str, shard_ids)) if shard_ids else "all"
-    return f"{socket.gethostname()}:shards-{shards}"
+    return f"{socket.gethostname()}:shards-{shards}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class SlotPool(Protocol):

@@ -504,6 +504,18 @@ class CreditLedger:
         balance = await self._storage.get_balance(job.guild_id)
         return CommitResult(job, 0, 0, balance or 0)
 
+    async def mark_delivering(self, job: JobRecord) -> JobRecord:
+        """Record, before the result is posted, that it is being posted.
+
+        After a crash such a job is decided from the channel (:mod:`bot.recovery`),
+        never refunded blindly. Raises :class:`JobNotActive` when the job was
+        settled meanwhile (its credits are back): it must not be posted.
+        """
+        record = await self._storage.mark_delivering(job.id)
+        if record is None:
+            raise JobNotActive(await self._job(job.id))
+        return record
+
     async def set_message(self, job_id: int, message_id: int) -> None:
         job_id = _snowflake(job_id, "job_id")
         if not await self._storage.set_job_message(job_id, _snowflake(message_id, "message_id")):
@@ -528,9 +540,13 @@ class CreditLedger:
         only this process's own earlier jobs, unowned ones, and those of processes
         silent for ``stale_after`` seconds: a live process's running jobs are left
         alone. Returns the jobs refunded now, so the bot can tell their requesters.
+        Jobs whose result was being posted are left open: their channel decides
+        (see :meth:`interrupted_deliveries` and :mod:`bot.recovery`).
         """
         refunded: list[JobRecord] = []
         for job in await self._storage.recoverable_jobs(owner, stale_after=stale_after):
+            if job.delivering:
+                continue
             result = await self.refund(job, RECOVERY_REASON)
             if result.refunded:
                 refunded.append(result.job)
@@ -544,11 +560,24 @@ class CreditLedger:
             log.info("no interrupted jobs to refund")
         return refunded
 
+    async def interrupted_deliveries(
+        self, owner: str | None = None, *, stale_after: float = 60.0
+    ) -> list[JobRecord]:
+        """Open jobs a dead run was posting (the same jobs :meth:`recover` looks at),
+        oldest first: whether the result reached the channel decides their fate."""
+        jobs = await self._storage.recoverable_jobs(owner, stale_after=stale_after)
+        return [job for job in jobs if job.delivering]
+
     async def recover_stale(self, *, stale_after: float) -> list[JobRecord]:
         """Refund the open jobs of processes silent for ``stale_after`` seconds (a shard
         that died and did not come back); live processes' jobs, ours included, stay."""
         # No process is named like this, so only unowned and stale jobs match.
         return await self.recover(_NOBODY, stale_after=stale_after)
+
+    async def stale_deliveries(self, *, stale_after: float) -> list[JobRecord]:
+        """The deliveries of processes silent for ``stale_after`` seconds (see
+        :meth:`recover_stale`), for the channel to decide."""
+        return await self.interrupted_deliveries(_NOBODY, stale_after=stale_after)
 
     async def usage_today(self, guild_id: int, user_id: int) -> int:
         """Credits the member spent in the guild today (UTC), net of refunds."""

@@ -114,6 +114,8 @@ class Job:
     completed: int = 0
     started: bool = False
     settling: bool = False
+    #: Whether the job still counts against its member's MAX_QUEUED_PER_USER.
+    counted: bool = True
     settled: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -471,7 +473,15 @@ class JobQueue:
             delivered = 0
             if images:
                 try:
+                    # Recorded before the post: after a crash the channel decides.
+                    await self._ledger.mark_delivering(job.record)
                     delivered = await job.delivery.deliver(job, images)
+                except JobNotActive:
+                    # Settled elsewhere (another process's recovery refunded it).
+                    log.warning(
+                        "job settled elsewhere; its images are not posted", extra=job.context
+                    )
+                    return
                 except Exception:
                     log.exception("delivery failed", extra=job.context)
                     result = await self._ledger.refund(job.record, "the images could not be posted")
@@ -483,6 +493,8 @@ class JobQueue:
                     )
                     return
             if delivered:
+                # The member has their result: it no longer counts as in progress.
+                self._uncount(job)
                 result = await self._ledger.commit(job.record, delivered)
                 self._count(result, "succeeded" if delivered == job.total else "partial")
                 self._metrics.images.inc(delivered)
@@ -528,7 +540,7 @@ class JobQueue:
         if self._active.pop(job.id, None) is None:
             return
         self._waiting.pop(job.id, None)
-        self._release_user((job.record.guild_id, job.record.user_id))
+        self._uncount(job)
         self._metrics.jobs_in_flight.set(len(self._active) - len(self._waiting))
         job.settled.set()
 
@@ -545,6 +557,11 @@ class JobQueue:
         if not refund.cancelled() and (error := refund.exception()) is not None:
             # recover() at the next start refunds it; say so rather than lose it silently.
             log.error("refund of a cancelled reservation failed", exc_info=error)
+
+    def _uncount(self, job: Job) -> None:
+        if job.counted:
+            job.counted = False
+            self._release_user((job.record.guild_id, job.record.user_id))
 
     def _release_user(self, key: tuple[int, int]) -> None:
         remaining = self._per_user.get(key, 0) - 1

@@ -60,14 +60,17 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_SEED",
     "PROMPT_MAX_LENGTH",
+    "RETRY_POLICY",
     "GeneratedImage",
     "GenerationResult",
     "InvalidRequest",
     "RateLimiter",
+    "RetryRule",
     "Scheduler",
     "SegmindBadGateway",
     "SegmindBadRequest",
     "SegmindClient",
+    "SegmindConnectionDropped",
     "SegmindConnectionError",
     "SegmindError",
     "SegmindForbidden",
@@ -79,10 +82,12 @@ __all__ = [
     "SegmindServerError",
     "SegmindTimeout",
     "SegmindUnauthorized",
+    "SegmindUnavailable",
     "SegmindValidationError",
     "Txt2ImgRequest",
     "build_request",
     "parse_retry_after",
+    "retry_rule",
 ]
 
 logger = logging.getLogger("bot.segmind")
@@ -354,8 +359,41 @@ def _duration(seconds: float) -> str:
     return f"{hours} hour{'s' if hours != 1 else ''}"
 
 
+@dataclass(frozen=True)
+class RetryRule:
+    """Whether an outcome of a call is sent again, and why (said to the member too)."""
+
+    retried: bool
+    why: str
+
+
+_MAY_BE_BILLED: Final = "not retried, because the call may have been charged"
+
+#: The retry policy (money), by error ``kind``: only what cannot have been billed is
+#: sent again (DESIGN.md §4, README "Retry policy"). Any other kind is not retried.
+RETRY_POLICY: Final[Mapping[str, RetryRule]] = {
+    "rate_limited": RetryRule(True, "retried after the wait the API asks for (429)"),
+    "bad_gateway": RetryRule(True, "retried: the gateway did not reach the model (502)"),
+    "unavailable": RetryRule(True, "retried: the API took no work (503)"),
+    "connection_refused": RetryRule(True, "retried: the request was never sent"),
+    "timeout": RetryRule(False, f"{_MAY_BE_BILLED}: the request was sent, no answer came"),
+    "connection_dropped": RetryRule(False, f"{_MAY_BE_BILLED}: the answer was cut off"),
+    "server_error": RetryRule(False, f"{_MAY_BE_BILLED}: the model may have run (500)"),
+    "gateway_timeout": RetryRule(False, f"{_MAY_BE_BILLED}: the model may have run (504)"),
+}
+_NOT_RETRIED: Final = RetryRule(False, "not retried: the same call would fail the same way")
+_NOT_RETRIED_TEXT: Final = "It was not retried, because the call may have been charged."
+
+
+def retry_rule(kind: str) -> RetryRule:
+    return RETRY_POLICY.get(kind, _NOT_RETRIED)
+
+
 class SegmindError(Exception):
-    """A call to Segmind failed. ``str()`` is safe to log; show ``user_message`` to users."""
+    """A call to Segmind failed. ``str()`` is safe to log; show ``user_message`` to users.
+
+    ``retryable`` follows :data:`RETRY_POLICY` for the error's ``kind``.
+    """
 
     kind: str = "error"
     retryable: bool = False
@@ -378,8 +416,7 @@ class SegmindError(Exception):
         self.detail = detail
         if kind is not None:
             self.kind = kind
-        if retryable is not None:
-            self.retryable = retryable
+        self.retryable = retry_rule(self.kind).retried if retryable is None else retryable
         self.user_message = user_message or self._user_message()
         super().__init__(self._summary())
 
@@ -469,7 +506,6 @@ class SegmindRateLimited(SegmindError):
     """429: too many requests; ``retry_after`` says when to come back (if known)."""
 
     kind = "rate_limited"
-    retryable = True
 
     def _user_message(self) -> str:
         if self.retry_after is None:
@@ -481,21 +517,37 @@ class SegmindRateLimited(SegmindError):
 
 
 class SegmindServerError(SegmindError):
-    """500, 503 or another 5xx."""
+    """500 or another 5xx not named below: the model may have run, so not retried."""
 
     kind = "server_error"
-    retryable = True
 
     def _user_message(self) -> str:
         status = f" (HTTP {self.status})" if self.status else ""
-        return f"Segmind had a server error{status}. Please try again in a few minutes."
+        return (
+            f"Segmind had a server error{status}. {_NOT_RETRIED_TEXT} "
+            "Please try again in a few minutes."
+        )
+
+
+class SegmindUnavailable(SegmindServerError):
+    """503: the API took no work, so the call is retried."""
+
+    kind = "unavailable"
+
+    def _user_message(self) -> str:
+        return (
+            "Segmind is unavailable (HTTP 503), also when retried. "
+            "Please try again in a few minutes."
+        )
 
 
 class SegmindBadGateway(SegmindServerError):
     """502 from Segmind's gateway."""
 
     kind = "bad_gateway"
-    default_user_message = "Segmind's gateway failed (HTTP 502). Please try again in a few minutes."
+    default_user_message = (
+        "Segmind's gateway failed (HTTP 502), also when retried. Please try again in a few minutes."
+    )
 
     def _user_message(self) -> str:
         return self.default_user_message
@@ -507,7 +559,7 @@ class SegmindGatewayTimeout(SegmindServerError):
     kind = "gateway_timeout"
     default_user_message = (
         "Segmind's gateway timed out (HTTP 504); the model may be starting up. "
-        "Please try again in a minute."
+        f"{_NOT_RETRIED_TEXT} Please try again in a minute."
     )
 
     def _user_message(self) -> str:
@@ -515,10 +567,9 @@ class SegmindGatewayTimeout(SegmindServerError):
 
 
 class SegmindTimeout(SegmindError):
-    """Our own per-call timeout expired before Segmind answered."""
+    """Our own per-call timeout expired after the request was sent: not retried."""
 
     kind = "timeout"
-    retryable = True
 
     def __init__(self, *, timeout: float, detail: str | None = None) -> None:
         self.timeout = timeout
@@ -526,17 +577,28 @@ class SegmindTimeout(SegmindError):
 
     def _user_message(self) -> str:
         return (
-            f"Segmind took longer than {self.timeout:g} s to answer; the model may be "
-            "starting up. Please try again in a minute."
+            f"Segmind did not answer within {self.timeout:g} s. {_NOT_RETRIED_TEXT} "
+            "Please try again in a minute."
         )
 
 
 class SegmindConnectionError(SegmindError):
-    """The connection failed: refused, reset, dropped, or closed without an answer."""
+    """No connection could be made (refused, DNS): the request was never sent, so retried."""
 
-    kind = "connection"
-    retryable = True
-    default_user_message = "The bot could not reach Segmind. Please try again in a few minutes."
+    kind = "connection_refused"
+    default_user_message = (
+        "The bot could not reach Segmind, also when retried. Please try again in a few minutes."
+    )
+
+
+class SegmindConnectionDropped(SegmindConnectionError):
+    """The connection was reset or closed after the request was sent: not retried."""
+
+    kind = "connection_dropped"
+    default_user_message = (
+        f"The connection to Segmind dropped before the answer arrived. {_NOT_RETRIED_TEXT} "
+        "Please try again in a few minutes."
+    )
 
 
 class SegmindInvalidResponse(SegmindError):
@@ -558,7 +620,7 @@ _STATUS_ERRORS: Final[Mapping[int, type[SegmindError]]] = {
     429: SegmindRateLimited,
     500: SegmindServerError,
     502: SegmindBadGateway,
-    503: SegmindServerError,
+    503: SegmindUnavailable,
     504: SegmindGatewayTimeout,
 }
 
@@ -1002,9 +1064,14 @@ class SegmindClient:
             failure = SegmindTimeout(timeout=self._timeout)
         except aiohttp.ClientError as error:
             detail = _redact(_describe_client_error(error), self._api_key.get_secret_value())
-            failure = SegmindConnectionError(
-                detail=detail, retryable=not isinstance(error, aiohttp.InvalidURL)
-            )
+            # Refused before sending (ClientConnectorError) is safe to retry; once the
+            # request may have reached Segmind, it is not (RETRY_POLICY).
+            if isinstance(error, aiohttp.InvalidURL):
+                failure = SegmindConnectionError(detail=detail, retryable=False)
+            elif isinstance(error, aiohttp.ClientConnectorError):
+                failure = SegmindConnectionError(detail=detail)
+            else:
+                failure = SegmindConnectionDropped(detail=detail)
         # Raised outside the except blocks: no __context__ pointing at aiohttp's
         # exception, whose request info includes the headers.
         if failure is not None:

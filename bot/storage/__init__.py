@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from bot.storage._engine import open_engine
+from bot.storage._migrate import migrate
+from bot.storage._pg_locks import PgStorage
 from bot.storage.base import Storage, StorageError
 from bot.storage.sql import SQLStorage
 
@@ -44,7 +47,13 @@ async def open_storage(
         )
     timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
     if scheme in _POSTGRES_SCHEMES or scheme == "sqlite":
-        return await SQLStorage.open(database_url.strip(), clock=clock, lock_timeout=timeout)
+        db = await open_engine(database_url.strip(), clock, timeout)
+        try:
+            await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        return PgStorage(db) if db.target is not None else SQLStorage(db)
     raise StorageError(
         f"DATABASE_URL scheme {scheme!r} is not supported: use sqlite:///relative/path.db, "
         "sqlite:////absolute/path.db or postgresql://user:password@host:5432/database."

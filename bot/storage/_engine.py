@@ -41,7 +41,15 @@ PG_POOL_SIZE: Final = 10
 CONNECT_TIMEOUT: Final = 10.0
 IDLE_IN_TRANSACTION_TIMEOUT: Final = 60
 _ATTEMPTS: Final = 3
-_READ_ONLY: Final = "imagine_read"  # execution option: a read begins without the write lock
+_READ_ONLY: Final = "imagine_read"
+#: Server-side TCP keepalives (seconds), asked for on every PostgreSQL connection: a
+#: silent peer is probed after 5 s, then every second; after 3 unanswered probes the
+#: server ends its session, and with it its locks and open transaction.
+KEEPALIVE: Final = {
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "1",
+    "tcp_keepalives_count": "3",
+}  # execution option: a read begins without the write lock
 
 
 def utcnow() -> datetime:
@@ -57,6 +65,8 @@ class Database:
     lock_timeout: float
     clock: Clock
     target: pg.PgTarget | None = None  # PostgreSQL only
+    #: PostgreSQL only: a connection outside the pool, named as given (session locks).
+    raw_connect: Callable[[str], Awaitable[asyncpg.Connection]] | None = None
     closed: bool = False
     _orphans: set[asyncio.Future[Any]] = field(default_factory=set)
 
@@ -214,11 +224,13 @@ async def _pg_engine(database_url: str, clock: Clock, lock_timeout: float) -> Da
         "TimeZone": "UTC",
         "lock_timeout": f"{round(lock_timeout * 1000):d}ms",
         "idle_in_transaction_session_timeout": f"{IDLE_IN_TRANSACTION_TIMEOUT:d}s",
+        **KEEPALIVE,
     }
 
-    async def connect() -> asyncpg.Connection:
+    async def connect(name: str = "imagine-bot") -> asyncpg.Connection:
         # asyncpg reads the libpq-style URL itself (host=/socket, sslmode, passfile…).
-        return await asyncpg.connect(target.dsn, timeout=CONNECT_TIMEOUT, server_settings=settings)
+        named = {**settings, "application_name": name}
+        return await asyncpg.connect(target.dsn, timeout=CONNECT_TIMEOUT, server_settings=named)
 
     try:
         # Fail early, with a clear message, rather than on the first query.
@@ -232,4 +244,4 @@ async def _pg_engine(database_url: str, clock: Clock, lock_timeout: float) -> Da
         max_overflow=0,
         pool_pre_ping=True,  # a connection the server dropped is replaced, not used
     )
-    return Database(engine, str(target), lock_timeout, clock, target)
+    return Database(engine, str(target), lock_timeout, clock, target, connect)

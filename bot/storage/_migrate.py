@@ -29,8 +29,9 @@ __all__ = ["head", "migrate"]
 
 log = logging.getLogger("bot.storage")
 
-#: Version of the earlier SQL migrations -> the Alembic revision with that schema.
-LEGACY: Final = {3: "0001"}
+#: Version of the earlier SQL migrations -> the Alembic revision with that schema
+#: (SQLite stopped at 4; PostgreSQL's 5 added the owners' lock keys).
+LEGACY: Final = {3: "0001", 4: "0002", 5: "0003"}
 RETIRED: Final = 1000
 """The legacy version left on a database Alembic took over (newer than old code knows)."""
 

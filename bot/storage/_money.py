@@ -354,6 +354,21 @@ class MoneyOps(Ops):
 
         return await self._db.write(work)
 
+    async def mark_delivering(self, job_id: int) -> JobRecord | None:
+        now = self._now()
+        query = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status.in_(OPEN))
+            .values(delivering_at=now, updated_at=now)
+            .returning(*JOB_COLUMNS)
+        )
+
+        async def work(conn: AsyncConnection) -> JobRecord | None:
+            row = (await conn.execute(query)).first()
+            return None if row is None else job_from_row(row)
+
+        return await self._db.write(work)
+
     async def set_job_message(self, job_id: int, message_id: int) -> bool:
         query = (
             update(jobs)
@@ -387,12 +402,21 @@ class MoneyOps(Ops):
 
     async def recoverable_jobs(self, owner: str | None, *, stale_after: float) -> list[JobRecord]:
         query = select(*JOB_COLUMNS).where(jobs.c.status.in_(OPEN)).order_by(jobs.c.id)
-        if owner is not None:
-            cutoff = self._now() - timedelta(seconds=stale_after)
-            o = job_owners.c
-            alive = exists().where(o.owner == jobs.c.owner, o.heartbeat_at >= cutoff)
-            query = query.where(or_(jobs.c.owner.is_(None), jobs.c.owner == owner, ~alive))
-        return await self._jobs(query)
+
+        async def work(conn: AsyncConnection) -> list[JobRecord]:
+            found = query
+            if owner is not None:
+                # Live: a recent heartbeat and, for an owner with a liveness lock, that lock held.
+                o = job_owners.c
+                alive = exists().where(
+                    o.owner == jobs.c.owner,
+                    o.heartbeat_at >= self._now() - timedelta(seconds=stale_after),
+                    or_(o.lock_key.is_(None), o.lock_key.in_(await self._held_owner_keys(conn))),
+                )
+                found = query.where(or_(jobs.c.owner.is_(None), jobs.c.owner == owner, ~alive))
+            return [job_from_row(row) for row in await conn.execute(found)]
+
+        return await self._db.read(work)
 
     # -- ledger --------------------------------------------------------------------
 
@@ -424,11 +448,12 @@ def _guild_view(active: bool, parent: bool) -> Select[Any]:
     (``:g`` guild, ``:u`` member, ``:p`` parent job)."""
     columns: list[Any] = [guilds.c.balance, *(guild_settings.c[name] for name in _SETTINGS)]
     if active:
-        # The member's open jobs in the guild, in every process.
+        # The member's open jobs in the guild, in every process; a posted one no longer counts.
         count = select(func.count()).where(
             jobs.c.guild_id == bindparam("g"),
             jobs.c.user_id == bindparam("u"),
             jobs.c.status.in_(OPEN),
+            jobs.c.message_id.is_(None),
         )
         columns.append(count.scalar_subquery().label("active"))
     if parent:

@@ -70,3 +70,7 @@ class Ops:
 
     def _now(self) -> datetime:
         return self._db.now()
+
+    async def _held_owner_keys(self, conn: AsyncConnection) -> list[int]:
+        """The owners' liveness locks held right now (PostgreSQL only: see _pg_locks.py)."""
+        return []

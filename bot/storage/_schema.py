@@ -163,6 +163,8 @@ jobs = Table(
     Column("updated_at", Timestamp, nullable=False),
     Column("finished_at", Timestamp),
     Column("owner", Owner),
+    # when the bot began posting the result (NULL: not yet): recovery asks the channel
+    Column("delivering_at", Timestamp),
     CheckConstraint("channel_id > 0 AND user_id > 0 AND cost > 0"),
     CheckConstraint("units_per_image > 0 AND images_total > 0"),
     CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'refunded')"),
@@ -275,6 +277,8 @@ job_owners = Table(
     Column("owner", Owner, primary_key=True),
     Column("started_at", Timestamp, nullable=False),
     Column("heartbeat_at", Timestamp, nullable=False),
+    # PostgreSQL: the key of the owner's liveness lock (see _pg_locks.py)
+    Column("lock_key", Integer, CheckConstraint("lock_key >= 0")),
 )
 
 api_slots = Table(

@@ -20,8 +20,10 @@ __all__ = ["SettingsOps"]
 
 _MIN_WAIT: Final = 0.001
 """take_rate_token never returns a wait below this when it refuses (a clock tie)."""
-RATE_LOCK_CLASS: Final = int.from_bytes(b"rate", "big")
 WRITABLE_SETTINGS: Final = frozenset(GuildSettings.__dataclass_fields__) - {"guild_id"}
+
+
+RATE_LOCK_CLASS: Final = int.from_bytes(b"rate", "big")
 
 
 class SettingsOps(Ops):
@@ -90,11 +92,25 @@ class SettingsOps(Ops):
     # -- processes sharing the database ------------------------------------------
 
     async def heartbeat(self, owner: str) -> None:
+        await self._beat(owner, None, forget_dead=False)
+
+    async def _beat(self, owner: str, lock_key: int | None, *, forget_dead: bool) -> None:
+        """Record ``owner`` alive now, with its liveness lock's key; ``forget_dead``: also
+        forget the owners whose liveness lock nobody holds any more."""
+
         async def work(conn: AsyncConnection) -> None:
             now = self._now()
-            insert = upsert(conn, job_owners).values(owner=owner, started_at=now, heartbeat_at=now)
-            kept = {"heartbeat_at": insert.excluded.heartbeat_at}
+            insert = upsert(conn, job_owners).values(
+                owner=owner, started_at=now, heartbeat_at=now, lock_key=lock_key
+            )
+            kept = {"heartbeat_at": insert.excluded.heartbeat_at, "lock_key": lock_key}
             await conn.execute(insert.on_conflict_do_update(index_elements=["owner"], set_=kept))
+            if forget_dead:
+                o = job_owners.c
+                held = await self._held_owner_keys(conn)
+                await conn.execute(
+                    delete(job_owners).where(o.lock_key.is_not(None), o.lock_key.not_in(held))
+                )
 
         await self._db.write(work)
 

@@ -182,6 +182,14 @@ class Storage(Protocol):
         """
         ...
 
+    async def mark_delivering(self, job_id: int) -> JobRecord | None:
+        """Record that the open job's result is about to be posted (``delivering_at``).
+
+        Returns the job as it now is, or None (nothing changed) when it is unknown or
+        no longer open: its credits were settled elsewhere, so it must not be posted.
+        """
+        ...
+
     async def set_job_message(self, job_id: int, message_id: int) -> bool:
         """Remember the result message. False: no such job."""
         ...

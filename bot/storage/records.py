@@ -74,6 +74,13 @@ class JobRecord:
     created_at: datetime
     updated_at: datetime
     owner: str | None = None
+    #: When the bot began posting the result (None: not yet). An open job with it
+    #: set is being delivered: recovery decides it from the channel (bot.recovery).
+    delivering_at: datetime | None = None
+
+    @property
+    def delivering(self) -> bool:
+        return self.status.is_open and self.delivering_at is not None
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from bot.storage._engine import Clock, Database, open_engine
+from bot.storage._engine import Database
 from bot.storage._insight import InsightOps
-from bot.storage._migrate import migrate
 from bot.storage._money import MoneyOps
 from bot.storage._settings import SettingsOps
 
@@ -20,19 +19,6 @@ class SQLStorage(MoneyOps, SettingsOps, InsightOps):
         super().__init__(db)
         #: Several bot processes may share a PostgreSQL database (see Storage.shared).
         self.shared = db.dialect == "postgresql"
-
-    @classmethod
-    async def open(
-        cls, database_url: str, *, clock: Clock | None, lock_timeout: float
-    ) -> SQLStorage:
-        """Connect and bring the schema up to date."""
-        db = await open_engine(database_url, clock, lock_timeout)
-        try:
-            await migrate(db)
-        except BaseException:
-            await db.close()
-            raise
-        return cls(db)
 
     @property
     def where(self) -> str:

@@ -20,6 +20,7 @@ import discord
 from bot.credits import CommitResult
 from bot.image_store import HeldImage
 from bot.jobs import Job, JobProgress
+from bot.recovery import delivery_nonce
 
 from ._buttons import result_view
 from ._render import pack_files, plural, prepare_files, result_embed, status_text
@@ -160,6 +161,9 @@ class ChannelDelivery:
             content += f" {self._note}"
         delivered = 0
         for number, group in enumerate(groups):
+            # The same nonce on a retried post (discord.py retries 5xx) makes Discord
+            # return the first message, with enforce_nonce, instead of posting twice.
+            nonce = delivery_nonce(job.id, number)
             try:
                 if number == 0:
                     message = await self._channel.send(
@@ -168,6 +172,7 @@ class ChannelDelivery:
                         files=[file.to_file() for file in group],
                         view=result_view(job.id),
                         allowed_mentions=discord.AllowedMentions.none(),
+                        nonce=nonce,
                     )
                     self._message = message
                 elif self._message is not None:
@@ -177,6 +182,7 @@ class ChannelDelivery:
                         allowed_mentions=discord.AllowedMentions.none(),
                         reference=self._message,
                         mention_author=False,
+                        nonce=nonce,
                     )
             except discord.HTTPException:
                 if delivered == 0:

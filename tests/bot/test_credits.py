@@ -10,6 +10,7 @@ backends: a SQLite file and a fresh PostgreSQL database (``tests/pg.py``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import os
@@ -1059,3 +1060,47 @@ async def test_random_concurrent_operations_keep_the_invariants(
     await ledger.recover()
     assert await ledger.active_jobs() == []
     await assert_invariants(ledger, *guilds)
+
+
+async def test_recover_leaves_deliveries_for_the_channel_to_decide(database_url: str) -> None:
+    storage = await open_storage(database_url)
+    try:
+        ledger = CreditLedger(storage, default_credits=100)
+        running = await ledger.reserve(new_job())
+        await ledger.mark_running(running.id)
+        posting = await ledger.reserve(new_job(units=2))
+        await ledger.mark_running(posting.id)
+        marked = await ledger.mark_delivering(posting)
+        assert marked.delivering
+        recovered = await ledger.recover()
+        # Refunding it blindly could give away an image already in the channel.
+        assert [job.id for job in recovered] == [running.id]
+        assert [job.id for job in await ledger.interrupted_deliveries()] == [posting.id]
+        assert await ledger.balance(GUILD) == 98
+        await ledger.refund(posting.id, "test")
+        with pytest.raises(JobNotActive):
+            await ledger.mark_delivering(posting)
+        assert await ledger.interrupted_deliveries() == []
+        assert await ledger.verify()
+    finally:
+        await storage.close()
+
+
+async def test_a_silent_process_deliveries_are_swept_not_a_live_ones(database_url: str) -> None:
+    storage = await open_storage(database_url)
+    try:
+        ledger = CreditLedger(storage, default_credits=100)
+        posting = {}
+        for owner in ("alive", "dead"):
+            job = await ledger.reserve(dataclasses.replace(new_job(), owner=owner))
+            await ledger.mark_running(job.id)
+            posting[owner] = await ledger.mark_delivering(job)
+        await ledger.heartbeat("alive")
+        # A sweep neither refunds a delivery (the channel decides) nor touches a live one.
+        assert await ledger.recover_stale(stale_after=60) == []
+        assert [job.id for job in await ledger.stale_deliveries(stale_after=60)] == [
+            posting["dead"].id
+        ]
+        assert await ledger.balance(GUILD) == 98
+    finally:
+        await storage.close()

@@ -404,3 +404,32 @@ async def test_a_failed_call_of_a_job_settled_elsewhere_refunds_nothing_twice(
     assert delivery.failures
     assert await ledger.balance(GUILD) == 99
     assert await ledger.verify()
+
+
+@dataclass
+class SlowToFinish(RecordingDelivery):
+    """Posts at once, then holds the status update that follows the post."""
+
+    posted: asyncio.Event = field(default_factory=asyncio.Event)
+    go_on: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def finished(self, job: Job, result: CommitResult) -> None:
+        self.posted.set()
+        await self.go_on.wait()
+        await super().finished(job, result)
+
+
+async def test_a_posted_result_frees_the_members_slot_at_once(ledger: CreditLedger) -> None:
+    queue = make_queue(ScriptedGenerator(), ledger, per_user=1)
+    first, delivery = await submit(queue, delivery=SlowToFinish())
+    assert isinstance(delivery, SlowToFinish)
+    await asyncio.wait_for(delivery.posted.wait(), 5)
+    assert not first.settled.is_set()  # the queue is still finishing the first job
+    # The member sees their image and asks again: accepted, not "already 1 in progress".
+    second, _ = await submit(queue, prompt="again")
+    delivery.go_on.set()
+    await settle(first)
+    await settle(second)
+    assert await ledger.balance(GUILD) == 98
+    assert queue.user_load(GUILD, ALICE) == 0
+    assert await ledger.verify()

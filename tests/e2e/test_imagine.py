@@ -181,7 +181,7 @@ API_FAILURES: list[tuple[str, Any, str]] = [
     ("500", lambda s: s.fail(500, times=5), "Segmind"),
     ("502-html", lambda s: s.fail(502, times=5, html=True), "Segmind"),
     ("504", lambda s: s.fail(504, times=5), "Segmind"),
-    ("timeout", lambda s: s.hang(times=5), "longer than"),
+    ("timeout", lambda s: s.hang(times=5), "not retried, because the call may have been charged"),
     ("dropped", lambda s: s.drop(times=5), "Segmind"),
 ]
 

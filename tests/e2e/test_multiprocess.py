@@ -26,24 +26,29 @@ pytestmark = pytest.mark.timeout(120)
 FINAL_MARKS = ("✅ Done!", "❌", "left; this image costs", "in progress")
 
 
+async def start_shard(
+    world: World, tmp_path: Path, database_url: str, shard: int, **extra: str
+) -> BotProcess:
+    """Shard ``shard`` of 2 as a process of its own (started again after a crash too)."""
+    env = bot_environment(
+        world.discord,
+        world.segmind,
+        tmp_path / "unused.db",
+        DATABASE_URL=database_url,
+        SHARD_COUNT="2",
+        SHARD_IDS=str(shard),
+        SHUTDOWN_GRACE_SECONDS="1",
+        **extra,
+    )
+    folder = tmp_path / f"shard{shard}"
+    folder.mkdir(exist_ok=True)
+    return await start_bot(env, folder)
+
+
 async def start_shards(
     world: World, tmp_path: Path, database_url: str, **extra: str
 ) -> list[BotProcess]:
-    processes = []
-    for shard in (0, 1):
-        env = bot_environment(
-            world.discord,
-            world.segmind,
-            tmp_path / "unused.db",
-            DATABASE_URL=database_url,
-            SHARD_COUNT="2",
-            SHARD_IDS=str(shard),
-            SHUTDOWN_GRACE_SECONDS="1",
-            **extra,
-        )
-        folder = tmp_path / f"shard{shard}"
-        folder.mkdir(exist_ok=True)
-        processes.append(await start_bot(env, folder))
+    processes = [await start_shard(world, tmp_path, database_url, n, **extra) for n in (0, 1)]
     await world.discord.wait_for_sessions(2, timeout=60)
     return processes
 
@@ -118,16 +123,9 @@ async def test_kill_9_of_one_process_refunds_only_its_own_jobs(
         await world.segmind.wait_for_requests(2, timeout=30)
         processes[0].signal(signal.SIGKILL)
         await processes[0].wait()
-        # Shard 0 comes back under the same name and refunds its own job at once.
-        env = bot_environment(
-            discord,
-            world.segmind,
-            tmp_path / "unused.db",
-            DATABASE_URL=pg_url,
-            SHARD_COUNT="2",
-            SHARD_IDS="0",
-        )
-        processes[0] = await start_bot(env, tmp_path / "shard0")
+        # Shard 0 comes back under a new name; its dead run's lock is gone, so it
+        # refunds that run's job at once.
+        processes[0] = await start_shard(world, tmp_path, pg_url, 0)
         await world.discord.wait_for(
             lambda: (
                 any(
@@ -147,5 +145,49 @@ async def test_kill_9_of_one_process_refunds_only_its_own_jobs(
         await stop_all(processes)
     # Shard 1 shut down cleanly: its hung job was refunded by its own shutdown.
     assert await ledger.balance(discord.guild.id) == 100
+    assert await ledger.active_jobs() == []
+    assert await ledger.verify()
+
+
+async def test_kill_9_of_the_process_holding_every_api_slot_stalls_nobody(
+    world: World, tmp_path: Path, pg_url: str, ledger: CreditLedger
+) -> None:
+    discord = world.discord
+    discord.guild.on_every_shard = True
+    members = [discord.add_member(discord.guild, f"member{i}") for i in range(4)]
+    world.segmind.hang(times=2)
+    processes = await start_shards(world, tmp_path, pg_url, MAX_CONCURRENT_JOBS="2")
+    try:
+        # Shard 0 holds both API slots of the whole bot, its calls in flight.
+        for member in members[:2]:
+            await discord.slash("imagine", {"prompt": "stuck"}, user=member, shard=0)
+        await world.segmind.wait_for_requests(2, timeout=30)
+        processes[0].signal(signal.SIGKILL)
+        await processes[0].wait()
+
+        # Shard 1 gets the slots at once: its job is delivered within 10 s.
+        call = await discord.slash("imagine", {"prompt": "after"}, user=members[2], shard=1)
+        await discord.wait_for_followup(call, lambda m: "Done!" in m.content, timeout=10)
+
+        # Shard 0 restarts under a new name, refunds its dead run's jobs and serves.
+        processes[0] = await start_shard(world, tmp_path, pg_url, 0, MAX_CONCURRENT_JOBS="2")
+        await world.discord.wait_for(
+            lambda: (
+                sum(
+                    "interrupted by a restart" in m.content
+                    for m in discord.channel_messages(discord.channel)
+                )
+                == 2
+                or None
+            ),
+            timeout=60,
+            what="the two restart notices",
+        )
+        call = await discord.slash("imagine", {"prompt": "back"}, user=members[3], shard=0)
+        await discord.wait_for_followup(call, lambda m: "Done!" in m.content, timeout=10)
+    finally:
+        await stop_all(processes)
+    assert world.segmind.billed_calls == 2
+    assert await ledger.balance(discord.guild.id) == 100 - 2
     assert await ledger.active_jobs() == []
     assert await ledger.verify()

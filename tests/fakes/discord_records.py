@@ -140,6 +140,8 @@ class InjectedFailure:
     retry_after: float | None = None
     times: int = 1
     is_global: bool = False
+    #: Fail only after Discord acted on the request (the message is stored anyway).
+    after: bool = False
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -176,6 +178,9 @@ class InjectedDelay:
     path_regex: re.Pattern[str]
     seconds: float
     times: int = 1
+    #: Hold the answer after Discord acted on the request (the message is stored,
+    #: the bot has not heard back): a crash then is a crash after the post.
+    after: bool = False
     hits: int = 0
     holding: int = 0  # requests held right now
     released: asyncio.Event = field(default_factory=asyncio.Event)

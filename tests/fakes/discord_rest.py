@@ -125,6 +125,8 @@ class RestApi:
     def __init__(self, fake: FakeDiscord) -> None:
         self.fake = fake
         self.messages = MessageBuilder(fake)
+        # (channel, author, nonce) -> the message it created, for enforce_nonce
+        self.nonces: dict[tuple[int, int, str], StoredMessage] = {}
 
     # -- entry point ---------------------------------------------------------
 
@@ -193,14 +195,10 @@ class RestApi:
                 )
                 raise DiscordError(400, 50035, "Invalid Form Body", errors=problem.errors)
         for delay in fake.delays:
-            if delay.matches(record.method, record.path):
+            if not delay.after and delay.matches(record.method, record.path):
                 await delay.hold(fake.notify)
                 break
-        for failure in fake.failures:
-            if failure.matches(record.method, record.path):
-                failure.hits += 1
-                record.injected = True
-                raise failure.error()
+        self._inject_failure(record, after=False)
         handler = getattr(self, f"op_{operation.operation_id}", None)
         if handler is None:
             fake.unhandled.append(record)
@@ -208,7 +206,19 @@ class RestApi:
                 404, 0, f"404: Not Found (fake discord: {operation.operation_id} not implemented)"
             )
         result: tuple[int, Any] = await handler(call)
+        for delay in fake.delays:
+            if delay.after and delay.matches(record.method, record.path):
+                await delay.hold(fake.notify)
+                break
+        self._inject_failure(record, after=True)
         return result
+
+    def _inject_failure(self, record: RequestRecord, *, after: bool) -> None:
+        for failure in self.fake.failures:
+            if failure.after is after and failure.matches(record.method, record.path):
+                failure.hits += 1
+                record.injected = True
+                raise failure.error()
 
     async def _parse(self, request: web.Request, record: RequestRecord) -> Call:
         call = Call(record=record, params={}, query=dict(request.query), json=None)
@@ -339,9 +349,24 @@ class RestApi:
         return message
 
     async def op_list_messages(self, call: Call) -> tuple[int, Any]:
+        """Newest first, like Discord; ``before``/``after``/``around`` are message ids
+        (Discord's snowflakes, so a time works too), ``limit`` 1 to 100."""
         channel = self._channel(call)
         limit = int(call.query.get("limit", 50))
-        visible = self.fake.channel_messages(channel)[::-1][:limit]
+        if not 1 <= limit <= 100:
+            raise DiscordError(400, 50035, "Invalid Form Body")
+        oldest_first = self.fake.channel_messages(channel)
+        if "around" in call.query:
+            around = int(call.query["around"])
+            older = [m for m in oldest_first if m.id <= around][-(limit // 2 + 1) :]
+            newer = [m for m in oldest_first if m.id > around][: limit - len(older)]
+            visible = (older + newer)[::-1]
+        elif "after" in call.query:
+            after = int(call.query["after"])
+            visible = [m for m in oldest_first if m.id > after][:limit][::-1]
+        else:
+            before = int(call.query.get("before", 1 << 63))
+            visible = [m for m in oldest_first if m.id < before][::-1][:limit]
         return 200, [m.payload for m in visible]
 
     async def op_get_message(self, call: Call) -> tuple[int, Any]:
@@ -358,11 +383,22 @@ class RestApi:
         self._check_upload(call, guild.filesize_limit if guild else DEFAULT_FILE_LIMIT)
         body = call.json or {}
         self._check_not_empty(body, call)
+        nonce = body.get("nonce")
+        key = (channel.id, fake.bot_user.id, str(nonce))
+        if nonce is not None and body.get("enforce_nonce") and key in self.nonces:
+            # Discord's enforce_nonce: the same nonce again returns the first message.
+            return 200, {**self.nonces[key].payload, "nonce": str(nonce)}
         message = self.messages.create_message(channel, body, call.files, message_type=0)
         if body.get("message_reference"):
             message.payload["type"] = 19
+        if nonce is not None:
+            self.nonces[key] = message
         await fake.dispatch_message_event("MESSAGE_CREATE", message)
-        return 200, message.payload
+        # The nonce is echoed in the answer, not kept: later reads do not carry it.
+        return 200, {
+            **message.payload,
+            "nonce": str(nonce),
+        } if nonce is not None else message.payload
 
     async def op_update_message(self, call: Call) -> tuple[int, Any]:
         fake = self.fake

@@ -255,8 +255,11 @@ class FakeDiscord(DiscordWorld):
         retry_after: float | None = None,
         times: int = 1,
         is_global: bool = False,
+        after: bool = False,
     ) -> InjectedFailure:
         """Answer the next ``times`` matching requests with a Discord error.
+
+        ``after``: Discord acts on the request first (stores the message), then fails.
 
         ``path_regex`` is searched in the path after ``/api/v10`` (e.g.
         ``r"/channels/\\d+/messages$"``); ``method`` may be ``"*"``. A 429 carries
@@ -271,21 +274,27 @@ class FakeDiscord(DiscordWorld):
             retry_after=retry_after,
             times=times,
             is_global=is_global,
+            after=after,
         )
         self.failures.append(failure)
         return failure
 
     def delay_next(
-        self, method: str, path_regex: str, seconds: float, *, times: int = 1
+        self, method: str, path_regex: str, seconds: float, *, times: int = 1, after: bool = False
     ) -> InjectedDelay:
         """Hold the next ``times`` matching requests for ``seconds`` (or until
         ``.release()``) before serving them: Discord's latency on one route.
 
         The request is held before Discord acts on it (and before any failure armed
         with :meth:`fail_next` for it), so deadlines are checked when it is let through.
+        ``after``: Discord acts on it first and only its answer is held.
         """
         delay = InjectedDelay(
-            method=method.upper(), path_regex=re.compile(path_regex), seconds=seconds, times=times
+            method=method.upper(),
+            path_regex=re.compile(path_regex),
+            seconds=seconds,
+            times=times,
+            after=after,
         )
         self.delays.append(delay)
         return delay

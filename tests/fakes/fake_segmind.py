@@ -224,6 +224,9 @@ class FakeSegmind:
         self.in_flight = 0
         self.peak_in_flight = 0
         self._faults: deque[Fault] = deque()
+        #: Fault injection (soak runs): this share of calls misbehave, at random.
+        self.fault_rate = 0.0
+        self._fault_random = random.Random(0)
         self._images: dict[tuple[int, int, tuple[int, int, int], str], bytes] = {}
         self._closing = asyncio.Event()
         self._arrivals = asyncio.Condition()
@@ -304,6 +307,24 @@ class FakeSegmind:
             headers=dict(headers or {}),
         )
         self._faults.extend([fault] * times)
+
+    def inject_faults(self, rate: float, *, seed: int = 0) -> None:
+        """From now on answer ``rate`` of the calls not scripted otherwise with a random
+        fault, equally often: 429 (Retry-After 1 s), 500, 502, 504, a hang, a drop."""
+        self.fault_rate = rate
+        self._fault_random = random.Random(seed)
+
+    def _random_fault(self) -> Fault | None:
+        if self.fault_rate <= 0 or self._fault_random.random() >= self.fault_rate:
+            return None
+        status = self._fault_random.choice([429, 500, 502, 504, 0, 1])
+        if status == 0:
+            return Fault("hang")
+        if status == 1:
+            return Fault("drop")
+        body = json.dumps({"error": _REASONS.get(status, "Error")}).encode()
+        headers = {"Retry-After": "1"} if status == 429 else {}
+        return Fault("fail", status=status, body=body, headers=headers)
 
     def drop(self, times: int = 1) -> None:
         """Close the connection of the next ``times`` requests without answering."""
@@ -415,7 +436,7 @@ class FakeSegmind:
         if self.latency > 0:
             await self._sleep(self.latency)
 
-        fault = self._faults.popleft() if self._faults else None
+        fault = self._faults.popleft() if self._faults else self._random_fault()
         if fault is not None and fault.kind in {"drop", "hang", "garbage"}:
             if fault.kind == "hang":
                 await self._sleep(3600.0)

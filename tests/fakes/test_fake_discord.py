@@ -682,3 +682,32 @@ async def test_raw_http_contract() -> None:
             async with session.get(f"{fake.api_url}/users/@me") as response:
                 assert response.status == 401
         assert fake.unhandled == []
+
+
+async def test_enforce_nonce_and_history(fake_discord: FakeDiscord) -> None:
+    bot = TestBot(mentions=discord.AllowedMentions.none())
+    async with run_client(bot, fake_discord):
+        channel = bot.get_channel(fake_discord.channel.id)
+        assert isinstance(channel, discord.TextChannel)
+        before = await channel.send("before")
+        # discord.py sends every nonce with enforce_nonce: a retry returns the first message.
+        first = await channel.send("result", nonce="im7p0")
+        again = await channel.send("result", nonce="im7p0")
+        other = await channel.send("other", nonce="im8p0")
+        after = [m.id async for m in channel.history(after=before, oldest_first=True)]
+        newest = [m.id async for m in channel.history(limit=2)]
+        around = [m.id async for m in channel.history(around=first, limit=3)]
+        fetched = await channel.fetch_message(first.id)
+    assert again.id == first.id
+    assert first.nonce == "im7p0"
+    assert fetched.nonce is None  # Discord does not keep the nonce on later reads
+    assert after == [first.id, other.id]
+    assert newest == [other.id, first.id]
+    assert set(around) == {before.id, first.id, other.id}
+    assert [m.content for m in fake_discord.channel_messages(fake_discord.channel)] == [
+        "before",
+        "result",
+        "other",
+    ]
+    requests = fake_discord.requests_to("POST", r"^/channels/\d+/messages$")
+    assert all(r.message_body and r.message_body.get("enforce_nonce") for r in requests[1:])
