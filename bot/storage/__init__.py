@@ -13,8 +13,11 @@ from datetime import datetime
 from bot.storage._engine import open_engine
 from bot.storage._migrate import migrate
 from bot.storage._pg_locks import PgStorage
-from bot.storage.base import Storage, StorageError
+from bot.storage.base import StorageError
 from bot.storage.sql import SQLStorage
+
+Storage = SQLStorage
+"""The storage interface the rest of the bot uses (one implementation, either database)."""
 
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "Storage", "StorageError", "open_storage"]
 

@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from bot.storage._money import day_start
-from bot.storage._rows import JOB_COLUMNS, Ops, job_from_row, scalar
+from bot.storage._rows import JOB_COLUMNS, LEDGER_COLUMNS, Ops, entry_from_row, job_from_row, scalar
 from bot.storage._schema import guilds, jobs, ledger, utc_day
 from bot.storage.base import Discrepancy
-from bot.storage.records import DailySpend, JobRecord, MemberSpend, UsageSummary
+from bot.storage.records import DailySpend, JobRecord, LedgerEntry, MemberSpend, UsageSummary
 
 __all__ = ["InsightOps"]
 
@@ -46,6 +46,20 @@ def _job_problem(row: Any) -> str | None:
 
 class InsightOps(Ops):
     """Charts, galleries and the audit."""
+
+    async def ledger_entries(self, guild_id: int, *, limit: int, offset: int) -> list[LedgerEntry]:
+        query = (
+            select(*LEDGER_COLUMNS)
+            .where(ledger.c.guild_id == guild_id)
+            .order_by(ledger.c.created_at.desc(), ledger.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return await self._all(query, entry_from_row)
+
+    async def count_ledger_entries(self, guild_id: int) -> int:
+        query = select(func.count()).select_from(ledger).where(ledger.c.guild_id == guild_id)
+        return int(await self._db.read(lambda conn: scalar(conn, query)))
 
     async def usage_summary(self, guild_id: int, *, days: int, top: int) -> UsageSummary:
         now = self._now()
@@ -104,11 +118,7 @@ class InsightOps(Ops):
             .limit(limit)
             .offset(offset)
         )
-
-        async def work(conn: AsyncConnection) -> list[JobRecord]:
-            return [job_from_row(row) for row in await conn.execute(query)]
-
-        return await self._db.read(work)
+        return await self._all(query, job_from_row)
 
     async def count_member_results(self, guild_id: int, user_id: int) -> int:
         query = select(func.count()).select_from(jobs).where(*self._results(guild_id, user_id))

@@ -10,28 +10,26 @@ cost RETURNING balance``, never a balance read and written back.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cache
-from typing import Any, Final
+from typing import Any, Final, TypedDict, Unpack
 
 from sqlalchemy import Row, Select, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.storage._rows import (
     JOB_COLUMNS,
-    LEDGER_COLUMNS,
     Abort,
     Ops,
-    entry_from_row,
     job_from_row,
     scalar,
     upsert,
 )
-from bot.storage._schema import OPEN, guild_settings, guilds, job_owners, jobs, ledger
-from bot.storage.base import Reserved, ReserveRejected, Settled
-from bot.storage.records import GuildSettings, JobRecord, JobStatus, LedgerEntry, LedgerKind, NewJob
+from bot.storage._schema import OPEN, guild_settings, guilds, jobs, ledger
+from bot.storage.base import Reserved, ReserveRejected
+from bot.storage.records import GuildSettings, JobStatus, LedgerKind, NewJob
 
 __all__ = ["MoneyOps"]
 
@@ -112,18 +110,27 @@ def _usage(guild_id: int, user_id: int, since: datetime) -> Any:
     )
 
 
+class Change(TypedDict):
+    """Who changed a balance and why, and what a guild seen for the first time gets."""
+
+    actor_id: int | None
+    note: str | None
+    default_credits: int
+
+
 class MoneyOps(Ops):
     """Guilds, jobs and the ledger."""
 
     async def _change_balance(
-        self, guild_id: int, default_credits: int, change: Any, **entry: Any
+        self, guild_id: int, new_value: Any, *, kind: str, **change: Unpack[Change]
     ) -> tuple[int, int] | None:
-        """Apply ``change`` (conditions, new value) with its ledger entry: ``(old, new)``."""
+        """Apply ``new_value(old)`` (conditions, value) with its ledger entry: ``(old, new)``."""
+        default_credits = change["default_credits"]
 
         async def work(conn: AsyncConnection) -> tuple[int, int]:
             old, _ = await lock_guild(conn, guild_id, default_credits, self._now)
             now = self._now()
-            where, value = change(old)
+            where, value = new_value(old)
             row = await conn.execute(
                 update(guilds)
                 .where(guilds.c.guild_id == guild_id, *where)
@@ -134,7 +141,14 @@ class MoneyOps(Ops):
             if new is None:
                 raise Abort(None)  # rolls back the guild's creation too
             await add_entry(
-                conn, guild_id=guild_id, delta=new - old, balance_after=new, created_at=now, **entry
+                conn,
+                guild_id=guild_id,
+                delta=new - old,
+                kind=kind,
+                actor_id=change["actor_id"],
+                note=change["note"],
+                balance_after=new,
+                created_at=now,
             )
             await rearm_notice(conn, guild_id, new)
             return old, new
@@ -158,44 +172,30 @@ class MoneyOps(Ops):
         return await self._db.read(lambda conn: scalar(conn, query))
 
     async def grant(
-        self,
-        guild_id: int,
-        amount: int,
-        *,
-        actor_id: int | None,
-        note: str | None,
-        default_credits: int,
-        max_balance: int,
+        self, guild_id: int, amount: int, *, max_balance: int, **change: Unpack[Change]
     ) -> int | None:
-        def change(old: int) -> tuple[list[Any], Any]:
+        """Add ``amount`` (a GRANT entry), creating the guild if new; None (nothing
+        changed) when the balance would pass ``max_balance``."""
+
+        def grown(old: int) -> tuple[list[Any], Any]:
             return [guilds.c.balance + amount <= max_balance], guilds.c.balance + amount
 
-        changed = await self._change_balance(
-            guild_id, default_credits, change, kind="grant", actor_id=actor_id, note=note
-        )
+        changed = await self._change_balance(guild_id, grown, kind="grant", **change)
         return None if changed is None else changed[1]
 
     async def set_balance(
-        self,
-        guild_id: int,
-        amount: int,
-        *,
-        actor_id: int | None,
-        note: str | None,
-        default_credits: int,
+        self, guild_id: int, amount: int, **change: Unpack[Change]
     ) -> tuple[int, int]:
+        """Set the balance (a SET entry of new - old): ``(old, new)``."""
         changed = await self._change_balance(
-            guild_id,
-            default_credits,
-            lambda old: ([], amount),
-            kind="set",
-            actor_id=actor_id,
-            note=note,
+            guild_id, lambda old: ([], amount), kind="set", **change
         )
         assert changed is not None
         return changed
 
-    # -- jobs ------------------------------------------------------------------------
+    async def usage_today(self, guild_id: int, user_id: int) -> int:
+        query = _usage(guild_id, user_id, day_start(self._now()))
+        return int(await self._db.read(lambda conn: scalar(conn, query)))
 
     async def reserve_job(
         self, job: NewJob, *, default_credits: int, note: str | None
@@ -281,163 +281,6 @@ class MoneyOps(Ops):
             return ReserveRejected("daily_cap", balance, cost, cap=cap, used=used)
         return None
 
-    async def start_job(self, job_id: int) -> JobRecord | None:
-        async def work(conn: AsyncConnection) -> JobRecord | None:
-            started = await conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED.value)
-                .values(status=JobStatus.RUNNING.value, updated_at=self._now())
-                .returning(*JOB_COLUMNS)
-            )
-            row = started.first()
-            if row is None:
-                row = (await conn.execute(select(*JOB_COLUMNS).where(jobs.c.id == job_id))).first()
-            return None if row is None else job_from_row(row)
-
-        return await self._db.write(work)
-
-    async def finish_job(
-        self,
-        job_id: int,
-        *,
-        status: JobStatus,
-        images_delivered: int,
-        committed: int,
-        refunded: int,
-        error: str | None,
-        commit_note: str | None,
-        refund_note: str | None,
-    ) -> Settled | None:
-        if status.is_open:
-            raise ValueError(f"finish_job needs a final status, not {status}")
-        if committed < 0 or refunded < 0:
-            raise ValueError("committed and refunded cannot be negative")
-
-        async def work(conn: AsyncConnection) -> Settled | None:
-            locked = await conn.execute(_LOCK_JOB_GUILD, {"job": job_id})
-            balance = locked.scalar_one_or_none()
-            if balance is None:
-                return None
-            now = self._now()
-            finished = await conn.execute(
-                _FINISH,
-                {
-                    "job": job_id,
-                    "total": committed + refunded,
-                    "delivered": images_delivered,
-                    "committed": committed,
-                    "new_status": status.value,
-                    "reason": error,
-                    "now": now,
-                },
-            )
-            row = finished.first()
-            if row is None:
-                return None
-            job = job_from_row(row)
-            ids = {"guild_id": job.guild_id, "user_id": job.user_id, "job_id": job.id}
-            if committed > 0:
-                # delta 0: the credits already left the balance at reservation time
-                await add_entry(
-                    conn, **ids, delta=0, kind="commit", note=commit_note,
-                    balance_after=balance, created_at=now,
-                )  # fmt: skip
-            if refunded > 0:
-                balance += refunded
-                await conn.execute(_REFUND, {"g": job.guild_id, "refunded": refunded, "now": now})
-                await add_entry(
-                    conn, **ids, delta=refunded, kind="refund", note=refund_note,
-                    balance_after=balance, created_at=now,
-                )  # fmt: skip
-                await rearm_notice(conn, job.guild_id, balance)
-            return Settled(job, balance)
-
-        return await self._db.write(work)
-
-    async def mark_delivering(self, job_id: int) -> JobRecord | None:
-        now = self._now()
-        query = (
-            update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.status.in_(OPEN))
-            .values(delivering_at=now, updated_at=now)
-            .returning(*JOB_COLUMNS)
-        )
-
-        async def work(conn: AsyncConnection) -> JobRecord | None:
-            row = (await conn.execute(query)).first()
-            return None if row is None else job_from_row(row)
-
-        return await self._db.write(work)
-
-    async def set_job_message(self, job_id: int, message_id: int) -> bool:
-        query = (
-            update(jobs)
-            .where(jobs.c.id == job_id)
-            .values(message_id=message_id, updated_at=self._now())
-            .returning(jobs.c.id)
-        )
-        return await self._db.write(lambda conn: scalar(conn, query)) is not None
-
-    async def get_job(self, job_id: int) -> JobRecord | None:
-        rows = await self._jobs(select(*JOB_COLUMNS).where(jobs.c.id == job_id))
-        return rows[0] if rows else None
-
-    async def _jobs(self, query: Any) -> list[JobRecord]:
-        async def work(conn: AsyncConnection) -> list[JobRecord]:
-            return [job_from_row(row) for row in await conn.execute(query)]
-
-        return await self._db.read(work)
-
-    async def list_jobs(
-        self, *, statuses: Collection[JobStatus], guild_id: int | None = None
-    ) -> list[JobRecord]:
-        query = select(*JOB_COLUMNS).where(jobs.c.status.in_([str(s) for s in statuses]))
-        if guild_id is not None:
-            query = query.where(jobs.c.guild_id == guild_id)
-        return await self._jobs(query.order_by(jobs.c.id))
-
-    async def usage_today(self, guild_id: int, user_id: int) -> int:
-        query = _usage(guild_id, user_id, day_start(self._now()))
-        return int(await self._db.read(lambda conn: scalar(conn, query)))
-
-    async def recoverable_jobs(self, owner: str | None, *, stale_after: float) -> list[JobRecord]:
-        query = select(*JOB_COLUMNS).where(jobs.c.status.in_(OPEN)).order_by(jobs.c.id)
-
-        async def work(conn: AsyncConnection) -> list[JobRecord]:
-            found = query
-            if owner is not None:
-                # Live: a recent heartbeat and, for an owner with a liveness lock, that lock held.
-                o = job_owners.c
-                alive = exists().where(
-                    o.owner == jobs.c.owner,
-                    o.heartbeat_at >= self._now() - timedelta(seconds=stale_after),
-                    or_(o.lock_key.is_(None), o.lock_key.in_(await self._held_owner_keys(conn))),
-                )
-                found = query.where(or_(jobs.c.owner.is_(None), jobs.c.owner == owner, ~alive))
-            return [job_from_row(row) for row in await conn.execute(found)]
-
-        return await self._db.read(work)
-
-    # -- ledger --------------------------------------------------------------------
-
-    async def ledger_entries(self, guild_id: int, *, limit: int, offset: int) -> list[LedgerEntry]:
-        query = (
-            select(*LEDGER_COLUMNS)
-            .where(ledger.c.guild_id == guild_id)
-            .order_by(ledger.c.created_at.desc(), ledger.c.id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-
-        async def work(conn: AsyncConnection) -> list[LedgerEntry]:
-            return [entry_from_row(row) for row in await conn.execute(query)]
-
-        return await self._db.read(work)
-
-    async def count_ledger_entries(self, guild_id: int) -> int:
-        query = select(func.count()).select_from(ledger).where(ledger.c.guild_id == guild_id)
-        return int(await self._db.read(lambda conn: scalar(conn, query)))
-
 
 _SETTINGS = [field.name for field in fields(GuildSettings) if field.name != "guild_id"]
 
@@ -477,33 +320,3 @@ _DEBIT: Final = (
 )
 _INSERT_JOB: Final = jobs.insert().returning(*JOB_COLUMNS)
 _INSERT_ENTRY: Final = ledger.insert()
-# Lock the guild of a job before settling it (no row: no such job).
-_LOCK_JOB_GUILD: Final = (
-    select(guilds.c.balance)
-    .join_from(jobs, guilds)
-    .where(jobs.c.id == bindparam("job"))
-    .with_for_update(of=guilds)
-)
-# Settle an open job, if the amounts add up.
-_FINISH: Final = (
-    update(jobs)
-    .where(
-        jobs.c.id == bindparam("job"),
-        jobs.c.status.in_(OPEN),
-        jobs.c.cost == bindparam("total"),
-        jobs.c.units_per_image * bindparam("delivered") == bindparam("committed"),
-    )
-    .values(
-        status=bindparam("new_status"),
-        images_delivered=bindparam("delivered"),
-        error=bindparam("reason"),
-        updated_at=bindparam("now"),
-        finished_at=bindparam("now"),
-    )
-    .returning(*JOB_COLUMNS)
-)
-_REFUND: Final = (
-    update(guilds)
-    .where(guilds.c.guild_id == bindparam("g"))
-    .values(balance=guilds.c.balance + bindparam("refunded"), updated_at=bindparam("now"))
-)

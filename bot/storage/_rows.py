@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import Row, Table
 from sqlalchemy.dialects import postgresql, sqlite
@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.storage._engine import Database
 from bot.storage._schema import guild_settings, jobs, ledger
 from bot.storage.records import GuildSettings, JobRecord, JobStatus, LedgerEntry, LedgerKind
+
+T = TypeVar("T")
 
 JOB_COLUMNS: Final = [jobs.c[field.name] for field in fields(JobRecord)]
 LEDGER_COLUMNS: Final = [ledger.c[field.name] for field in fields(LedgerEntry)]
@@ -70,6 +72,14 @@ class Ops:
 
     def _now(self) -> datetime:
         return self._db.now()
+
+    async def _all(self, query: Any, convert: Callable[[Row[Any]], T]) -> list[T]:
+        """Every row of a read, converted."""
+
+        async def work(conn: AsyncConnection) -> list[T]:
+            return [convert(row) for row in await conn.execute(query)]
+
+        return await self._db.read(work)
 
     async def _held_owner_keys(self, conn: AsyncConnection) -> list[int]:
         """The owners' liveness locks held right now (PostgreSQL only: see _pg_locks.py)."""

@@ -1,4 +1,11 @@
-"""The one storage backend: SQLAlchemy Core over aiosqlite (SQLite) or asyncpg (PostgreSQL)."""
+"""The storage the bot uses: SQLAlchemy Core over aiosqlite (SQLite) or asyncpg (PostgreSQL).
+
+Each method is one transaction: it happens completely or not at all. A method
+that changes a balance writes the matching ledger entry in the same
+transaction, so ``sum(ledger) == balance`` by construction. Business rules and
+wording live in :mod:`bot.credits`. Timestamps are UTC, taken after the
+guild's row is locked; "today" is the current UTC day.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +13,20 @@ from sqlalchemy import select
 
 from bot.storage._engine import Database
 from bot.storage._insight import InsightOps
+from bot.storage._jobs import JobOps
 from bot.storage._money import MoneyOps
 from bot.storage._settings import SettingsOps
 
 __all__ = ["SQLStorage"]
 
 
-class SQLStorage(MoneyOps, SettingsOps, InsightOps):
-    """:class:`~bot.storage.base.Storage` on SQLite or PostgreSQL."""
+class SQLStorage(MoneyOps, JobOps, SettingsOps, InsightOps):
+    """Balances, the ledger, jobs, guild settings and small state, on either database."""
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
-        #: Several bot processes may share a PostgreSQL database (see Storage.shared).
+        #: Several bot processes may share a PostgreSQL database: they then coordinate
+        #: API slots and the request rate through it.
         self.shared = db.dialect == "postgresql"
 
     @property

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from bot.coordination import Presence
 from bot.credits import (
     MAX_CREDITS,
     CommitResult,
@@ -1095,7 +1096,7 @@ async def test_a_silent_process_deliveries_are_swept_not_a_live_ones(database_ur
             job = await ledger.reserve(dataclasses.replace(new_job(), owner=owner))
             await ledger.mark_running(job.id)
             posting[owner] = await ledger.mark_delivering(job)
-        await ledger.heartbeat("alive")
+        await Presence(storage, "alive").beat()
         # A sweep neither refunds a delivery (the channel decides) nor touches a live one.
         assert await ledger.recover_stale(stale_after=60) == []
         assert [job.id for job in await ledger.stale_deliveries(stale_after=60)] == [
