@@ -6,7 +6,7 @@ from collections.abc import Collection
 from datetime import timedelta
 from typing import Any, Final
 
-from sqlalchemy import bindparam, exists, or_, select, update
+from sqlalchemy import BigInteger, bindparam, exists, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.storage._money import add_entry, rearm_notice
@@ -40,7 +40,13 @@ _FINISH: Final = (
         updated_at=bindparam("now"),
         finished_at=bindparam("now"),
     )
-    .returning(*JOB_COLUMNS)
+    .returning(
+        *JOB_COLUMNS,
+        # written out: SQLAlchemy leaves RETURNING's columns unqualified on SQLite
+        literal_column(
+            "(SELECT g.balance FROM guilds AS g WHERE g.guild_id = jobs.guild_id)", BigInteger
+        ).label("balance"),
+    )
 )
 _REFUND: Final = (
     update(guilds)
@@ -85,10 +91,10 @@ class JobOps(Ops):
             raise ValueError("committed and refunded cannot be negative")
 
         async def work(conn: AsyncConnection) -> Settled | None:
-            locked = await conn.execute(_LOCK_JOB_GUILD, {"job": job_id})
-            balance = locked.scalar_one_or_none()
-            if balance is None:
-                return None
+            if conn.dialect.name == "postgresql":
+                # Lock the guild first, so that its entries are stamped in commit order.
+                # (SQLite's BEGIN IMMEDIATE already holds the whole database.)
+                await conn.execute(_LOCK_JOB_GUILD, {"job": job_id})
             now = self._now()
             finished = await conn.execute(
                 _FINISH,
@@ -105,6 +111,7 @@ class JobOps(Ops):
             row = finished.first()
             if row is None:
                 return None
+            balance = int(row.balance)
             job = job_from_row(row)
             ids = {"guild_id": job.guild_id, "user_id": job.user_id, "job_id": job.id}
             if committed > 0:

@@ -16,20 +16,18 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Final, TypedDict, Unpack
 
-from sqlalchemy import Row, Select, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import Row, Select, Update, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.storage._rows import (
-    JOB_COLUMNS,
     Abort,
     Ops,
-    job_from_row,
     scalar,
     upsert,
 )
 from bot.storage._schema import OPEN, guild_settings, guilds, jobs, ledger
 from bot.storage.base import Reserved, ReserveRejected
-from bot.storage.records import GuildSettings, JobStatus, LedgerKind, NewJob
+from bot.storage.records import GuildSettings, JobRecord, JobStatus, LedgerKind, NewJob
 
 __all__ = ["MoneyOps"]
 
@@ -204,39 +202,52 @@ class MoneyOps(Ops):
         json.dumps(job.params, allow_nan=False)  # TypeError/ValueError before any write
 
         async def work(conn: AsyncConnection) -> Reserved:
-            view_query = _guild_view(job.max_active is not None, job.parent_job_id is not None)
+            checks = (job.max_active is not None, job.parent_job_id is not None)
             ids = {"g": job.guild_id, "u": job.user_id, "p": job.parent_job_id}
-            await lock_guild(conn, job.guild_id, default_credits, self._now)
-            # After the lock: PostgreSQL reads a fresh snapshot for this statement.
-            view = (await conn.execute(view_query, ids)).one()
-            balance = int(view.balance)
+            if conn.dialect.name == "postgresql":
+                # Lock first: the debit then reads a snapshot taken after the lock.
+                # (SQLite's BEGIN IMMEDIATE already holds the whole database.)
+                await lock_guild(conn, job.guild_id, default_credits, self._now)
             now = self._now()
-            refusal = await self._refusal(conn, job, view, now)
-            if refusal is not None:
-                # Raising rolls back the default grant too: a refused job changes nothing.
-                raise Abort(refusal)
-            debit = await conn.execute(_DEBIT, {"g": job.guild_id, "cost": cost, "now": now})
-            left = debit.scalar_one_or_none()
-            if left is None:
-                raise Abort(ReserveRejected("insufficient", balance, cost))
-            row = await conn.execute(
-                _INSERT_JOB,
-                {
-                    "guild_id": job.guild_id,
-                    "channel_id": job.channel_id,
-                    "user_id": job.user_id,
-                    "params": job.params,
-                    "cost": cost,
-                    "units_per_image": job.units_per_image,
-                    "images_total": job.images_total,
-                    "status": JobStatus.QUEUED.value,
-                    "parent_job_id": job.parent_job_id,
-                    "created_at": now,
-                    "updated_at": now,
-                    "owner": job.owner,
-                },
+            debit = {**ids, "cost": cost, "now": now}
+            # The debit returns what the checks need; a refusal rolls it back.
+            row = (await conn.execute(_debit(*checks), debit)).first()
+            if (
+                row is None
+                and (await lock_guild(conn, job.guild_id, default_credits, self._now))[1]
+            ):
+                row = (await conn.execute(_debit(*checks), debit)).first()  # a new guild
+            if row is None:  # not enough credits, unless a check says otherwise first
+                view = (await conn.execute(_guild_view(*checks), ids)).one()
+                refused = await self._refusal(conn, job, view, now, view.balance)
+                raise Abort(refused or ReserveRejected("insufficient", view.balance, cost))
+            left = int(row.balance)
+            refused = await self._refusal(conn, job, row, now, left + cost)
+            if refused is not None:
+                # Raising rolls back the debit and a new guild's grant: nothing changes.
+                raise Abort(refused)
+            values: dict[str, Any] = {
+                "guild_id": job.guild_id,
+                "channel_id": job.channel_id,
+                "user_id": job.user_id,
+                "params": job.params,
+                "cost": cost,
+                "units_per_image": job.units_per_image,
+                "images_total": job.images_total,
+                "parent_job_id": job.parent_job_id,
+                "created_at": now,
+                "updated_at": now,
+                "owner": job.owner,
+            }
+            inserted = await conn.execute(_INSERT_JOB, {**values, "status": JobStatus.QUEUED})
+            record = JobRecord(
+                id=int(inserted.inserted_primary_key[0]),  # type: ignore[index]
+                images_delivered=0,
+                status=JobStatus.QUEUED,
+                message_id=None,
+                error=None,
+                **values,
             )
-            record = job_from_row(row.one())
             await add_entry(
                 conn,
                 guild_id=job.guild_id,
@@ -258,10 +269,11 @@ class MoneyOps(Ops):
             raise
 
     async def _refusal(
-        self, conn: AsyncConnection, job: NewJob, view: Row[Any], now: datetime
+        self, conn: AsyncConnection, job: NewJob, view: Row[Any], now: datetime, balance: int
     ) -> ReserveRejected | None:
-        """Why the job may not be reserved (other than the balance), under the guild lock."""
-        cost, balance = job.cost, int(view.balance)
+        """Why the job may not be reserved (other than the balance), under the guild lock;
+        ``balance`` is the guild's before this job."""
+        cost = job.cost
         if job.admit is not None:
             settings = GuildSettings(
                 job.guild_id, **{name: view._mapping[name] for name in _SETTINGS}
@@ -285,11 +297,17 @@ class MoneyOps(Ops):
 _SETTINGS = [field.name for field in fields(GuildSettings) if field.name != "guild_id"]
 
 
-@cache
-def _guild_view(active: bool, parent: bool) -> Select[Any]:
-    """The guild's balance and settings, and what a job's checks need, in one read
-    (``:g`` guild, ``:u`` member, ``:p`` parent job)."""
-    columns: list[Any] = [guilds.c.balance, *(guild_settings.c[name] for name in _SETTINGS)]
+def _checks(active: bool, parent: bool) -> list[Any]:
+    """What a job's checks need: the guild's settings, the member's open jobs, whether
+    the parent exists (``:g`` guild, ``:u`` member, ``:p`` parent job)."""
+    settings = guild_settings.c
+    columns: list[Any] = [
+        select(settings[name])
+        .where(settings.guild_id == bindparam("g"))
+        .scalar_subquery()
+        .label(name)
+        for name in _SETTINGS
+    ]
     if active:
         # The member's open jobs in the guild, in every process; a posted one no longer counts.
         count = select(func.count()).where(
@@ -301,22 +319,31 @@ def _guild_view(active: bool, parent: bool) -> Select[Any]:
         columns.append(count.scalar_subquery().label("active"))
     if parent:
         columns.append(exists().where(jobs.c.id == bindparam("p")).label("parent_ok"))
+    return columns
+
+
+@cache
+def _guild_view(active: bool, parent: bool) -> Select[Any]:
+    """The guild's balance and what a job's checks need."""
+    return select(guilds.c.balance, *_checks(active, parent)).where(
+        guilds.c.guild_id == bindparam("g")
+    )
+
+
+@cache
+def _debit(active: bool, parent: bool) -> Update:
+    """The debit: one conditional statement returning the balance left and what the
+    checks need, or no row and nothing changed."""
     return (
-        select(*columns)
-        .select_from(guilds.outerjoin(guild_settings))
-        .where(guilds.c.guild_id == bindparam("g"))
+        update(guilds)
+        .where(guilds.c.guild_id == bindparam("g"), guilds.c.balance >= bindparam("cost"))
+        .values(balance=guilds.c.balance - bindparam("cost"), updated_at=bindparam("now"))
+        .returning(guilds.c.balance, *_checks(active, parent))
     )
 
 
 _LOCK_GUILD: Final = (
     select(guilds.c.balance).where(guilds.c.guild_id == bindparam("g")).with_for_update()
 )
-# The debit: one conditional statement, or no row and nothing changed.
-_DEBIT: Final = (
-    update(guilds)
-    .where(guilds.c.guild_id == bindparam("g"), guilds.c.balance >= bindparam("cost"))
-    .values(balance=guilds.c.balance - bindparam("cost"), updated_at=bindparam("now"))
-    .returning(guilds.c.balance)
-)
-_INSERT_JOB: Final = jobs.insert().returning(*JOB_COLUMNS)
+_INSERT_JOB: Final = jobs.insert()
 _INSERT_ENTRY: Final = ledger.insert()

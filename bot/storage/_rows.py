@@ -20,6 +20,7 @@ from bot.storage.records import GuildSettings, JobRecord, JobStatus, LedgerEntry
 T = TypeVar("T")
 
 JOB_COLUMNS: Final = [jobs.c[field.name] for field in fields(JobRecord)]
+_JOB_FIELDS: Final = [field.name for field in fields(JobRecord) if field.name != "status"]
 LEDGER_COLUMNS: Final = [ledger.c[field.name] for field in fields(LedgerEntry)]
 SETTINGS_COLUMNS: Final = [guild_settings.c[field.name] for field in fields(GuildSettings)]
 
@@ -48,9 +49,10 @@ async def scalar(conn: AsyncConnection, query: Any) -> Any:
 
 
 def job_from_row(row: Row[Any]) -> JobRecord:
-    values = dict(row._mapping)
-    values["status"] = JobStatus(values["status"])
-    return JobRecord(**values)
+    values = row._mapping
+    return JobRecord(
+        **{name: values[name] for name in _JOB_FIELDS}, status=JobStatus(values["status"])
+    )
 
 
 def entry_from_row(row: Row[Any]) -> LedgerEntry:
