@@ -209,14 +209,14 @@ class MoneyOps(Ops):
                 # (SQLite's BEGIN IMMEDIATE already holds the whole database.)
                 await lock_guild(conn, job.guild_id, default_credits, self._now)
             now = self._now()
-            debit = {**ids, "cost": cost, "now": now}
+            debit: dict[str, Any] = {**ids, "cost": cost, "now": now}
             # The debit returns what the checks need; a refusal rolls it back.
             row = (await conn.execute(_debit(*checks), debit)).first()
-            if (
-                row is None
-                and (await lock_guild(conn, job.guild_id, default_credits, self._now))[1]
-            ):
-                row = (await conn.execute(_debit(*checks), debit)).first()  # a new guild
+            if row is None:
+                _, created = await lock_guild(conn, job.guild_id, default_credits, self._now)
+                if created:  # a new guild, with its default credits (stamped after its grant)
+                    now = debit["now"] = self._now()
+                    row = (await conn.execute(_debit(*checks), debit)).first()
             if row is None:  # not enough credits, unless a check says otherwise first
                 view = (await conn.execute(_guild_view(*checks), ids)).one()
                 refused = await self._refusal(conn, job, view, now, view.balance)
