@@ -11,13 +11,9 @@ earlier code knows, so an old bot refuses the database instead of using it.
 from __future__ import annotations
 
 import logging
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
-from sqlalchemy import Column, Connection, MetaData, String, Table, inspect, text
+from sqlalchemy import Column, Connection, MetaData, String, Table, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.storage._engine import Database
@@ -25,18 +21,30 @@ from bot.storage._pg_setup import MIGRATION_LOCK_KEY, MIN_SERVER_VERSION
 from bot.storage._schema import metadata
 from bot.storage.base import StorageError
 
-__all__ = ["head", "migrate"]
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+__all__ = ["HEAD", "head", "migrate"]
 
 log = logging.getLogger("bot.storage")
 
 #: Version of the earlier SQL migrations -> the Alembic revision with that schema
 #: (SQLite stopped at 4; PostgreSQL's 5 added the owners' lock keys).
 LEGACY: Final = {3: "0001", 4: "0002", 5: "0003"}
+#: The newest revision (tests check it is Alembic's head): a database already there, or a
+#: fresh one, is opened without loading Alembic at all (it costs ~11 MB of memory).
+HEAD: Final = "0003"
 RETIRED: Final = 1000
 """The legacy version left on a database Alembic took over (newer than old code knows)."""
 
 
+class SchemaTooNew(Exception):
+    """The database has a revision this version of the bot does not know."""
+
+
 def _config(connection: Connection | None) -> Config:
+    from alembic.config import Config  # noqa: PLC0415 - loaded only to migrate
+
     config = Config()
     config.set_main_option("script_location", "bot.storage:alembic")
     config.attributes["connection"] = connection
@@ -47,7 +55,9 @@ alembic_version = Table("alembic_version", MetaData(), Column("version_num", Str
 
 
 def head() -> str:
-    """The newest Alembic revision this version of the bot knows."""
+    """The newest revision among the Alembic scripts."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
     revision = ScriptDirectory.from_config(_config(None)).get_current_head()
     assert revision is not None
     return revision
@@ -79,9 +89,10 @@ def _upgrade(connection: Connection, where: str) -> str:
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY:d})")
     tables = set(inspect(connection).get_table_names())
-    config = _config(connection)
     if "alembic_version" in tables:
-        command.upgrade(config, "head")
+        current = connection.execute(select(alembic_version.c.version_num)).scalar()
+        if current != HEAD:
+            _alembic(connection, None)
         # Write something even when nothing changed: a read-only file fails here, at start.
         connection.execute(
             alembic_version.update().values(version_num=alembic_version.c.version_num)
@@ -90,7 +101,8 @@ def _upgrade(connection: Connection, where: str) -> str:
     legacy = _legacy_version(connection, tables)
     if legacy is None:
         metadata.create_all(connection)
-        command.stamp(config, "head")
+        alembic_version.create(connection)
+        connection.execute(alembic_version.insert().values(version_num=HEAD))
         return "created"
     revision = LEGACY.get(legacy)
     if revision is None:
@@ -98,10 +110,23 @@ def _upgrade(connection: Connection, where: str) -> str:
             f"The database {where} has schema version {legacy}, which this version of the "
             "bot cannot migrate: open it once with the bot release that made it, or use a backup."
         )
-    command.stamp(config, revision)
-    command.upgrade(config, "head")
+    _alembic(connection, revision)
     _retire_legacy(connection)
     return f"migrated from schema version {legacy}"
+
+
+def _alembic(connection: Connection, stamp: str | None) -> None:
+    """Stamp ``stamp`` (if given), then upgrade to the newest revision."""
+    from alembic import command  # noqa: PLC0415 - loaded only to migrate
+    from alembic.util.exc import CommandError  # noqa: PLC0415
+
+    config = _config(connection)
+    try:
+        if stamp is not None:
+            command.stamp(config, stamp)
+        command.upgrade(config, "head")
+    except CommandError as error:
+        raise SchemaTooNew(str(error)) from None
 
 
 async def _check_server(db: Database) -> None:
@@ -135,7 +160,7 @@ async def migrate(db: Database) -> None:
         await _check_server(db)
     try:
         done = await db.write(lambda conn: conn.run_sync(_upgrade, db.where))
-    except CommandError as error:
+    except SchemaTooNew as error:
         raise StorageError(
             f"The database {db.where} has a schema newer than this version of the bot "
             f"knows ({error}): upgrade the bot or use a matching backup."

@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import stat
 import subprocess
+import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -338,6 +339,21 @@ async def test_connection_settings(db_path: Path) -> None:
         await storage.close()
     with contextlib.closing(raw(db_path)) as other:
         assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_sqlite_runs_on_aiosqlite_without_threads_of_its_own(db_path: Path) -> None:
+    before = set(threading.enumerate())
+    storage = await open_storage(url_for(db_path))
+    try:
+        assert isinstance(storage, SQLStorage)
+        assert storage._db.engine.dialect.driver == "aiosqlite"  # looking inside on purpose
+        await CreditLedger(storage, default_credits=3).ensure_guild(GUILD)
+        # the only new threads are aiosqlite's own connection threads
+        started = set(threading.enumerate()) - before
+        assert started
+        assert all("_connection_worker_thread" in thread.name for thread in started)
+    finally:
+        await storage.close()
 
 
 async def test_postgres_connection_settings(pg_url: str) -> None:

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from bot.storage import StorageError, open_storage
-from bot.storage._migrate import RETIRED, head
+from bot.storage._migrate import HEAD, RETIRED, head
 from bot.storage._schema import iso
 from bot.storage._sqlite_setup import sqlite_path
 from bot.storage.base import ReserveRejected
@@ -186,3 +186,7 @@ async def test_an_unknown_legacy_version_is_refused(database_url: str) -> None:
     await build_legacy(database_url, upto=2)
     with pytest.raises(StorageError, match="schema version 2, which this version of the bot"):
         await open_storage(database_url)
+
+
+def test_the_newest_revision_is_known_without_loading_alembic() -> None:
+    assert head() == HEAD
