@@ -157,8 +157,36 @@ async def open_engine(database_url: str, clock: Clock | None, lock_timeout: floa
     if not 0 < lock_timeout <= 600:
         raise ValueError("lock_timeout must be between 0 and 600 seconds")
     if database_url.lower().startswith("sqlite"):
-        return _sqlite_engine(database_url, clock or utcnow, lock_timeout)
+        db = _sqlite_engine(database_url, clock or utcnow, lock_timeout)
+        if db.where != ":memory:":
+            await _enable_wal(db)
+        return db
     return await _pg_engine(database_url, clock or utcnow, lock_timeout)
+
+
+async def _enable_wal(db: Database) -> None:
+    """Switch the file to WAL (persistent; a no-op once done). On a brand-new file, openers
+    racing to switch get SQLITE_BUSY at once (SQLite skips its busy handler there), so
+    this retries with backoff within the lock timeout."""
+    deadline = asyncio.get_running_loop().time() + db.lock_timeout
+    delay = 0.002
+    try:
+        async with db.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            while True:
+                try:
+                    await driver.execute("PRAGMA journal_mode = WAL")
+                    return
+                except sqlite3.OperationalError as error:
+                    busy = (getattr(error, "sqlite_errorname", "") or "").startswith("SQLITE_BUSY")
+                    if not busy or asyncio.get_running_loop().time() + delay > deadline:
+                        raise
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.1)
+    except (exc.DBAPIError, sqlite3.Error) as error:
+        await db.close()
+        raise db.error(error) from None
 
 
 def _sqlite_engine(database_url: str, clock: Clock, lock_timeout: float) -> Database:
@@ -205,7 +233,6 @@ def _sqlite_engine(database_url: str, clock: Clock, lock_timeout: float) -> Data
         for pragma in (f"busy_timeout = {busy_ms:d}", "foreign_keys = ON"):
             cursor.execute(f"PRAGMA {pragma}")
         if target != ":memory:":
-            cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 

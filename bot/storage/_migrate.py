@@ -10,6 +10,7 @@ earlier code knows, so an old bot refuses the database instead of using it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Final
 
@@ -154,12 +155,29 @@ async def _check_server(db: Database) -> None:
         )
 
 
+async def _first_write(db: Database) -> str:
+    """The migration's transaction. SQLite answers BUSY at once, without waiting, to openers
+    racing on a brand-new file; they try again (it changed nothing) within the lock timeout."""
+    deadline = asyncio.get_running_loop().time() + db.lock_timeout
+    delay = 0.002
+    while True:
+        try:
+            return await db.write(lambda conn: conn.run_sync(_upgrade, db.where))
+        except StorageError as error:
+            cause = error.__cause__
+            name = getattr(cause, "sqlite_errorname", "") or ""
+            if not name.startswith("SQLITE_BUSY") or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
 async def migrate(db: Database) -> None:
     """Create or migrate the schema; a :class:`StorageError` says why it cannot."""
     if db.dialect == "postgresql":
         await _check_server(db)
     try:
-        done = await db.write(lambda conn: conn.run_sync(_upgrade, db.where))
+        done = await _first_write(db)
     except SchemaTooNew as error:
         raise StorageError(
             f"The database {db.where} has a schema newer than this version of the bot "
