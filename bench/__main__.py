@@ -19,7 +19,7 @@ import time
 import typing
 import warnings
 
-from bench import scenarios
+from bench import backlog, scenarios
 from bench.report import Report, Results, build_report, write_readme
 from bench.scenarios import Profile, stopwatch
 from bot import event_loop
@@ -54,6 +54,11 @@ async def run(profile: Profile, *, verbose: bool = True) -> Results:
         photo = await scenarios.process_run(profile, photo_like=True)
     with step("ledger"):
         ledger = await scenarios.ledger(profile)
+    size = backlog.SIZES[profile.name]
+    with step(f"backlog: {size.jobs} jobs within {size.arrival:g} s, bot process"):
+        deep = await backlog.backlog(profile)
+    with step(f"paced backlog: SEGMIND_RPM={size.rpm} for {size.paced_seconds:g} s"):
+        paced = await backlog.paced(profile)
     return Results(
         profile=profile,
         sequential=overhead.sequential,
@@ -66,6 +71,8 @@ async def run(profile: Profile, *, verbose: bool = True) -> Results:
         process_flat=flat,
         process_photo=photo,
         ledger=ledger,
+        backlog=deep,
+        paced=paced,
         seconds=time.perf_counter() - started,
         load=(load, os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan),
     )

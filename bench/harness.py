@@ -41,6 +41,7 @@ from aiohttp import web
 from PIL import Image, ImageFilter
 from pydantic import SecretStr
 
+from bench.database import throwaway_database
 from bot.app import ImagineBot
 from bot.config import Settings
 from bot.credits import JobStatus
@@ -291,6 +292,8 @@ class HarnessConfig:
     photo_like: bool = False
     # The loop of a bot in its own process (EVENT_LOOP); in process, whatever runs the bench.
     event_loop: EventLoopChoice = "auto"
+    # "sqlite", "postgresql" (a throwaway local server) or a URL: bench/database.py
+    database: str = "sqlite"
 
 
 @dataclass(frozen=True)
@@ -322,9 +325,10 @@ class Harness:
     in a child process against the same harness.
     """
 
-    def __init__(self, config: HarnessConfig, folder: Path) -> None:
+    def __init__(self, config: HarnessConfig, folder: Path, database_url: str) -> None:
         self.config = config
         self.folder = folder
+        self.database_url = database_url
         self.discord = BenchDiscord()
         self.segmind = BenchSegmind(
             latency=config.latency, remaining_credits=1e9, photo_like=config.photo_like
@@ -338,10 +342,6 @@ class Harness:
         ]
         self.bot: BenchBot | None = None
         self._prompts = itertools.count(1)
-
-    @property
-    def database_url(self) -> str:
-        return f"sqlite:///{self.folder / 'bench.db'}"
 
     def settings(self) -> Settings:
         config = self.config
@@ -363,8 +363,11 @@ class Harness:
     @contextlib.asynccontextmanager
     async def fakes(cls, config: HarnessConfig) -> AsyncIterator[Harness]:
         """Only the fakes (for a bot in a child process), in a fresh temporary folder."""
-        with tempfile.TemporaryDirectory(prefix="imagine-bench-") as folder:
-            harness = cls(config, Path(folder))
+        with (
+            tempfile.TemporaryDirectory(prefix="imagine-bench-") as folder,
+            throwaway_database(config.database, Path(folder)) as database_url,
+        ):
+            harness = cls(config, Path(folder), database_url)
             async with harness.segmind, harness.discord:
                 yield harness
 

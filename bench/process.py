@@ -18,7 +18,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +42,9 @@ class ProcessStats:
 class BotProcess:
     """``python -m bot`` pointed at a :class:`~bench.harness.Harness`'s fakes."""
 
-    def __init__(self, harness: Harness) -> None:
+    def __init__(self, harness: Harness, env: Mapping[str, str] | None = None) -> None:
         self.harness = harness
+        self.extra_env = dict(env or {})  # more settings (e.g. SEGMIND_RPM), as in production
         self.process: asyncio.subprocess.Process | None = None
         self.log_path = harness.folder / "bot.log"
         self.lag_path = harness.folder / "observed.json"
@@ -76,15 +77,18 @@ class BotProcess:
                 "PYTHONPATH": os.pathsep.join(
                     [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")]
                 ).rstrip(os.pathsep),
+                **self.extra_env,
             }
         )
         return env
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def running(cls, harness: Harness, *, timeout: float = 30.0) -> AsyncIterator[BotProcess]:
+    async def running(
+        cls, harness: Harness, *, timeout: float = 30.0, env: Mapping[str, str] | None = None
+    ) -> AsyncIterator[BotProcess]:
         """Start the child, wait until it is connected and has the guild; stop it on exit."""
-        child = cls(harness)
+        child = cls(harness, env)
         await child.start(timeout)
         try:
             yield child

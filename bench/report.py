@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from bench.backlog import BacklogRun, PacedRun
+from bench.backlog import rows as backlog_rows
 from bench.harness import percentile
 from bench.scenarios import (
     LEDGER_CONCURRENCY,
@@ -63,6 +65,12 @@ ROW_KEYS: tuple[str, ...] = (
     "memory_photo",
     "ledger",
     "ledger_concurrent",
+    "backlog_drain",
+    "backlog_requests",
+    "backlog_ack",
+    "backlog_loop_lag",
+    "backlog_memory",
+    "backlog_paced",
 )
 
 # Targets (issue 8).
@@ -90,6 +98,8 @@ class Results:
     process_flat: ProcessRun
     process_photo: ProcessRun
     ledger: LedgerRun
+    backlog: BacklogRun
+    paced: PacedRun
     seconds: float = 0.0
     load: tuple[float, float] = (math.nan, math.nan)  # 1-minute load average, start and end
 
@@ -311,6 +321,7 @@ def build_report(results: Results, *, command: str) -> Report:
             results.ledger.concurrent_rate >= LEDGER_RATE,
         ),
     ]
+    rows += [Row(*fields) for fields in backlog_rows(results.backlog, results.paced)]
     details = [results.sequential, *results.bursts, *results.steady]
     details += [run for run in (flat.sequential, flat.burst) if run is not None]
     return Report(rows, details, environment(command, results))

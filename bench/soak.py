@@ -19,23 +19,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import random
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.database import throwaway_database
 from bot.credits import CreditLedger, JobRecord, JobStatus
 from bot.storage import open_storage
 from tests.e2e.process import BotProcess, bot_environment, start_bot
 from tests.fakes.fake_discord import FakeChannel, FakeDiscord, FakeMember
 from tests.fakes.fake_segmind import FakeSegmind
-from tests.pg import find_binaries, start_local_server
 
 README = Path(__file__).with_name("README.md")
 SECTIONS = {
@@ -170,26 +168,12 @@ def _world(discord: FakeDiscord, config: SoakConfig) -> list[tuple[FakeMember, F
     return seats
 
 
-@contextlib.contextmanager
-def _database(kind: str, folder: Path) -> Iterator[str]:
-    """The soak's database: a file, or a throwaway local PostgreSQL server."""
-    if kind == "sqlite":
-        yield f"sqlite:///{folder / 'soak.db'}"
-        return
-    binaries = find_binaries()
-    if binaries is None:
-        raise SystemExit("--database postgresql needs initdb/pg_ctl (PostgreSQL installed)")
-    server = start_local_server(binaries)
-    try:
-        with server.database() as url:
-            yield url
-    finally:
-        server.close()
-
-
-async def run_soak(config: SoakConfig, folder: Path) -> SoakReport:
-    with _database(config.database, folder) as url:
+async def run_soak(config: SoakConfig, folder: Path, url: str | None = None) -> SoakReport:
+    """The soak on ``url`` (a database of ``config.database``), or on a throwaway one."""
+    if url is not None:
         return await _run(config, folder, url)
+    with throwaway_database(config.database, folder) as fresh:
+        return await _run(config, folder, fresh)
 
 
 async def _run(config: SoakConfig, folder: Path, url: str) -> SoakReport:

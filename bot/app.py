@@ -1,7 +1,6 @@
 """The ``commands.Bot`` subclass: builds every service in ``setup_hook`` and closes them in reverse.
 
-Cogs reach the services through typed attributes (``bot.ledger``, ``bot.jobs``,
-``bot.segmind``, ``bot.settings``, ``bot.metrics``); nothing is a module global.
+Cogs reach the services through typed attributes (``bot.ledger``, ``bot.jobs``, ``bot.imagine``…).
 """
 
 from __future__ import annotations
@@ -25,7 +24,9 @@ from bot.config import Settings
 from bot.coordination import Presence, SharedRateLimiter, SharedSlots, owner_name
 from bot.credits import CreditLedger, JobRecord
 from bot.health import HealthServer
+from bot.i18n import CatalogTranslator, tn
 from bot.image_store import ImageStore
+from bot.imagine_actions import ImagineActions
 from bot.insight import Insight
 from bot.jobs import JobQueue
 from bot.logs import job_context
@@ -108,6 +109,8 @@ class ImagineBot(commands.AutoShardedBot):
         self._settling: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
+        #: The /imagine feature's button actions, set by its cog while loaded.
+        self.imagine: ImagineActions | None = None
         #: This process's name in a shared database (jobs, API slots, heartbeats).
         self.owner = owner_name(settings.shard_ids)
 
@@ -199,7 +202,11 @@ class ImagineBot(commands.AutoShardedBot):
                 else None
             ),
             image_store=self._images,
+            rpm=settings.segmind_rpm,
+            max_waiting_images=settings.max_waiting_images,
         )
+        # Before the cogs: commands, options and choices carry their localisations from here.
+        await self.tree.set_translator(CatalogTranslator())
         for name in self._extensions:
             await self.load_extension(name)
         await self.sync_commands()
@@ -301,6 +308,7 @@ class ImagineBot(commands.AutoShardedBot):
                 log.warning("could not sign off from the shared database: %s", error)
         for name in list(self.extensions):
             await self.unload_extension(name)
+        await self.tree.set_translator(None)
         self._balance_watch = None
         await super().close()
         if self._session is not None:
@@ -325,16 +333,22 @@ class ImagineBot(commands.AutoShardedBot):
 
     # -- commands ------------------------------------------------------------
 
-    def command_payload(self, guild: discord.abc.Snowflake | None = None) -> list[dict[str, Any]]:
-        """What a sync would send for ``guild`` (or globally), for hashing and tests."""
-        return [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+    async def command_payload(
+        self, guild: discord.abc.Snowflake | None = None
+    ) -> list[dict[str, Any]]:
+        """What a sync would send for ``guild`` (or globally), localisations included."""
+        commands = self.tree.get_commands(guild=guild)
+        translator = self.tree.translator
+        if translator is None:
+            return [command.to_dict(self.tree) for command in commands]
+        return [await command.get_translated_payload(self.tree, translator) for command in commands]
 
     async def sync_commands(self) -> bool:
         """Sync the command tree only when it changed since the last sync (hash in the DB)."""
         guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)
-        payload = self.command_payload(guild)
+        payload = await self.command_payload(guild)
         digest = hashlib.sha256(
             json.dumps(payload, sort_keys=True, default=str).encode()
         ).hexdigest()
@@ -378,11 +392,21 @@ class ImagineBot(commands.AutoShardedBot):
             short = discord.utils.escape_markdown(
                 prompt if len(prompt) <= 80 else prompt[:79] + "…"
             )
+            guild = getattr(channel, "guild", None)
+            member = f"<@{job.user_id}>"
             try:
                 await channel.send(
-                    f"<@{job.user_id}> your image job #{job.id} (“{short}”) "
-                    f"was interrupted by a restart. Its {job.cost} credit"
-                    f"{'s were' if job.cost != 1 else ' was'} refunded; please run it again.",
+                    tn(
+                        guild.preferred_locale if guild is not None else None,
+                        "{member} your image job #{job_id} (“{prompt}”) was interrupted by a "
+                        "restart. Its {count} credit was refunded; please run it again.",
+                        "{member} your image job #{job_id} (“{prompt}”) was interrupted by a "
+                        "restart. Its {count} credits were refunded; please run it again.",
+                        job.cost,
+                        member=member,
+                        job_id=str(job.id),
+                        prompt=short,
+                    ),
                     allowed_mentions=discord.AllowedMentions.none(),
                 )
             except discord.HTTPException as error:

@@ -18,6 +18,8 @@ from typing import Final, Literal
 
 import discord
 
+from bot.i18n import t
+
 __all__ = ["STATE_KEY", "BalanceNotice", "BalanceState", "BalanceWatch", "tell_owners"]
 
 log = logging.getLogger(__name__)
@@ -42,15 +44,23 @@ class BalanceNotice:
 
     @property
     def text(self) -> str:
+        # Owners read English (no locale): their DMs are not tied to a server.
+        balance, threshold = f"{self.balance:,.2f}", f"{self.threshold:,.2f}"
         if self.kind == "low":
-            return (
-                f"⚠️ The bot's Segmind account is running low: ${self.balance:,.2f} left "
-                f"(alert below ${self.threshold:,.2f}). Top it up in your Segmind account, "
-                "or /imagine will stop working when it is empty."
+            return t(
+                None,
+                "⚠️ The bot's Segmind account is running low: ${balance} left "
+                "(alert below ${threshold}). Top it up in your Segmind account, "
+                "or /imagine will stop working when it is empty.",
+                balance=balance,
+                threshold=threshold,
             )
-        return (
-            f"✅ The bot's Segmind account was topped up: ${self.balance:,.2f} left "
-            f"(alert below ${self.threshold:,.2f})."
+        return t(
+            None,
+            "✅ The bot's Segmind account was topped up: ${balance} left "
+            "(alert below ${threshold}).",
+            balance=balance,
+            threshold=threshold,
         )
 
 

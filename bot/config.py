@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     max_queued_per_user: int = Field(default=3, ge=1, le=1000)
     image_memory_budget_mb: int = Field(default=16, ge=0, le=65536)
     segmind_rpm: int = Field(default=0, ge=0)
+    # Unset: what the bot can make in 12 minutes at its measured rate (bot.pacing).
+    max_waiting_images: int | None = Field(default=None, ge=1)
     owner_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     # Dollars: the owners hear once when the Segmind balance falls below it (0 = off).
     segmind_balance_alert: float = Field(default=1.0, ge=0)
@@ -97,7 +99,12 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "health_port", "shard_count", "dev_guild_id", "segmind_alert_channel_id", mode="before"
+        "health_port",
+        "shard_count",
+        "dev_guild_id",
+        "segmind_alert_channel_id",
+        "max_waiting_images",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from types import EllipsisType
 from typing import Final
 
+from bot.errors import UserFacingError
+from bot.i18n import _N, _NP
 from bot.storage import Storage, StorageError
 from bot.storage.base import Reserved, SettingsChanges
 from bot.storage.records import (
@@ -80,20 +82,30 @@ def _plural(count: int, word: str) -> str:
 # -- errors ----------------------------------------------------------------------
 
 
-class CreditError(Exception):
-    """A refusal the user should see; ``user_message`` is short and specific."""
-
-    def __init__(self, user_message: str) -> None:
-        super().__init__(user_message)
-        self.user_message = user_message
+class CreditError(UserFacingError):
+    """A refusal the user should see; ``message(locale)`` is short and specific."""
 
 
 class InsufficientCredits(CreditError):
     """The guild's balance does not cover the cost."""
 
     def __init__(self, balance: int, cost: int, images: int = 1) -> None:
-        what = "this image costs" if images == 1 else f"these {images} images cost"
-        super().__init__(f"This server has {_plural(balance, 'credit')} left; {what} {cost}.")
+        if images == 1:
+            message = _NP(
+                "This server has {count} credit left; this image costs {cost}.",
+                "This server has {count} credits left; this image costs {cost}.",
+                balance,
+                cost=cost,
+            )
+        else:
+            message = _NP(
+                "This server has {count} credit left; these {images} images cost {cost}.",
+                "This server has {count} credits left; these {images} images cost {cost}.",
+                balance,
+                images=images,
+                cost=cost,
+            )
+        super().__init__(message)
         self.balance = balance
         self.cost = cost
 
@@ -103,14 +115,17 @@ class DailyCapReached(CreditError):
 
     def __init__(self, cap: int, used: int, cost: int) -> None:
         if cap == 0:
-            message = (
+            message = _N(
                 "This server's daily limit per member is 0 credits, "
                 "so images can't be generated here right now."
             )
         else:
-            message = (
-                f"You've used {used} of your {cap} daily credits here; this costs {cost}. "
-                "Your allowance resets at 00:00 UTC."
+            message = _N(
+                "You've used {used} of your {cap} daily credits here; this costs {cost}. "
+                "Your allowance resets at 00:00 UTC.",
+                used=used,
+                cap=cap,
+                cost=cost,
             )
         super().__init__(message)
         self.cap = cap
@@ -123,8 +138,14 @@ class TooManyJobs(CreditError):
 
     def __init__(self, *, active: int, limit: int) -> None:
         super().__init__(
-            f"You already have {_plural(active, 'image job')} in progress "
-            f"(the limit is {limit}). Try again when one has finished."
+            _NP(
+                "You already have {count} image job in progress "
+                "(the limit is {limit}). Try again when one has finished.",
+                "You already have {count} image jobs in progress "
+                "(the limit is {limit}). Try again when one has finished.",
+                active,
+                limit=limit,
+            )
         )
         self.active = active
         self.limit = limit
@@ -146,7 +167,7 @@ class UnknownJob(CreditError):
     """No job has this id."""
 
     def __init__(self, job_id: int) -> None:
-        super().__init__("That image request no longer exists.")
+        super().__init__(_N("That image request no longer exists."))
         self.job_id = job_id
 
 
@@ -154,7 +175,7 @@ class JobNotActive(CreditError):
     """The job was already settled (done, refunded or cancelled), so it must not run."""
 
     def __init__(self, job: JobRecord) -> None:
-        super().__init__("That image request has already finished.")
+        super().__init__(_N("That image request has already finished."))
         self.job = job
 
 
@@ -297,7 +318,10 @@ class CreditLedger:
         )
         if balance is None:
             raise InvalidAmount(
-                f"That would take the balance over the maximum of {MAX_CREDITS:,} credits."
+                _N(
+                    "That would take the balance over the maximum of {maximum} credits.",
+                    maximum=MAX_CREDITS,
+                )
             )
         log.info(
             "granted %d credits to guild %d (actor %s); balance %d",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from bot.i18n import _N
 from bot.storage import Storage
 from bot.storage.records import JobRecord, UsageSummary
 
@@ -32,7 +33,12 @@ class InvalidPeriod(ValueError):
     """A period outside 1 to :data:`MAX_DAYS` days; the message says so."""
 
     def __init__(self, days: int) -> None:
-        super().__init__(f"Choose between 1 and {MAX_DAYS} days (you asked for {days}).")
+        self.user_message = _N(
+            "Choose between 1 and {max_days} days (you asked for {days}).",
+            max_days=MAX_DAYS,
+            days=days,
+        )
+        super().__init__(self.user_message)
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,20 @@ one process) from colliding on prometheus-client's global registry.
 
 from __future__ import annotations
 
+import logging
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from bot.logs import job_context
+
+if TYPE_CHECKING:
+    from bot.credits import CommitResult
+
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+log = logging.getLogger("bot.jobs")  # the job's outcome reads best next to its other lines
 
 _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 
@@ -54,6 +64,22 @@ class Metrics:
         self.api_latency.observe(seconds)
         if kind != "ok":
             self.api_errors.labels(kind=kind, status=str(status or "none")).inc()
+
+    def job_settled(self, result: CommitResult, outcome: str) -> None:
+        """Count a settled job and log its outcome with the job's context."""
+        self.jobs.labels(outcome=outcome).inc()
+        self.credits_spent.inc(result.committed)
+        self.credits_refunded.inc(result.refunded)
+        log.info(
+            "job %s: committed %d, refunded %d, balance %d",
+            outcome,
+            result.committed,
+            result.refunded,
+            result.balance,
+            extra=job_context(
+                guild_id=result.job.guild_id, user_id=result.job.user_id, job_id=result.job.id
+            ),
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

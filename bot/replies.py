@@ -8,27 +8,32 @@ apology, never with a traceback.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 import discord
 from discord import app_commands
 
 from bot.errors import UserFacingError
+from bot.i18n import _N, LocaleLike, render
 from bot.logs import job_context
 
 __all__ = ["APOLOGY", "ImagineTree", "describe_error", "reply_private"]
 
 log = logging.getLogger(__name__)
 
-APOLOGY = "Sorry, something went wrong on our side. It has been logged; please try again."
+APOLOGY = _N("Sorry, something went wrong on our side. It has been logged; please try again.")
 
 
 async def reply_private(interaction: discord.Interaction[Any], text: str) -> bool:
     """Send ``text`` only to the member, as the first response or as a follow-up.
 
+    A :class:`bot.i18n.Message` is sent in the member's language (``interaction.locale``).
+
     Returns False when Discord no longer accepts anything for this interaction
     (expired token, already answered elsewhere); the caller decides what else to do.
     """
+    text = render(interaction.locale, text)
     try:
         if interaction.response.is_done():
             await interaction.followup.send(
@@ -54,8 +59,13 @@ def _missing(perms: list[str]) -> str:
     return ", ".join(names)
 
 
-def describe_error(error: BaseException) -> str | None:
-    """The user-facing text for an expected error, or None for a bug."""
+def describe_error(error: BaseException, locale: LocaleLike = None) -> str | None:
+    """The user-facing text for an expected error in ``locale``'s language, or None for a bug."""
+    message = _error_message(error)
+    return None if message is None else render(locale, message)
+
+
+def _error_message(error: BaseException) -> str | None:
     if isinstance(error, app_commands.CommandInvokeError):
         error = error.original
     if isinstance(error, UserFacingError):
@@ -64,25 +74,30 @@ def describe_error(error: BaseException) -> str | None:
     if isinstance(user_message, str):
         return user_message
     if isinstance(error, app_commands.CommandNotFound):
-        return (
+        return _N(
             "That command isn't available right now (the bot may be restarting). "
             "Try again in a minute."
         )
     if isinstance(error, app_commands.NoPrivateMessage):
-        return "This command works in servers only."
+        return _N("This command works in servers only.")
     if isinstance(error, app_commands.MissingPermissions):
-        return f"You need the {_missing(error.missing_permissions)} permission to do that."
+        return _N(
+            "You need the {permissions} permission to do that.",
+            permissions=_missing(error.missing_permissions),
+        )
     if isinstance(error, app_commands.BotMissingPermissions):
-        return (
-            f"I need the {_missing(error.missing_permissions)} permission in this channel. "
-            "Ask a server admin to grant it."
+        return _N(
+            "I need the {permissions} permission in this channel. Ask a server admin to grant it.",
+            permissions=_missing(error.missing_permissions),
         )
     if isinstance(error, app_commands.CommandOnCooldown):
-        return f"Slow down a little: try again in {error.retry_after:.0f} s."
+        return _N(
+            "Slow down a little: try again in {wait}.", wait=timedelta(seconds=error.retry_after)
+        )
     if isinstance(error, app_commands.TransformerError):
-        return f"“{error.value}” is not a valid value for that option."
+        return _N("“{value}” is not a valid value for that option.", value=str(error.value))
     if isinstance(error, app_commands.CheckFailure):
-        return str(error) or "You can't use this command here."
+        return str(error) or _N("You can't use this command here.")
     return None
 
 
@@ -92,7 +107,7 @@ class ImagineTree(app_commands.CommandTree[Any]):
     async def on_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
     ) -> None:
-        message = describe_error(error)
+        message = describe_error(error, interaction.locale)
         if message is None:
             original = (
                 error.original if isinstance(error, app_commands.CommandInvokeError) else error

@@ -1,23 +1,9 @@
 """Typed client for Segmind's Kandinsky 2.1 text-to-image API (DESIGN.md §1).
 
-Three parts:
-
-* :class:`Txt2ImgRequest`, the validated request model. Its ranges are the
-  API's (and the bot's) rules; :func:`build_request` turns pydantic's errors
-  into :class:`InvalidRequest` with sentences a Discord user can act on.
-* The error taxonomy: one :class:`SegmindError` subclass per failure class,
-  each with a machine ``kind`` for logs and metrics, a ``retryable`` flag and a
-  ``user_message``. ``str()`` of every error is safe to log: the API key lives
-  only in a request header and is never copied into an error, a log record or
-  an exception chain (aiohttp's errors can carry the request headers, so they
-  are never chained).
-* :class:`SegmindClient`, a thin class over the bot's shared
-  :class:`aiohttp.ClientSession`: one ``POST {base_url}/{model}`` per attempt
-  with its own timeout, an optional client-side rate limit (``aiolimiter``),
-  and retries with exponential backoff and jitter (``tenacity``) for the
-  failures that are safe to retry, bounded both by a number of attempts and by
-  a total time budget. Returned images are decoded in a worker thread, so a
-  corrupt or wrongly sized answer is caught here rather than by Discord.
+The request model (:class:`Txt2ImgRequest`, :func:`build_request`), one
+:class:`SegmindError` per kind of failure with a translatable ``user_message``, and
+:class:`SegmindClient`, which retries only what :data:`RETRY_POLICY` allows. No error,
+log record or exception chain ever carries the API key.
 """
 
 from __future__ import annotations
@@ -34,7 +20,7 @@ import time
 from base64 import b64decode
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol
 
@@ -52,6 +38,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
+from bot.i18n import _N, LocaleLike, render
 from bot.images import ImageInfo, InvalidImage, probe_image
 
 if TYPE_CHECKING:
@@ -345,23 +332,9 @@ class GenerationResult:
 # --------------------------------------------------------------------------
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 1:
-        return "a moment"
-    if seconds < 90:
-        whole = math.ceil(seconds)
-        return f"{whole} second{'s' if whole != 1 else ''}"
-    if seconds < 90 * 60:
-        minutes = math.ceil(seconds / 60)
-        return f"{minutes} minutes"
-    hours = math.ceil(seconds / 3600)
-    return f"{hours} hour{'s' if hours != 1 else ''}"
-
-
 @dataclass(frozen=True)
 class RetryRule:
-    """Whether an outcome of a call is sent again, and why (said to the member too)."""
+    """Whether an outcome of a call is sent again, and why."""
 
     retried: bool
     why: str
@@ -382,7 +355,6 @@ RETRY_POLICY: Final[Mapping[str, RetryRule]] = {
     "gateway_timeout": RetryRule(False, f"{_MAY_BE_BILLED}: the model may have run (504)"),
 }
 _NOT_RETRIED: Final = RetryRule(False, "not retried: the same call would fail the same way")
-_NOT_RETRIED_TEXT: Final = "It was not retried, because the call may have been charged."
 
 
 def retry_rule(kind: str) -> RetryRule:
@@ -397,7 +369,7 @@ class SegmindError(Exception):
 
     kind: str = "error"
     retryable: bool = False
-    default_user_message: ClassVar[str] = "Image generation failed. Please try again later."
+    default_user_message: ClassVar[str] = _N("Image generation failed. Please try again later.")
 
     def __init__(
         self,
@@ -420,6 +392,10 @@ class SegmindError(Exception):
         self.user_message = user_message or self._user_message()
         super().__init__(self._summary())
 
+    def message(self, locale: LocaleLike) -> str:
+        """``user_message`` in ``locale``'s language (English when there is no catalog)."""
+        return render(locale, self.user_message)
+
     def _user_message(self) -> str:
         return self.default_user_message
 
@@ -434,28 +410,25 @@ class SegmindError(Exception):
         return self._summary()
 
 
-def _with_api_message(prefix: str, api_message: str | None, suffix: str) -> str:
-    if api_message:
-        return f"{prefix}: {api_message.rstrip('.')}. {suffix}"
-    return f"{prefix}. {suffix}"
-
-
 class SegmindBadRequest(SegmindError):
     """400, or another 4xx the API is not known to send: not retryable."""
 
     kind = "bad_request"
 
     def _user_message(self) -> str:
-        return _with_api_message(
-            "Segmind rejected the request", self.api_message, "Try different settings."
-        )
+        if self.api_message:
+            return _N(
+                "Segmind rejected the request: {detail}. Try different settings.",
+                detail=self.api_message.rstrip("."),
+            )
+        return _N("Segmind rejected the request. Try different settings.")
 
 
 class SegmindUnauthorized(SegmindError):
     """401: the API key was rejected (configuration)."""
 
     kind = "unauthorized"
-    default_user_message = (
+    default_user_message = _N(
         "The Segmind API key was rejected. A server admin needs to fix the bot's configuration."
     )
 
@@ -464,7 +437,7 @@ class SegmindForbidden(SegmindError):
     """403: the key may not use this model (configuration or account)."""
 
     kind = "forbidden"
-    default_user_message = (
+    default_user_message = _N(
         "Segmind refused access to this model. The bot operator needs to check the "
         "Segmind account and API key."
     )
@@ -474,7 +447,7 @@ class SegmindNotFound(SegmindError):
     """404: the model slug is wrong (configuration)."""
 
     kind = "not_found"
-    default_user_message = (
+    default_user_message = _N(
         "The Segmind model endpoint was not found. The bot operator needs to check "
         "SEGMIND_MODEL in the bot's configuration."
     )
@@ -484,7 +457,7 @@ class SegmindOutOfCredits(SegmindError):
     """406: the operator's Segmind account has run out of credits."""
 
     kind = "out_of_credits"
-    default_user_message = (
+    default_user_message = _N(
         "The bot's own Segmind account is out of API credits (this server's credits are "
         "not the problem). The bot's operator needs to top it up before images can be "
         "generated again."
@@ -497,9 +470,12 @@ class SegmindValidationError(SegmindError):
     kind = "validation"
 
     def _user_message(self) -> str:
-        return _with_api_message(
-            "Segmind rejected these parameters", self.api_message, "Adjust them and try again."
-        )
+        if self.api_message:
+            return _N(
+                "Segmind rejected these parameters: {detail}. Adjust them and try again.",
+                detail=self.api_message.rstrip("."),
+            )
+        return _N("Segmind rejected these parameters. Adjust them and try again.")
 
 
 class SegmindRateLimited(SegmindError):
@@ -509,10 +485,10 @@ class SegmindRateLimited(SegmindError):
 
     def _user_message(self) -> str:
         if self.retry_after is None:
-            return "Segmind is rate-limiting the bot right now. Try again in a minute."
-        return (
-            "Segmind is rate-limiting the bot right now. "
-            f"Try again in {_duration(self.retry_after)}."
+            return _N("Segmind is rate-limiting the bot right now. Try again in a minute.")
+        return _N(
+            "Segmind is rate-limiting the bot right now. Try again in {wait}.",
+            wait=timedelta(seconds=self.retry_after),
         )
 
 
@@ -522,9 +498,16 @@ class SegmindServerError(SegmindError):
     kind = "server_error"
 
     def _user_message(self) -> str:
-        status = f" (HTTP {self.status})" if self.status else ""
-        return (
-            f"Segmind had a server error{status}. {_NOT_RETRIED_TEXT} "
+        if self.status:
+            return _N(
+                "Segmind had a server error (HTTP {status}). "
+                "It was not retried, because the call may have been charged. "
+                "Please try again in a few minutes.",
+                status=str(self.status),
+            )
+        return _N(
+            "Segmind had a server error. "
+            "It was not retried, because the call may have been charged. "
             "Please try again in a few minutes."
         )
 
@@ -535,7 +518,7 @@ class SegmindUnavailable(SegmindServerError):
     kind = "unavailable"
 
     def _user_message(self) -> str:
-        return (
+        return _N(
             "Segmind is unavailable (HTTP 503), also when retried. "
             "Please try again in a few minutes."
         )
@@ -545,7 +528,7 @@ class SegmindBadGateway(SegmindServerError):
     """502 from Segmind's gateway."""
 
     kind = "bad_gateway"
-    default_user_message = (
+    default_user_message = _N(
         "Segmind's gateway failed (HTTP 502), also when retried. Please try again in a few minutes."
     )
 
@@ -557,9 +540,9 @@ class SegmindGatewayTimeout(SegmindServerError):
     """504: Segmind's gateway gave up waiting for the model (often a cold start)."""
 
     kind = "gateway_timeout"
-    default_user_message = (
+    default_user_message = _N(
         "Segmind's gateway timed out (HTTP 504); the model may be starting up. "
-        f"{_NOT_RETRIED_TEXT} Please try again in a minute."
+        "It was not retried, because the call may have been charged. Please try again in a minute."
     )
 
     def _user_message(self) -> str:
@@ -576,9 +559,11 @@ class SegmindTimeout(SegmindError):
         super().__init__(detail=detail or f"no answer within {timeout:g} s")
 
     def _user_message(self) -> str:
-        return (
-            f"Segmind did not answer within {self.timeout:g} s. {_NOT_RETRIED_TEXT} "
-            "Please try again in a minute."
+        return _N(
+            "Segmind did not answer within {timeout} s. "
+            "It was not retried, because the call may have been charged. "
+            "Please try again in a minute.",
+            timeout=self.timeout,
         )
 
 
@@ -586,7 +571,7 @@ class SegmindConnectionError(SegmindError):
     """No connection could be made (refused, DNS): the request was never sent, so retried."""
 
     kind = "connection_refused"
-    default_user_message = (
+    default_user_message = _N(
         "The bot could not reach Segmind, also when retried. Please try again in a few minutes."
     )
 
@@ -595,8 +580,9 @@ class SegmindConnectionDropped(SegmindConnectionError):
     """The connection was reset or closed after the request was sent: not retried."""
 
     kind = "connection_dropped"
-    default_user_message = (
-        f"The connection to Segmind dropped before the answer arrived. {_NOT_RETRIED_TEXT} "
+    default_user_message = _N(
+        "The connection to Segmind dropped before the answer arrived. "
+        "It was not retried, because the call may have been charged. "
         "Please try again in a few minutes."
     )
 
@@ -605,7 +591,7 @@ class SegmindInvalidResponse(SegmindError):
     """A 2xx whose body is not the requested image(s), or a status we cannot interpret."""
 
     kind = "invalid_response"
-    default_user_message = (
+    default_user_message = _N(
         "Segmind answered with something that is not a usable image. Please try again."
     )
 
@@ -1126,6 +1112,9 @@ class SegmindClient:
 
 
 def _is_retryable(error: BaseException) -> bool:
+    # A 429 is raised at once: the job queue holds every call for as long as the API says.
+    if isinstance(error, SegmindRateLimited):
+        return False
     return isinstance(error, SegmindError) and error.retryable
 
 

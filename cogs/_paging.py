@@ -11,14 +11,18 @@ from typing import Any
 
 import discord
 
+from bot.i18n import LocaleLike, t
+
 __all__ = ["page_button", "pager"]
 
 
-def page_button(custom_id: str, direction: str, *, disabled: bool) -> discord.ui.Button[Any]:
-    """The Newer (``direction`` "p") or Older ("n") button."""
+def page_button(
+    custom_id: str, direction: str, *, disabled: bool, locale: LocaleLike = None
+) -> discord.ui.Button[Any]:
+    """The Newer (``direction`` "p") or Older ("n") button, labelled in ``locale``."""
     newer = direction == "p"
     return discord.ui.Button(
-        label="Newer" if newer else "Older",
+        label=t(locale, "Newer") if newer else t(locale, "Older"),
         emoji="◀️" if newer else "▶️",
         style=discord.ButtonStyle.secondary,
         custom_id=custom_id,

@@ -35,3 +35,7 @@ def test_smallest_benchmark_reports_every_row() -> None:
     assert results.process_flat.peak_rss > 0 and results.process_photo.peak_rss > 0
     assert not math.isnan(results.ledger.rate)
     assert results.ledger.concurrent_rate > 0
+    # The backlog ran to the end: every job answered and settled, calls paced, no 429.
+    assert results.backlog.completed == results.backlog.jobs and results.backlog.requests > 0
+    assert results.backlog.unacknowledged == 0 and results.backlog.peak_rss > 0
+    assert len(results.paced.accepted) > 2 and results.paced.rate_limited == 0

@@ -1,4 +1,5 @@
-"""The soak run (bench/soak.py) at a small size: the real bot process, API faults, a kill -9."""
+"""The soak run (bench/soak.py) at a small size: the real bot process, API faults, a kill -9;
+on SQLite one process, on PostgreSQL two (shards 0 and 1 of 2) sharing the database."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from bench.soak import SECTIONS, SoakConfig, render, run_soak, write_readme
 pytestmark = pytest.mark.timeout(180)
 
 
-async def test_a_small_soak_ends_with_a_clean_audit(tmp_path: Path) -> None:
-    config = SoakConfig(jobs=60, kills=1, fault_rate=0.2, guilds=2, members=3, rate=30)
-    report = await run_soak(config, tmp_path)
+async def test_a_small_soak_ends_with_a_clean_audit(
+    tmp_path: Path, backend: str, database_url: str
+) -> None:
+    config = SoakConfig(
+        jobs=60, kills=1, fault_rate=0.2, guilds=2, members=3, rate=30, database=backend
+    )
+    report = await run_soak(config, tmp_path, database_url)
     assert report.kills == 1
     assert report.submitted == 60
     assert report.api_calls > 0

@@ -31,8 +31,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.storage._engine import KEEPALIVE, Database
 from bot.storage._pg_setup import DATABASE_ERRORS
 from bot.storage._settings import RATE_LOCK_CLASS
-from bot.storage.base import StorageError
-from bot.storage.records import JobRecord
+from bot.storage._turns import Turns
+from bot.storage.base import Reserved, ReserveRejected, StorageError
+from bot.storage.records import JobRecord, NewJob
 from bot.storage.sql import SQLStorage
 
 __all__ = [
@@ -222,6 +223,7 @@ class PgStorage(SQLStorage):
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
+        self._guild_turns = Turns()
         assert db.raw_connect is not None
         raw_connect = db.raw_connect
         self._locks = SessionLocks(lambda tag: raw_connect(LOCKS_APPLICATION + tag))
@@ -237,6 +239,14 @@ class PgStorage(SQLStorage):
             return await work
         except DATABASE_ERRORS as error:
             raise self._db.error(error) from None
+
+    async def reserve_job(
+        self, job: NewJob, *, default_credits: int, note: str | None
+    ) -> Reserved | ReserveRejected:
+        # A guild's reservations wait for the guild's row one after another anyway:
+        # from this process they wait here, holding two pooled connections, not all.
+        async with self._guild_turns.turn(job.guild_id):
+            return await super().reserve_job(job, default_credits=default_credits, note=note)
 
     async def _held_owner_keys(self, conn: AsyncConnection) -> list[int]:
         rows = await conn.execute(text(f"SELECT objid FROM ({_HELD_OWNER_KEYS}) AS held"))

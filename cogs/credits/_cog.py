@@ -15,6 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.i18n import _N, LocaleLike, t
 from bot.insight import DEFAULT_DAYS, MAX_DAYS
 from bot.replies import reply_private
 from cogs._paging import page_button, pager
@@ -22,10 +23,10 @@ from cogs._paging import page_button, pager
 from ._text import (
     COST_TABLE,
     cannot_post,
+    credit_amount,
     entry_line,
     limits_text,
     parse_guild_id,
-    plural,
     words_key,
 )
 from ._usage import send_usage_chart
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 10
 MAX_AMOUNT = 1_000_000_000
+HISTORY_NEEDS_MANAGE_SERVER = _N("You need the Manage Server permission to see the history.")
 
 
 class HistoryPageButton(
@@ -47,9 +49,17 @@ class HistoryPageButton(
 ):
     """Previous/next page of ``/credits history``; survives restarts like the image buttons."""
 
-    def __init__(self, guild_id: int, page: int, direction: str, *, disabled: bool = False) -> None:
+    def __init__(
+        self,
+        guild_id: int,
+        page: int,
+        direction: str,
+        *,
+        disabled: bool = False,
+        locale: LocaleLike = None,
+    ) -> None:
         custom_id = f"credits:history:{guild_id}:{page}:{direction}"
-        super().__init__(page_button(custom_id, direction, disabled=disabled))
+        super().__init__(page_button(custom_id, direction, disabled=disabled, locale=locale))
         self.guild_id = guild_id
         self.page = page
 
@@ -66,14 +76,12 @@ class HistoryPageButton(
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         cog = interaction.client.get_cog("Credits")
         if not isinstance(cog, CreditsCog):
-            await reply_private(interaction, "The credits feature is not loaded right now.")
+            await reply_private(interaction, _N("The credits feature is not loaded right now."))
             return
         if interaction.guild_id != self.guild_id or not interaction.permissions.manage_guild:
-            await reply_private(
-                interaction, "You need the Manage Server permission to see the history."
-            )
+            await reply_private(interaction, HISTORY_NEEDS_MANAGE_SERVER)
             return
-        embed, view = await cog.history_page(self.guild_id, self.page)
+        embed, view = await cog.history_page(self.guild_id, self.page, interaction.locale)
         await interaction.response.edit_message(embed=embed, view=view)
 
 
@@ -104,27 +112,36 @@ class CreditsCog(commands.Cog, name="Credits"):
     async def balance(self, interaction: discord.Interaction[Any]) -> None:
         guild_id = interaction.guild_id
         if guild_id is None:
-            await reply_private(interaction, "Credits belong to servers: use this in a server.")
+            await reply_private(interaction, _N("Credits belong to servers: use this in a server."))
             return
         ledger = self.bot.ledger
         balance = await ledger.balance(guild_id)
         settings = await ledger.get_settings(guild_id)
         used = await ledger.usage_today(guild_id, interaction.user.id)
-        lines = [f"💰 This server has **{plural(balance, 'credit')}**."]
+        locale = interaction.locale
+        amount = credit_amount(balance, locale)
+        lines = [t(locale, "💰 This server has **{amount}**.", amount=amount)]
         if settings.daily_user_cap:
-            left = max(settings.daily_user_cap - used, 0)
-            lines.append(
-                f"You've used {used} of your {settings.daily_user_cap} daily credits "
-                f"({left} left; resets at 00:00 UTC)."
+            left, cap = max(settings.daily_user_cap - used, 0), settings.daily_user_cap
+            today = _N(
+                "You've used {used} of your {cap} daily credits "
+                "({left} left; resets at 00:00 UTC).",
+                used=used,
+                cap=cap,
+                left=left,
             )
         else:
-            lines.append(f"You've used {plural(used, 'credit')} today (no daily cap).")
-        lines.append(COST_TABLE)
+            amount = credit_amount(used, locale)
+            today = _N("You've used {amount} today (no daily cap).", amount=amount)
+        lines.append(today.render(locale))
+        lines.append(COST_TABLE.render(locale))
         await reply_private(interaction, "\n".join(lines))
 
     # -- Manage Server -------------------------------------------------------
 
-    async def history_page(self, guild_id: int, page: int) -> tuple[discord.Embed, discord.ui.View]:
+    async def history_page(
+        self, guild_id: int, page: int, locale: LocaleLike = None
+    ) -> tuple[discord.Embed, discord.ui.View]:
         ledger = self.bot.ledger
         total = await ledger.count_history(guild_id)
         pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
@@ -132,14 +149,24 @@ class CreditsCog(commands.Cog, name="Credits"):
         entries = await ledger.history(guild_id, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
         balance = await ledger.balance(guild_id)
         embed = discord.Embed(
-            title="Credit history",
-            description="\n".join(entry_line(e) for e in entries) or "No entries yet.",
+            title=t(locale, "Credit history"),
+            description="\n".join(entry_line(e, locale) for e in entries)
+            or t(locale, "No entries yet."),
             colour=discord.Colour.gold(),
         )
-        embed.set_footer(text=f"Balance {balance:,} · page {page + 1}/{pages} · {total:,} entries")
+        embed.set_footer(
+            text=t(
+                locale,
+                "Balance {balance} · page {page}/{pages} · {total} entries",
+                balance=balance,
+                page=page + 1,
+                pages=pages,
+                total=total,
+            )
+        )
         view = pager(
             lambda number, direction, off: HistoryPageButton(
-                guild_id, number, direction, disabled=off
+                guild_id, number, direction, disabled=off, locale=locale
             ),
             page,
             pages,
@@ -149,12 +176,10 @@ class CreditsCog(commands.Cog, name="Credits"):
     @credits.command(name="history", description="Recent credit movements (Manage Server).")
     async def history(self, interaction: discord.Interaction[Any]) -> None:
         if interaction.guild_id is None or not interaction.permissions.manage_guild:
-            await reply_private(
-                interaction, "You need the Manage Server permission to see the history."
-            )
+            await reply_private(interaction, HISTORY_NEEDS_MANAGE_SERVER)
             return
         await interaction.response.defer(ephemeral=True)
-        embed, view = await self.history_page(interaction.guild_id, 0)
+        embed, view = await self.history_page(interaction.guild_id, 0, interaction.locale)
         await interaction.followup.send(
             embed=embed, view=view, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
         )
@@ -169,7 +194,7 @@ class CreditsCog(commands.Cog, name="Credits"):
         guild_id = interaction.guild_id
         if guild_id is None or not interaction.permissions.manage_guild:
             await reply_private(
-                interaction, "You need the Manage Server permission to see the usage."
+                interaction, _N("You need the Manage Server permission to see the usage.")
             )
             return
         await send_usage_chart(self.bot, interaction, days)
@@ -200,7 +225,7 @@ class CreditsCog(commands.Cog, name="Credits"):
         guild_id = interaction.guild_id
         if guild_id is None or not interaction.permissions.manage_guild:
             await reply_private(
-                interaction, "You need the Manage Server permission to see or change limits."
+                interaction, _N("You need the Manage Server permission to see or change limits.")
             )
             return
         ledger = self.bot.ledger
@@ -236,14 +261,27 @@ class CreditsCog(commands.Cog, name="Credits"):
                 sorted(changes),
                 extra={"guild_id": guild_id, "user_id": interaction.user.id},
             )
-        head = "✅ Limits updated." if changes else "Current limits:"
-        lines = [head, limits_text(settings)]
-        for what, channel in (("post images", allow_channel), ("post the alert", alert_channel)):
-            if channel is not None and cannot_post(channel):
-                lines.append(
-                    f"⚠️ I can't send messages in {channel.mention}, so I can't {what} there: "
-                    "give me View Channel and Send Messages in it."
+        locale = interaction.locale
+        head = t(locale, "✅ Limits updated.") if changes else t(locale, "Current limits:")
+        lines = [head, limits_text(settings, locale)]
+        if allow_channel is not None and cannot_post(allow_channel):
+            lines.append(
+                t(
+                    locale,
+                    "⚠️ I can't send messages in {channel}, so I can't post images there: "
+                    "give me View Channel and Send Messages in it.",
+                    channel=allow_channel.mention,
                 )
+            )
+        if alert_channel is not None and cannot_post(alert_channel):
+            lines.append(
+                t(
+                    locale,
+                    "⚠️ I can't send messages in {channel}, so I can't post the alert there: "
+                    "give me View Channel and Send Messages in it.",
+                    channel=alert_channel.mention,
+                )
+            )
         await reply_private(interaction, "\n".join(lines))
 
     # -- bot owners ------------------------------------------------------------
@@ -258,24 +296,32 @@ class CreditsCog(commands.Cog, name="Credits"):
             shown = discord.utils.escape_markdown(guild_id.strip()[:30]) or "(blank)"
             await reply_private(
                 interaction,
-                f"“{shown}” is not a server id. A server id is a number of 15–20 digits "
-                "(with Developer Mode on, right-click the server → Copy Server ID). "
-                "Nothing was changed.",
+                _N(
+                    "“{shown}” is not a server id. A server id is a number of 15–20 digits "
+                    "(with Developer Mode on, right-click the server → Copy Server ID). "
+                    "Nothing was changed.",
+                    shown=shown,
+                ),
             )
         return target
 
     def _now_has(self, interaction: discord.Interaction[Any], guild_id: int, balance: int) -> str:
         """'<server> now has N credits.', saying so when the bot can't see that server."""
-        if guild_id == interaction.guild_id:
-            return f"This server now has {plural(balance, 'credit')}."
+        credits = credit_amount(balance, interaction.locale)
         guild = self.bot.get_guild(guild_id)
-        if guild is not None:
-            name = discord.utils.escape_markdown(guild.name)
-            return f"**{name}** (`{guild_id}`) now has {plural(balance, 'credit')}."
-        return (
-            f"Server `{guild_id}` now has {plural(balance, 'credit')}. I can't see that server "
-            "from here (not added yet, or on another shard); its credits are kept for it."
-        )
+        if guild_id == interaction.guild_id:
+            text = _N("This server now has {credits}.", credits=credits)
+        elif guild is not None:
+            name, gid = discord.utils.escape_markdown(guild.name), str(guild_id)
+            text = _N("**{name}** (`{gid}`) now has {amount}.", name=name, gid=gid, amount=credits)
+        else:
+            text = _N(
+                "Server `{gid}` now has {credits}. I can't see that server from here "
+                "(not added yet, or on another shard); its credits are kept for it.",
+                gid=str(guild_id),
+                credits=credits,
+            )
+        return text.render(interaction.locale)
 
     @credits.command(name="grant", description="Add credits to a server (bot owners only).")
     @app_commands.describe(
@@ -291,7 +337,7 @@ class CreditsCog(commands.Cog, name="Credits"):
         note: app_commands.Range[str, 1, 200] | None = None,
     ) -> None:
         if not await self._is_owner(interaction.user):
-            await reply_private(interaction, "Only the bot's owners can grant credits.")
+            await reply_private(interaction, _N("Only the bot's owners can grant credits."))
             return
         target = await self._target_guild(interaction, guild_id)
         if target is None:
@@ -300,7 +346,16 @@ class CreditsCog(commands.Cog, name="Credits"):
             target, amount, actor_id=interaction.user.id, note=note
         )
         now_has = self._now_has(interaction, target, balance)
-        await reply_private(interaction, f"🪙 Granted {plural(amount, 'credit')}. {now_has}")
+        granted = credit_amount(amount, interaction.locale)
+        await reply_private(
+            interaction,
+            t(
+                interaction.locale,
+                "🪙 Granted {credits}. {now_has}",
+                credits=granted,
+                now_has=now_has,
+            ),
+        )
 
     @credits.command(name="set", description="Set a server's balance (bot owners only).")
     @app_commands.describe(
@@ -316,7 +371,7 @@ class CreditsCog(commands.Cog, name="Credits"):
         note: app_commands.Range[str, 1, 200] | None = None,
     ) -> None:
         if not await self._is_owner(interaction.user):
-            await reply_private(interaction, "Only the bot's owners can set balances.")
+            await reply_private(interaction, _N("Only the bot's owners can set balances."))
             return
         target = await self._target_guild(interaction, guild_id)
         if target is None:

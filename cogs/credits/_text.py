@@ -1,5 +1,5 @@
-"""The text ``/credits`` shows: ledger lines, limits, the cost table; and the parsing of
-what owners type (server ids, blocked words)."""
+"""The text ``/credits`` shows, in the reader's locale: amounts, ledger lines, limits, the cost
+table; and the parsing of what owners type (server ids, blocked words)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,19 @@ import re
 import discord
 
 from bot.credits import GuildSettings, LedgerEntry
+from bot.i18n import _N, LocaleLike, t, tn
 
 __all__ = [
     "COST_TABLE",
     "cannot_post",
+    "credit_amount",
     "entry_line",
     "limits_text",
     "parse_guild_id",
-    "plural",
     "words_key",
 ]
 
-COST_TABLE = (
+COST_TABLE = _N(
     "1 credit per 512×512 image · 2 per 512×1024 or 1024×512 · 4 per 1024×1024. "
     "`samples` multiplies the cost."
 )
@@ -28,20 +29,21 @@ _MAX_SNOWFLAKE = 2**63 - 1  # what the ledger (SQLite / PostgreSQL BIGINT) can h
 _SIGNS = {"grant": "🪙", "set": "✏️", "reserve": "⏳", "refund": "↩️", "commit": "✅"}
 
 
-def plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
+def credit_amount(count: int, locale: LocaleLike) -> str:
+    return tn(locale, "{count} credit", "{count} credits", count)
 
 
-def entry_line(entry: LedgerEntry) -> str:
+def entry_line(entry: LedgerEntry, locale: LocaleLike = None) -> str:
     when = f"<t:{int(entry.created_at.timestamp())}:R>"
     delta = f"{entry.delta:+,}" if entry.delta else "±0"
     parts = [f"{_SIGNS.get(entry.kind.value, '•')} `{delta:>6}` {entry.kind.value}", when]
     if entry.user_id:
         parts.append(f"<@{entry.user_id}>")
     if entry.job_id:
-        parts.append(f"job #{entry.job_id}")
+        parts.append(t(locale, "job #{job_id}", job_id=str(entry.job_id)))
     if entry.actor_id:
-        parts.append(f"by <@{entry.actor_id}>")
+        actor = f"<@{entry.actor_id}>"
+        parts.append(t(locale, "by {member}", member=actor))
     if entry.note:
         parts.append(discord.utils.escape_markdown(entry.note[:80]))
     return " · ".join(parts)
@@ -69,27 +71,40 @@ def cannot_post(channel: discord.abc.GuildChannel) -> bool:
     return not (permissions.view_channel and permissions.send_messages)
 
 
-def limits_text(settings: GuildSettings) -> str:
-    cap = plural(settings.daily_user_cap, "credit") if settings.daily_user_cap else "no cap"
+def limits_text(settings: GuildSettings, locale: LocaleLike = None) -> str:
+    cap = (
+        credit_amount(settings.daily_user_cap, locale)
+        if settings.daily_user_cap
+        else t(locale, "no cap")
+    )
     channels = (
         ", ".join(f"<#{cid}>" for cid in settings.allowed_channel_ids)
         if settings.allowed_channel_ids
-        else "every channel"
+        else t(locale, "every channel")
     )
-    words = ", ".join(f"`{w}`" for w in settings.blocked_words) or "none"
+    words = ", ".join(f"`{w}`" for w in settings.blocked_words) or t(locale, "none")
     if settings.low_balance_threshold is None:
-        alert = "off"
+        alert = t(locale, "off")
     elif settings.notice_channel_id is None:
-        alert = (
-            f"below {plural(settings.low_balance_threshold, 'credit')}, but no channel is set: "
-            "choose one with `alert_channel`"
+        alert = t(
+            locale,
+            "below {credits}, but no channel is set: choose one with `alert_channel`",
+            credits=credit_amount(settings.low_balance_threshold, locale),
         )
     else:
-        alert = (
-            f"below {plural(settings.low_balance_threshold, 'credit')} "
-            f"in <#{settings.notice_channel_id}>"
+        channel = f"<#{settings.notice_channel_id}>"
+        alert = t(
+            locale,
+            "below {credits} in {channel}",
+            credits=credit_amount(settings.low_balance_threshold, locale),
+            channel=channel,
         )
-    return (
-        f"**Daily cap per member:** {cap}\n**Allowed channels:** {channels}\n"
-        f"**Blocked words:** {words}\n**Low-balance alert:** {alert}"
+    return t(
+        locale,
+        "**Daily cap per member:** {cap}\n**Allowed channels:** {channels}\n"
+        "**Blocked words:** {words}\n**Low-balance alert:** {alert}",
+        cap=cap,
+        channels=channels,
+        words=words,
+        alert=alert,
     )

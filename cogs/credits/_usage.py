@@ -30,15 +30,15 @@ async def send_usage_chart(
     try:
         summary = await bot.insight.usage(guild_id, days)
     except InvalidPeriod as error:
-        await reply_private(interaction, str(error))
+        await reply_private(interaction, error.user_message)
         return
     names = {
         m.user_id: await _display_name(guild, m.user_id) if guild is not None else None
         for m in summary.top_members
     }
-    png = await asyncio.to_thread(render_usage_chart, summary, names)
+    png = await asyncio.to_thread(render_usage_chart, summary, names, interaction.locale)
     await interaction.followup.send(
-        usage_summary_line(summary),
+        usage_summary_line(summary, interaction.locale),
         file=discord.File(io.BytesIO(png), filename=FILENAME),
         ephemeral=True,
         allowed_mentions=discord.AllowedMentions.none(),

@@ -1,8 +1,7 @@
 """Reroll, Edit and Delete: persistent buttons that keep working after restarts.
 
-The buttons are one :class:`discord.ui.DynamicItem` whose ``custom_id`` carries the
-action and the job id (``imagine:reroll:42``); everything else is read from the jobs table when
-the button is clicked, so no state lives in memory and old messages keep working.
+One :class:`discord.ui.DynamicItem` whose ``custom_id`` carries the action and the job id
+(``imagine:reroll:42``); the job is read when a button is clicked, so old messages keep working.
 """
 
 from __future__ import annotations
@@ -10,33 +9,46 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot.credits import JobRecord
+from bot.i18n import _N, LocaleLike, render, t
+from bot.imagine_actions import ImagineActions
 from bot.logs import job_context
 from bot.replies import APOLOGY, describe_error, reply_private
 from bot.segmind import PROMPT_MAX_LENGTH
+from bot.storage import StorageError
 
 if TYPE_CHECKING:
-    from ._cog import ImagineCog
+    from bot.app import ImagineBot
 
 __all__ = ["DYNAMIC_ITEMS", "EditModal", "JobButton", "result_view"]
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_JOB = (
+UNKNOWN_JOB = _N(
     "I can't find the settings of that image any more (it may come from another bot "
     "or an older database). Start a new one with /imagine."
 )
 
+NOT_YOURS = {
+    "delete": _N(
+        "Only the member who asked for this image, or someone with Manage Messages, can delete it."
+    ),
+    "other": _N(
+        "Only the member who asked for this image, or someone with Manage Messages, "
+        "can reroll or edit it."
+    ),
+}
 
-def _cog(interaction: discord.Interaction[Any]) -> ImagineCog:
-    cog = interaction.client.get_cog("Imagine")
-    if cog is None:
+
+def _actions(interaction: discord.Interaction[Any]) -> ImagineActions:
+    bot: ImagineBot = interaction.client
+    if bot.imagine is None:
         raise RuntimeError("the imagine extension is not loaded")
-    return cast("ImagineCog", cog)
+    return bot.imagine
 
 
 async def _guarded(
@@ -46,23 +58,22 @@ async def _guarded(
     try:
         await action
     except Exception as error:
-        message = describe_error(error)
+        message = describe_error(error, interaction.locale)
         if message is not None:
             await reply_private(interaction, message)
             return
-        log.exception(
-            "button failed",
-            extra=job_context(
-                guild_id=interaction.guild_id, user_id=interaction.user.id, job_id=job_id
-            ),
-        )
+        log.exception("button failed", extra=_context(interaction, job_id))
         await reply_private(interaction, APOLOGY)
 
 
+def _context(interaction: discord.Interaction[Any], job_id: int) -> dict[str, int]:
+    return job_context(guild_id=interaction.guild_id, user_id=interaction.user.id, job_id=job_id)
+
+
 _ACTIONS: dict[str, tuple[str, str, discord.ButtonStyle]] = {
-    "reroll": ("Reroll", "🎲", discord.ButtonStyle.primary),
-    "edit": ("Edit", "✏️", discord.ButtonStyle.secondary),
-    "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
+    "reroll": (_N("Reroll"), "🎲", discord.ButtonStyle.primary),
+    "edit": (_N("Edit"), "✏️", discord.ButtonStyle.secondary),
+    "delete": (_N("Delete"), "🗑️", discord.ButtonStyle.danger),
 }
 
 
@@ -71,17 +82,22 @@ class JobButton(
     template=r"imagine:(?P<action>reroll|edit|delete):(?P<job>[0-9]{1,19})",
 ):
     """Reroll (same parameters, new seed, billed to whoever clicks), Edit (a modal with the
-    prompts pre-filled) or Delete (the requester or Manage Messages) for one job."""
+    prompts pre-filled) or Delete, for the requester or a moderator (Manage Messages)."""
 
-    def __init__(self, action: str, job_id: int) -> None:
+    def __init__(self, action: str, job_id: int, locale: LocaleLike = None) -> None:
+        """``locale``: the language of the label (the server's: everyone sees the buttons)."""
         label, emoji, style = _ACTIONS[action]
         super().__init__(
             discord.ui.Button(
-                label=label, emoji=emoji, style=style, custom_id=f"imagine:{action}:{job_id}"
+                label=render(locale, label),
+                emoji=emoji,
+                style=style,
+                custom_id=f"imagine:{action}:{job_id}",
             )
         )
         self.action = action
         self.job_id = job_id
+        self.job: JobRecord | None = None  # read by interaction_check
 
     @classmethod
     async def from_custom_id(
@@ -93,39 +109,54 @@ class JobButton(
     ) -> JobButton:
         return cls(match["action"], int(match["job"]))
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        cog = _cog(interaction)
-        if self.action == "reroll":
-            action = cog.reroll(interaction, self.job_id)
-        elif self.action == "edit":
-            action = self._open_editor(interaction, cog)
-        else:
-            action = cog.delete_result(interaction, self.job_id)
-        await _guarded(interaction, self.job_id, action)
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        """The requester and moderators pass; anyone else is told why, privately."""
+        bot: ImagineBot = interaction.client
+        try:
+            self.job = await bot.ledger.get_job(self.job_id)
+        except StorageError:  # discord.py would drop it silently
+            log.exception("button check failed", extra=_context(interaction, self.job_id))
+            await reply_private(interaction, APOLOGY)
+            return False
+        job, member = self.job, interaction.user
+        if interaction.permissions.manage_messages or (
+            job is not None and job.user_id == member.id
+        ):
+            return True
+        refusal = UNKNOWN_JOB if job is None else NOT_YOURS.get(self.action, NOT_YOURS["other"])
+        await reply_private(interaction, refusal)
+        return False
 
-    async def _open_editor(self, interaction: discord.Interaction[Any], cog: ImagineCog) -> None:
-        job = await cog.bot.ledger.get_job(self.job_id)
-        if job is None:
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await _guarded(interaction, self.job_id, self._act(interaction))
+
+    async def _act(self, interaction: discord.Interaction[Any]) -> None:
+        job = self.job
+        if self.action == "delete":
+            await _actions(interaction).delete_result(interaction, self.job_id)
+        elif job is None:  # a moderator, on a job this database does not know
             await reply_private(interaction, UNKNOWN_JOB)
-            return
-        await interaction.response.send_modal(EditModal(job))
+        elif self.action == "reroll":
+            await _actions(interaction).reroll(interaction, job)
+        else:
+            await interaction.response.send_modal(EditModal(job, interaction.locale))
 
 
 class EditModal(discord.ui.Modal, title="Edit and generate again"):
-    """Prompt and negative prompt, pre-filled from the original job."""
+    """Prompt and negative prompt, pre-filled from the original job, in the member's language."""
 
-    def __init__(self, job: JobRecord) -> None:
-        super().__init__(timeout=15 * 60)
-        self.job_id = job.id
+    def __init__(self, job: JobRecord, locale: LocaleLike = None) -> None:
+        super().__init__(title=t(locale, "Edit and generate again"), timeout=15 * 60)
+        self.job = job
         self.prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-            label="Prompt",
+            label=t(locale, "Prompt"),
             style=discord.TextStyle.paragraph,
             default=str(job.params.get("prompt") or "")[:PROMPT_MAX_LENGTH],
             max_length=PROMPT_MAX_LENGTH,
             required=True,
         )
         self.negative_prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-            label="Negative prompt",
+            label=t(locale, "Negative prompt"),
             style=discord.TextStyle.paragraph,
             default=str(job.params.get("negative_prompt") or "")[:PROMPT_MAX_LENGTH] or None,
             max_length=PROMPT_MAX_LENGTH,
@@ -135,29 +166,23 @@ class EditModal(discord.ui.Modal, title="Edit and generate again"):
         self.add_item(self.negative_prompt)
 
     async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
-        edit = _cog(interaction).edit(
-            interaction, self.job_id, self.prompt.value, self.negative_prompt.value
+        edit = _actions(interaction).edit(
+            interaction, self.job, self.prompt.value, self.negative_prompt.value
         )
-        await _guarded(interaction, self.job_id, edit)
+        await _guarded(interaction, self.job.id, edit)
 
     async def on_error(  # type: ignore[override]
         self, interaction: discord.Interaction[Any], error: Exception
     ) -> None:
-        log.error(
-            "edit modal failed",
-            exc_info=error,
-            extra=job_context(
-                guild_id=interaction.guild_id, user_id=interaction.user.id, job_id=self.job_id
-            ),
-        )
+        log.error("edit modal failed", exc_info=error, extra=_context(interaction, self.job.id))
         await reply_private(interaction, APOLOGY)
 
 
 DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (JobButton,)
 
 
-def result_view(job_id: int) -> discord.ui.View:
+def result_view(job_id: int, locale: LocaleLike = None) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for action in _ACTIONS:
-        view.add_item(JobButton(action, job_id))
+        view.add_item(JobButton(action, job_id, locale))
     return view

@@ -1,27 +1,12 @@
 """The ``/imagine`` command and the shared path every new job takes (command, Reroll, Edit).
 
-Order matters:
-
-1. Checks that need nothing but the interaction answer at once, as its first
-   response.
-2. The private defer is sent inside Discord's 3 seconds, as a task that is not
-   awaited yet: the channel rules are read, credits reserved and the job queued
-   while it is in flight, so the API call does not wait for Discord's round trip
-   (50-150 ms).
-3. Whatever is said on the interaction after that (a refusal, the status line,
-   the error handler's apology) first waits for the defer: discord.py only
-   switches to follow-ups once the defer's answer has arrived, and Discord would
-   take an earlier message for the first response.
-
-If the defer fails (too late: 10062), the member sees nothing from us and there
-is nobody to tell: a refusal is only logged, while a job already queued runs and
-posts its result in the channel, its private status line dead from the start.
+Checks that need nothing answer at once; then the private defer goes out inside
+Discord's 3 seconds while the rules are read, credits reserved and the job queued.
 Nothing is spent until every check has passed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import re
@@ -32,15 +17,18 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.credits import CreditError, GuildSettings
+from bot.credits import CreditError, GuildSettings, JobRecord
 from bot.errors import UserFacingError
+from bot.i18n import _N, _NP, t
+from bot.jobs import QueueBusy
 from bot.logs import job_context
 from bot.replies import reply_private
 from bot.segmind import MAX_SEED, InvalidRequest, Txt2ImgRequest, build_request
 from bot.storage import StorageError
 
-from ._buttons import DYNAMIC_ITEMS, UNKNOWN_JOB
-from ._delivery import ChannelDelivery, acknowledged
+from ._buttons import DYNAMIC_ITEMS
+from ._delivery import ChannelDelivery
+from ._notices import low_balance_notice
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -49,7 +37,7 @@ __all__ = ["ImagineCog"]
 
 log = logging.getLogger(__name__)
 
-DM_MESSAGE = (
+DM_MESSAGE = _N(
     "🖼️ /imagine works in servers: image credits belong to each server. "
     "Use it in a server channel where I'm present."
 )
@@ -71,13 +59,14 @@ REQUEST_FIELDS = (
 def _missing_bot_permissions(interaction: discord.Interaction[Any]) -> list[str]:
     perms = interaction.app_permissions
     in_thread = isinstance(interaction.channel, discord.Thread)
+    # Named as Discord names them in the member's language (looked up at reply time).
     wanted = {
-        "View Channel": perms.view_channel,
-        "Send Messages in Threads" if in_thread else "Send Messages": (
+        _N("View Channel"): perms.view_channel,
+        _N("Send Messages in Threads") if in_thread else _N("Send Messages"): (
             perms.send_messages_in_threads if in_thread else perms.send_messages
         ),
-        "Attach Files": perms.attach_files,
-        "Embed Links": perms.embed_links,
+        _N("Attach Files"): perms.attach_files,
+        _N("Embed Links"): perms.embed_links,
     }
     return [name for name, granted in wanted.items() if not granted]
 
@@ -127,33 +116,30 @@ class _ServerRules:
         allowed = settings.allowed_channel_ids
         if allowed and not self._here & set(allowed):
             where = ", ".join(f"<#{cid}>" for cid in allowed[:10])
-            return f"Image generation is turned off in this channel. Try {where}."
+            return _N(
+                "Image generation is turned off in this channel. Try {channels}.", channels=where
+            )
         word = _blocked_word(settings, self._request)
         if word is not None:
-            return (
-                f"Your prompt contains “{word}”, which this server has blocked. "
-                "Nothing was charged."
+            return _N(
+                "Your prompt contains “{word}”, which this server has blocked. "
+                "Nothing was charged.",
+                word=word,
             )
         return None
 
 
 async def _defer(interaction: discord.Interaction[Any]) -> bool:
-    """Defer ``interaction`` privately; False, logged and never raised, if that failed."""
+    """Defer ``interaction`` privately; False (logged) if Discord refused, usually as too late."""
     if interaction.response.is_done():
         return True
-    context = job_context(guild_id=interaction.guild_id, user_id=interaction.user.id)
     try:
         await interaction.response.defer(ephemeral=True, thinking=True)
     except discord.HTTPException as error:
-        # Usually too late to answer (Discord's 3 s passed).
+        context = job_context(guild_id=interaction.guild_id, user_id=interaction.user.id)
         log.warning(
             "could not acknowledge /imagine (%s %s)", error.status, error.code, extra=context
         )
-        return False
-    except Exception:
-        # Logged here rather than raised: a cancelled handler never awaits this task,
-        # and the status line only needs to know whether there is a line to edit.
-        log.exception("could not acknowledge /imagine", extra=context)
         return False
     return True
 
@@ -166,9 +152,11 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(*DYNAMIC_ITEMS)
+        self.bot.imagine = self
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(*DYNAMIC_ITEMS)
+        self.bot.imagine = None
 
     @app_commands.command(
         name="imagine", description="Turn a prompt into images with Kandinsky 2.1."
@@ -222,10 +210,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         *,
         parent_job_id: int | None = None,
     ) -> None:
-        """Validate, defer, check the server's rules, reserve and queue a job.
-
-        The defer runs alongside the checks and the queueing (see the module docstring).
-        """
+        """Validate, defer (awaited), check the server's rules, reserve and queue a job."""
         guild = interaction.guild
         channel = interaction.channel
         if guild is None or channel is None or not isinstance(channel, discord.abc.Messageable):
@@ -234,57 +219,53 @@ class ImagineCog(commands.Cog, name="Imagine"):
         try:
             request = build_request(**{k: v for k, v in values.items() if v is not None})
         except InvalidRequest as error:
-            await reply_private(interaction, f"That request can't be made: {error.user_message}")
+            await reply_private(
+                interaction, _N("That request can't be made: {reason}", reason=error.user_message)
+            )
             return
         missing = _missing_bot_permissions(interaction)
         if missing:
+            names = ", ".join(t(interaction.locale, name) for name in missing)
             await reply_private(
                 interaction,
-                f"I need the {', '.join(missing)} permission{'s' if len(missing) > 1 else ''} "
-                "in this channel to post images. Ask a server admin to grant "
-                f"{'them' if len(missing) > 1 else 'it'}. Nothing was charged.",
+                _NP(
+                    "I need the {permissions} permission in this channel to post images. "
+                    "Ask a server admin to grant it. Nothing was charged.",
+                    "I need the {permissions} permissions in this channel to post images. "
+                    "Ask a server admin to grant them. Nothing was charged.",
+                    len(missing),
+                    permissions=names,
+                ),
             )
             return
         if not self.bot.accepting_jobs:
             await reply_private(
                 interaction,
-                "The bot is restarting. Nothing was charged; please try again in a minute.",
+                _N("The bot is restarting. Nothing was charged; please try again in a minute."),
             )
             return
-        defer = asyncio.get_running_loop().create_task(_defer(interaction))
         try:
-            refusal = await self._check_and_queue(
-                interaction, guild, channel, request, defer, parent_job_id=parent_job_id
-            )
-        except Exception:
-            # The caller's error handler answers on the interaction: not before the defer.
-            await acknowledged(defer)
-            raise
-        if not await acknowledged(defer):
-            if refusal is not None:
-                log.info(
-                    "/imagine refused but the interaction was not acknowledged; nothing was spent",
-                    extra=job_context(guild_id=guild.id, user_id=interaction.user.id),
-                )
+            # Over the bot-wide cap: say so at once, as the first response; nothing is spent.
+            self.bot.jobs.backlog.check_room(request.samples)
+        except QueueBusy as error:
+            await reply_private(interaction, error.user_message)
             return
+        if not await _defer(interaction):
+            return  # nobody to answer any more; nothing was spent
+        refusal = await self._queue(interaction, guild, channel, request, parent_job_id)
         if refusal is not None:
             await reply_private(interaction, refusal)
 
-    async def _check_and_queue(
+    async def _queue(
         self,
         interaction: discord.Interaction[Any],
         guild: discord.Guild,
         channel: discord.abc.Messageable,
         request: Txt2ImgRequest,
-        defer: asyncio.Future[bool],
-        *,
         parent_job_id: int | None,
     ) -> str | None:
-        """Apply the server's rules, reserve and queue; the refusal to send privately, if any.
-
-        Runs while the defer is in flight, so it says nothing on the interaction itself.
-        The rules are checked inside the reservation (see :class:`_ServerRules`).
-        """
+        """Reserve and queue (the server's rules are checked inside the reservation, see
+        :class:`_ServerRules`); the refusal to send privately, if any."""
         rules = _ServerRules(channel, request)
         try:
             await self.bot.jobs.enqueue(
@@ -292,20 +273,19 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 channel_id=interaction.channel_id or 0,
                 user_id=interaction.user.id,
                 request=request,
-                delivery=ChannelDelivery(self.bot, interaction, channel, acknowledged=defer),
+                delivery=ChannelDelivery(interaction, channel),
                 parent_job_id=parent_job_id,
                 admit=rules,
             )
         except (UserFacingError, CreditError) as error:
-            return error.user_message
+            return error.message(interaction.locale)
         settings = rules.settings
         if settings is None:  # a reservation that succeeded has always shown them
             return None
         try:
-            await self._low_balance_notice(guild, settings)
+            await low_balance_notice(self.bot, guild, settings)
         except StorageError as error:
-            # The job is queued and will run: a notice that could not be checked must
-            # not turn into an apology for a request that worked.
+            # The job is queued and will run: an unchecked notice must not become an apology.
             log.warning(
                 "could not check the low-balance notice: %s",
                 error,
@@ -313,79 +293,35 @@ class ImagineCog(commands.Cog, name="Imagine"):
             )
         return None
 
-    async def _low_balance_notice(self, guild: discord.Guild, settings: GuildSettings) -> None:
-        """Post one notice per crossing below the admins' threshold, mentioning nobody."""
-        if settings.low_balance_threshold is None or settings.notice_channel_id is None:
-            return
-        channel = guild.get_channel(settings.notice_channel_id)
-        if not isinstance(channel, discord.abc.Messageable):
-            return
-        if not await self.bot.ledger.claim_low_balance_notice(guild.id):
-            return
-        balance = await self.bot.ledger.balance(guild.id)
-        try:
-            await channel.send(
-                f"⚠️ This server has {balance} image credit{'s' if balance != 1 else ''} left "
-                f"(alert threshold: {settings.low_balance_threshold}). "
-                "A bot owner can add more with `/credits grant`.",
-                allowed_mentions=discord.AllowedMentions.none(),
-            )
-        except discord.HTTPException as error:
-            log.warning(
-                "could not post the low-balance notice (%s %s)",
-                error.status,
-                error.code,
-                extra=job_context(guild_id=guild.id),
-            )
-
     # -- button actions ------------------------------------------------------
 
-    async def _stored_request(
-        self, interaction: discord.Interaction[Any], job_id: int
-    ) -> dict[str, object] | None:
-        """The parameters job ``job_id`` was made with; None (and the member told) if unknown."""
-        job = await self.bot.ledger.get_job(job_id)
-        if job is None:
-            await reply_private(interaction, UNKNOWN_JOB)
-            return None
+    @staticmethod
+    def _request_of(job: JobRecord) -> dict[str, object]:
         return {name: job.params.get(name) for name in REQUEST_FIELDS}
 
-    async def reroll(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+    async def reroll(self, interaction: discord.Interaction[Any], job: JobRecord) -> None:
         self.bot.metrics.interactions.labels(type="reroll").inc()
-        values = await self._stored_request(interaction, job_id)
-        if values is None:
-            return
+        values = self._request_of(job)
         values["seed"] = None  # a reroll draws a new seed
-        await self.launch(interaction, values, parent_job_id=job_id)
+        await self.launch(interaction, values, parent_job_id=job.id)
 
     async def edit(
         self,
         interaction: discord.Interaction[Any],
-        job_id: int,
+        job: JobRecord,
         prompt: str,
         negative_prompt: str,
     ) -> None:
         self.bot.metrics.interactions.labels(type="edit").inc()
-        values = await self._stored_request(interaction, job_id)
-        if values is None:
-            return
+        values = self._request_of(job)
         values["prompt"] = prompt
         values["negative_prompt"] = negative_prompt or None
-        await self.launch(interaction, values, parent_job_id=job_id)
+        await self.launch(interaction, values, parent_job_id=job.id)
 
     async def delete_result(self, interaction: discord.Interaction[Any], job_id: int) -> None:
         self.bot.metrics.interactions.labels(type="delete").inc()
-        job = await self.bot.ledger.get_job(job_id)
-        is_requester = job is not None and job.user_id == interaction.user.id
-        if not (is_requester or interaction.permissions.manage_messages):
-            await reply_private(
-                interaction,
-                "Only the member who asked for this image, or someone with Manage Messages, "
-                "can delete it.",
-            )
-            return
         if interaction.message is None:
-            await reply_private(interaction, "That message is already gone.")
+            await reply_private(interaction, _N("That message is already gone."))
             return
         await interaction.response.defer(ephemeral=True, thinking=False)
         try:
@@ -401,4 +337,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
                     guild_id=interaction.guild_id, user_id=interaction.user.id, job_id=job_id
                 ),
             )
-            await reply_private(interaction, "I couldn't delete that message. Please try again.")
+            await reply_private(
+                interaction, _N("I couldn't delete that message. Please try again.")
+            )

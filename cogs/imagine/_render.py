@@ -6,18 +6,20 @@ import asyncio
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import discord
 
+from bot.i18n import LocaleLike, ShortDuration, format_number, t, tn
 from bot.image_store import HeldImage
 from bot.images import fit_jpeg
 from bot.jobs import JobProgress
 from bot.segmind import Txt2ImgRequest
+from bot.status_board import describe_eta
 
 __all__ = [
     "PreparedFile",
     "pack_files",
-    "plural",
     "prepare_files",
     "result_embed",
     "status_text",
@@ -28,17 +30,28 @@ _PAYLOAD_HEADROOM = 64 * 1024
 _MAX_FILES_PER_MESSAGE = 10
 
 
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
-def status_text(progress: JobProgress, cost: int) -> str:
+def status_text(progress: JobProgress, cost: int, locale: LocaleLike = None) -> str:
+    """The private status line in the requester's language: place and estimate while
+    queued, time running while generating."""
     if progress.state == "queued":
-        place = f"#{progress.position} in line" if progress.position else "waiting for a slot"
-        return f"⏳ Queued: {place}. {plural(cost, 'credit')} reserved."
+        parts = [
+            t(locale, "#{position} in line", position=progress.position)
+            if progress.position
+            else t(locale, "waiting for a slot")
+        ]
+        if progress.eta is not None:
+            parts.append(describe_eta(progress.eta).render(locale))
+        parts.append(tn(locale, "{count} credit reserved", "{count} credits reserved", cost))
+        return "⏳ " + " · ".join(parts)
     if progress.total == 1:
-        return "🎨 Generating your image…"
-    return f"🎨 Generating {min(progress.done + 1, progress.total)}/{progress.total}…"
+        line = t(locale, "🎨 Generating your image…")
+    else:
+        done, total = min(progress.done + 1, progress.total), progress.total
+        line = t(locale, "🎨 Generating {done}/{total}…", done=done, total=total)
+    if progress.elapsed is not None and progress.elapsed >= 10:
+        running = ShortDuration(timedelta(seconds=progress.elapsed))
+        line += " · " + t(locale, "{duration} so far", duration=running)
+    return line
 
 
 def _size(request: Txt2ImgRequest) -> str:
@@ -53,8 +66,9 @@ def result_embed(
     cost: int,
     balance: int,
     requester_id: int,
+    locale: LocaleLike = None,
 ) -> discord.Embed:
-    """The parameters, seeds, cost and balance under the images.
+    """The parameters, seeds, cost and balance under the images, in ``locale`` (the server's).
 
     The prompt goes in the description (4,096 characters) so the full 1,000-character
     prompt is always readable; the negative prompt fits a field (1,024).
@@ -63,16 +77,25 @@ def result_embed(
         title="Kandinsky 2.1", description=request.prompt, colour=discord.Colour.blurple()
     )
     if request.negative_prompt:
-        embed.add_field(name="Negative prompt", value=request.negative_prompt, inline=False)
-    embed.add_field(name="Scheduler", value=request.scheduler.value)
-    embed.add_field(name="Steps", value=str(request.num_inference_steps))
-    embed.add_field(name="Guidance", value=f"{request.guidance_scale:g}")
-    embed.add_field(name="Size", value=_size(request))
-    embed.add_field(name="Seed" if len(seeds) == 1 else "Seeds", value=", ".join(map(str, seeds)))
-    embed.add_field(name="Cost", value=plural(cost, "credit"))
-    embed.add_field(name="Balance", value=f"{plural(balance, 'credit')} left")
-    embed.add_field(name="Requested by", value=f"<@{requester_id}>")
-    embed.set_footer(text=f"Job #{job_id}")
+        embed.add_field(
+            name=t(locale, "Negative prompt"), value=request.negative_prompt, inline=False
+        )
+    embed.add_field(name=t(locale, "Scheduler"), value=request.scheduler.value)
+    embed.add_field(
+        name=t(locale, "Steps"), value=format_number(request.num_inference_steps, locale)
+    )
+    embed.add_field(name=t(locale, "Guidance"), value=format_number(request.guidance_scale, locale))
+    embed.add_field(name=t(locale, "Size"), value=_size(request))
+    embed.add_field(name=tn(locale, "Seed", "Seeds", len(seeds)), value=", ".join(map(str, seeds)))
+    embed.add_field(
+        name=t(locale, "Cost"), value=tn(locale, "{count} credit", "{count} credits", cost)
+    )
+    embed.add_field(
+        name=t(locale, "Balance"),
+        value=tn(locale, "{count} credit left", "{count} credits left", balance),
+    )
+    embed.add_field(name=t(locale, "Requested by"), value=f"<@{requester_id}>")
+    embed.set_footer(text=t(locale, "Job #{job_id}", job_id=str(job_id)))
     return embed
 
 

@@ -72,3 +72,23 @@ def test_matplotlib_is_imported_only_to_draw() -> None:
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", probe], check=False, timeout=60, cwd=root)
     assert done.returncode == 0
+
+
+def test_the_summary_line_is_in_the_readers_language() -> None:
+    usage = summary(90, [(0, 1200, 3, 400), (89, 34, 0, 17)], 12)
+    assert usage_summary_line(usage, "de") == (
+        "In den letzten 90 Tagen ausgegeben: 1.234 Credits, von 12 Mitgliedern "
+        "(417 Aufträge, 3 Credits erstattet)."
+    )
+    assert usage_summary_line(summary(1, []), "ja") == "今日はクレジットが使われていません。"
+
+
+def test_a_japanese_chart_has_every_glyph() -> None:
+    # Japanese labels and member names are drawn with the IPAexGothic that
+    # matplotlib-fontja ships; a missing glyph would warn.
+    usage = summary(30, [(n, 2, 1, 1) for n in range(30)], members=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        png = render_usage_chart(usage, {100: "山田 太郎", 101: "Ada"}, "ja")
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.size == CHART_SIZE

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from bot.credits import CommitResult, CreditLedger, InsufficientCredits, JobRecord
-from bot.jobs import Job, JobProgress, JobQueue, QueueFull, ShuttingDown
+from bot.jobs import Delivered, Job, JobProgress, JobQueue, QueueBusy, QueueFull, ShuttingDown
 from bot.segmind import (
     GeneratedImage,
     GenerationResult,
     SegmindError,
     SegmindOutOfCredits,
+    SegmindRateLimited,
     SegmindUnauthorized,
     Txt2ImgRequest,
 )
@@ -76,17 +77,20 @@ class RecordingDelivery:
     fail_delivery: bool = False
     progress_seen: list[JobProgress] = field(default_factory=list)
     delivered: list[GeneratedImage] = field(default_factory=list)
+    balances: list[int] = field(default_factory=list)
+    message_id: int | None = None
     results: list[CommitResult] = field(default_factory=list)
     failures: list[tuple[str, int]] = field(default_factory=list)
 
     async def progress(self, job: Job, progress: JobProgress) -> None:
         self.progress_seen.append(progress)
 
-    async def deliver(self, job: Job, images: Sequence[GeneratedImage]) -> int:
+    async def deliver(self, job: Job, images: Sequence[GeneratedImage], balance: int) -> Delivered:
         if self.fail_delivery:
             raise RuntimeError("Discord said no")
         self.delivered.extend(images)
-        return len(images)
+        self.balances.append(balance)
+        return Delivered(len(images), self.message_id)
 
     async def finished(self, job: Job, result: CommitResult) -> None:
         self.results.append(result)
@@ -207,15 +211,20 @@ async def test_queue_positions_are_reported(ledger: CreditLedger) -> None:
     second, second_delivery = await submit(queue, user=BOB)
     third, third_delivery = await submit(queue, user=CAROL)
     await generator.wait_calls(1)
-    assert queue.position(second) == 1
-    assert queue.position(third) == 2
-    generator.release(3)
-    for job in (running, second, third):
-        await settle(job)
-    await asyncio.sleep(0)  # progress notices are their own tasks
-    assert JobProgress("queued", 2, 0, 1) in third_delivery.progress_seen
-    assert JobProgress("queued", 1, 0, 1) in third_delivery.progress_seen
+    assert queue.backlog.position(second) == 1
+    assert queue.backlog.position(third) == 2
+    await queue.backlog.status_board.refresh()
+    [shown] = third_delivery.progress_seen
+    assert (shown.state, shown.position) == ("queued", 2)
+    assert shown.eta is not None and shown.eta > 0
+    generator.release(1)
+    await settle(running)
+    await queue.backlog.status_board.refresh()
+    assert ("queued", 1) in [(p.state, p.position) for p in third_delivery.progress_seen]
     assert any(p.state == "generating" for p in second_delivery.progress_seen)
+    generator.release(2)
+    for job in (second, third):
+        await settle(job)
 
 
 async def test_per_user_cap_refuses_before_spending(ledger: CreditLedger) -> None:
@@ -342,11 +351,8 @@ async def test_a_cancelled_reservation_is_refunded(ledger: CreditLedger) -> None
     assert generator.calls == []
 
 
-async def test_first_call_runs_while_the_job_is_marked_running(
-    ledger: CreditLedger, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The queued -> running write is not on the critical path: the API call starts
-    # while it is still under way, and the image is kept once it has succeeded.
+def hold_marks(ledger: CreditLedger, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Every queued -> running write waits until the returned event is set."""
     marked = asyncio.Event()
     real_mark = ledger.mark_running
 
@@ -355,6 +361,15 @@ async def test_first_call_runs_while_the_job_is_marked_running(
         return await real_mark(job_id)
 
     monkeypatch.setattr(ledger, "mark_running", slow_mark)
+    return marked
+
+
+async def test_first_call_runs_while_the_job_is_marked_running(
+    ledger: CreditLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The queued -> running write is not on the critical path: the API call starts
+    # while it is still under way, and the image is kept once it has succeeded.
+    marked = hold_marks(ledger, monkeypatch)
     generator = ScriptedGenerator(gated=True)
     queue = make_queue(generator, ledger)
     job, delivery = await submit(queue)
@@ -433,3 +448,90 @@ async def test_a_posted_result_frees_the_members_slot_at_once(ledger: CreditLedg
     assert await ledger.balance(GUILD) == 98
     assert queue.user_load(GUILD, ALICE) == 0
     assert await ledger.verify()
+
+
+async def test_a_429_holds_the_whole_queue_and_fails_nobody(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator(gated=True)
+    queue = make_queue(generator, ledger, concurrent=2)
+    limited, limited_delivery = await submit(queue, user=ALICE, prompt="limited")
+    other, other_delivery = await submit(queue, user=BOB, prompt="other")
+    waiting, _ = await submit(queue, user=CAROL, prompt="waiting")
+    await generator.wait_calls(2)
+    generator.failures["limited"] = SegmindRateLimited(status=429, retry_after=0.2)
+    generator.release(1)  # "limited" is answered 429
+    await asyncio.sleep(0.05)
+    # No new call starts while the API's wait runs, though a slot is free, and the
+    # refused image is first again for its member.
+    assert len(generator.calls) == 2
+    assert queue.backlog.pace.held_for() > 0
+    assert queue.backlog.images == 2
+    del generator.failures["limited"]
+    generator.release(10)
+    for job in (limited, other, waiting):
+        await settle(job)
+    assert limited_delivery.failures == [] and len(limited_delivery.delivered) == 1
+    assert len(other_delivery.delivered) == 1
+    assert [prompt for prompt, _ in generator.calls].count("limited") == 2
+    assert await ledger.balance(GUILD) == 97
+    assert await ledger.verify()
+
+
+async def test_over_the_waiting_cap_nothing_is_reserved(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator(gated=True)
+    queue = JobQueue(generator, ledger, max_concurrent=1, max_per_user=5, max_waiting_images=3)
+    first, _ = await submit(queue, user=ALICE)
+    await generator.wait_calls(1)
+    second, _ = await submit(queue, user=BOB, samples=3)  # 3 images wait: the cap
+    balance = await ledger.balance(GUILD)
+    with pytest.raises(QueueBusy) as caught:
+        await submit(queue, user=CAROL)
+    assert "3 images waiting" in caught.value.user_message
+    assert "Nothing was charged" in caught.value.user_message
+    assert await ledger.balance(GUILD) == balance
+    assert queue.user_load(GUILD, CAROL) == 0
+    generator.release(10)
+    await settle(first)
+    await settle(second)
+    third, _ = await submit(queue, user=CAROL)  # room again
+    generator.release(1)
+    await settle(third)
+
+
+async def test_the_automatic_cap_follows_the_measured_rate(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator()
+    queue = make_queue(generator, ledger, concurrent=4)
+    assert queue.backlog.max_waiting_images == queue.backlog.pace.automatic_cap()
+    queue.backlog.pace.observe(0.1)  # 4 slots / 0.1 s: 40 images a second
+    assert queue.backlog.max_waiting_images == 40 * 12 * 60
+
+
+async def test_with_an_rpm_calls_start_spaced(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator()
+    queue = JobQueue(generator, ledger, max_concurrent=8, max_per_user=5, rpm=600)
+    jobs = [(await submit(queue, user=user))[0] for user in (ALICE, BOB, CAROL)]
+    # One start now; the others wait for the pace (one timer), not for a free slot.
+    assert len(generator.calls) <= 1 and queue.in_flight <= 1
+    assert queue.backlog.pace.delay() > 0
+    for job in jobs:
+        await settle(job)
+    assert len(generator.calls) == 3
+
+
+async def test_the_delivery_is_given_the_final_balance_and_the_queue_records_the_message(
+    ledger: CreditLedger,
+) -> None:
+    # A 4-image job of which one fails: the result shows the balance after the refund,
+    # and the result message id the delivery reports is stored by the queue (for /gallery).
+    generator = ScriptedGenerator()
+    generator.failures["a cat:3"] = SegmindOutOfCredits(status=406, api_message="no credits")
+    queue = make_queue(generator, ledger)
+    delivery = RecordingDelivery(message_id=424_242_424_242_424_242)
+    request = Txt2ImgRequest(prompt="a cat", samples=4, seed=1)
+    job = await queue.enqueue(
+        guild_id=GUILD, channel_id=5, user_id=ALICE, request=request, delivery=delivery
+    )
+    await settle(job)
+    assert len(delivery.delivered) == 3
+    assert delivery.balances == [100 - 3] == [delivery.results[0].balance]
+    stored = await ledger.get_job(job.id)
+    assert stored is not None and stored.message_id == 424_242_424_242_424_242

@@ -1,5 +1,5 @@
-"""The defer that runs alongside /imagine's checks: it never raises, a waiter never cancels it,
-and the private status line edits nothing before it has been answered."""
+"""/imagine's private defer (awaited before anything else is done) and the status line
+that edits its response."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import discord
 import pytest
 
 from cogs.imagine._cog import _defer
-from cogs.imagine._delivery import StatusMessage, acknowledged
+from cogs.imagine._delivery import StatusMessage
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -46,6 +46,10 @@ class StubInteraction:
     def __init__(self, response: StubResponse | None = None) -> None:
         self.response = response or StubResponse()
         self.edits: list[str] = []
+        self.expired = False
+
+    def is_expired(self) -> bool:
+        return self.expired
 
     async def edit_original_response(self, *, content: str, **kwargs: Any) -> None:
         self.edits.append(content)
@@ -78,69 +82,47 @@ async def test_a_refused_defer_is_a_warning_not_an_exception(
     assert (getattr(record, "guild_id", None), getattr(record, "user_id", None)) == (10, 20)
 
 
-async def test_an_unexpected_defer_failure_is_logged_not_raised(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # Nobody may await the task (a cancelled handler): it must never end in an exception.
+async def test_an_unexpected_defer_failure_reaches_the_error_handler() -> None:
+    # Not a Discord refusal: the command's error handler logs it and apologises.
     stub = StubInteraction(StubResponse(RuntimeError("Session is closed")))
-    task = asyncio.get_running_loop().create_task(_defer(interaction(stub)))
-    await asyncio.wait((task,))
-    assert task.exception() is None and task.result() is False
-    [record] = caplog.records
-    assert record.levelno == logging.ERROR and record.exc_info is not None
+    with pytest.raises(RuntimeError):
+        await _defer(interaction(stub))
 
 
-async def test_a_cancelled_waiter_leaves_the_defer_running() -> None:
-    defer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    waiter = asyncio.create_task(acknowledged(defer))
-    await asyncio.sleep(0)
-    waiter.cancel()
-    await asyncio.gather(waiter, return_exceptions=True)
-    assert waiter.cancelled() and not defer.cancelled()
-    defer.set_result(True)
-    assert await acknowledged(defer) is True
-
-
-async def test_a_cancelled_defer_counts_as_not_acknowledged() -> None:
-    defer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    defer.cancel()
-    assert await acknowledged(defer) is False
-
-
-async def test_status_line_waits_for_the_defer_then_edits() -> None:
+async def test_status_line_sends_only_the_newest_text_then_the_final_one() -> None:
     stub = StubInteraction()
-    defer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    status = StatusMessage(interaction(stub), defer, min_interval=0)
+    status = StatusMessage(interaction(stub), min_interval=0)
     status.show("Queued: #2 in line")
     status.show("Generating 1/2…")
     for _ in range(5):
         await asyncio.sleep(0)
-    assert stub.edits == []  # no message to edit before Discord answered the defer
-    defer.set_result(True)
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert stub.edits == ["Generating 1/2…"]  # the newest text only
+    assert stub.edits == ["Generating 1/2…"]
     assert await status.final("✅ Done!") is True
     assert stub.edits == ["Generating 1/2…", "✅ Done!"]
 
 
-@pytest.mark.parametrize("outcome", ["refused", "cancelled"])
-async def test_status_line_is_dead_when_the_defer_failed(outcome: str) -> None:
+async def test_status_line_is_dead_once_the_token_expired() -> None:
     stub = StubInteraction()
-    defer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    status = StatusMessage(interaction(stub), defer, min_interval=0)
-    status.show("Queued: #2 in line")
-    if outcome == "refused":
-        defer.set_result(False)
-    else:
-        defer.cancel()
+    stub.expired = True
+    status = StatusMessage(interaction(stub), min_interval=0)
     # False: ChannelDelivery.failed then tells the requester in the channel.
     assert await status.final("❌ Segmind failed.") is False
     assert status.alive is False and stub.edits == []
 
 
-async def test_status_line_without_a_defer_edits_at_once() -> None:
+async def test_status_line_edits_at_once() -> None:
     stub = StubInteraction()
     status = StatusMessage(interaction(stub), min_interval=0)
     assert await status.final("✅ Done!") is True
     assert stub.edits == ["✅ Done!"]
+
+
+async def test_status_line_stops_editing_once_the_token_has_expired() -> None:
+    stub = StubInteraction()
+    status = StatusMessage(interaction(stub), min_interval=0)
+    assert await status.final("⏳ #3 in line · about 14 min") is True
+    stub.expired = True  # 15 minutes later
+    status.show("⏳ #1 in line · under a minute")
+    assert await status.final("✅ Done!") is False
+    assert stub.edits == ["⏳ #3 in line · about 14 min"]  # no request after the expiry
+    assert status.alive is False

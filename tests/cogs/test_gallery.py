@@ -26,16 +26,18 @@ class _Response:
         self.sent.append((text, options))
 
 
-def _interaction(user_id: int) -> Any:
-    return SimpleNamespace(user=SimpleNamespace(id=user_id), guild_id=1, response=_Response())
+def _interaction(user_id: int, locale: str = "en-US") -> Any:
+    return SimpleNamespace(
+        user=SimpleNamespace(id=user_id), guild_id=1, locale=locale, response=_Response()
+    )
 
 
-async def test_another_member_is_refused_privately() -> None:
+async def test_another_member_is_refused_privately_in_their_language() -> None:
     button = GalleryPageButton(OWNER, 1, "n")
-    interaction = _interaction(OTHER)
+    interaction = _interaction(OTHER, "de")
     assert await button.interaction_check(interaction) is False
     [(text, options)] = interaction.response.sent
-    assert text == NOT_YOURS
+    assert text == NOT_YOURS.render("de") != NOT_YOURS
     assert options["ephemeral"] is True
 
 

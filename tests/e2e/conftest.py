@@ -14,7 +14,7 @@ import pytest
 
 from bot.app import ImagineBot
 from bot.config import Settings
-from bot.event_loop import LoopFactory, loop_factories
+from bot.event_loop import LoopFactory, loop_factories, resolve
 from bot.segmind import SegmindClient
 from tests.fakes.fake_discord import (
     FakeChannel,
@@ -27,6 +27,9 @@ from tests.fakes.fake_segmind import FakeSegmind
 
 RESULT_TITLE = "Kandinsky 2.1"
 
+# The test runs on SQLite and on PostgreSQL (tests/pg.py); ``world`` uses that database.
+on_both_databases = pytest.mark.usefixtures("database_url")
+
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
@@ -34,6 +37,21 @@ def pytest_asyncio_loop_factories(
     """Every end-to-end test runs on each loop the bot can run on here (``EVENT_LOOP``):
     asyncio's own and, where it is installed, uvloop, which production picks by default."""
     return loop_factories()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test on both databases runs its PostgreSQL variant on the production loop only:
+    the loops are already compared on SQLite, and the suite's time stays bounded."""
+    production = loop_factories()[resolve("auto")]
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        on_postgresql = params.get("backend") == "postgresql"
+        factory = params.get("_asyncio_loop_factory", production)
+        (drop if on_postgresql and factory is not production else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 class E2EBot(ImagineBot):
@@ -123,7 +141,18 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path, fake_discord: FakeDiscord, fake_segmind: FakeSegmind) -> World:
+def world(
+    tmp_path: Path,
+    fake_discord: FakeDiscord,
+    fake_segmind: FakeSegmind,
+    request: pytest.FixtureRequest,
+) -> World:
+    """The fakes and the bot's settings: on the test's ``database_url`` where it asks for
+    one (:data:`on_both_databases`), else on a SQLite file."""
+    if "database_url" in request.fixturenames:
+        database_url = str(request.getfixturevalue("database_url"))
+    else:
+        database_url = f"sqlite:///{tmp_path / 'e2e.db'}"
     settings = Settings(
         discord_token=fake_discord.token,
         segmind_api_key=fake_segmind.api_key,
@@ -131,7 +160,7 @@ def world(tmp_path: Path, fake_discord: FakeDiscord, fake_segmind: FakeSegmind) 
         segmind_timeout=2.0,
         segmind_max_attempts=3,
         segmind_retry_budget=10.0,
-        database_url=f"sqlite:///{tmp_path / 'e2e.db'}",
+        database_url=database_url,
         default_guild_credits=100,
         guild_ready_timeout=0.05,
         shutdown_grace_seconds=2.0,

@@ -53,15 +53,16 @@ class BotProcess:
 
 
 def bot_environment(
-    discord: FakeDiscord, segmind: FakeSegmind, database: Path, **extra: str
+    discord: FakeDiscord, segmind: FakeSegmind, database: Path | str, **extra: str
 ) -> dict[str, str]:
+    """The bot's environment; ``database`` is a SQLite file, or a ``DATABASE_URL`` string."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": str(ROOT),
         "DISCORD_TOKEN": discord.token,
         "SEGMIND_API_KEY": segmind.api_key,
         "SEGMIND_BASE_URL": segmind.url,
-        "DATABASE_URL": f"sqlite:///{database}",
+        "DATABASE_URL": database if isinstance(database, str) else f"sqlite:///{database}",
         "DISCORD_API_URL": discord.api_url,
         "DISCORD_GATEWAY_URL": discord.gateway_url,
         "GUILD_READY_TIMEOUT": "0.05",

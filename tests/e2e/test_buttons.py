@@ -142,3 +142,20 @@ async def test_buttons_of_an_unknown_job_answer_clearly(world: World, tmp_path: 
             click = await world.discord.click(result, label, user=world.discord.member)
             await world.reply(click, "can't find the settings")
     assert world.segmind.calls == 1
+
+
+async def test_only_the_requester_or_a_moderator_may_reroll_or_edit(world: World) -> None:
+    discord = world.discord
+    stranger = discord.add_member(discord.guild, "stranger")
+    async with world.running() as bot:
+        await world.imagine({"prompt": "a fox"}, user=discord.member)
+        result = await world.result()
+        for label in ("Reroll", "Edit"):
+            click = await discord.click(result, label, user=stranger, locale="de")
+            reply = await world.reply(click, "Nur das Mitglied")
+            assert reply.ephemeral and "neu würfeln oder bearbeiten" in reply.content
+            assert click.acknowledged and click.response_type == 4  # refused at once, privately
+        assert await bot.ledger.balance(discord.guild.id) == 99
+        await discord.click(result, "Reroll", user=discord.moderator)
+        await world.result(predicate=lambda m: m.id != result.id)
+    assert world.segmind.calls == 2

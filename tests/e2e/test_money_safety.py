@@ -2,7 +2,7 @@
 
 The crash tests run the bot as a real process (``python -m bot``), kill it with
 SIGKILL while Discord holds the result post (stored, or not yet), then start
-the bot again and read its ledger.
+the bot again and read its ledger. They, and recovery, run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from bot.credits import CreditLedger, JobStatus, NewJob
 from bot.storage import open_storage
-from tests.e2e.conftest import World, is_result
+from tests.e2e.conftest import World, is_result, on_both_databases
 from tests.e2e.process import bot_environment, start_bot
 from tests.fakes.discord_state import FileRecord, StoredMessage
 
@@ -25,9 +25,9 @@ pytestmark = pytest.mark.timeout(90)
 RESULT_POST = r"^/channels/\d+/messages$"
 
 
-async def _kill_during_the_post(world: World, tmp_path: Path, *, stored: bool) -> Path:
+async def _kill_during_the_post(world: World, tmp_path: Path, *, stored: bool) -> None:
     """Run one /imagine in a bot process and kill it while Discord holds its result post."""
-    database = tmp_path / "bot.db"
+    database = world.settings.database_url
     held = world.discord.delay_next("POST", RESULT_POST, math.inf, after=stored)
     bot = await start_bot(bot_environment(world.discord, world.segmind, database), tmp_path)
     try:
@@ -42,22 +42,22 @@ async def _kill_during_the_post(world: World, tmp_path: Path, *, stored: bool) -
         # The held request dies with the connection: Discord never stores it.
         world.discord.fail_next("POST", RESULT_POST, 500)
     held.release()
-    storage = await open_storage(f"sqlite:///{database}")
+    storage = await open_storage(database)
     try:
         [job] = await CreditLedger(storage, default_credits=100).active_jobs()
     finally:
         await storage.close()
     assert job.delivering  # recorded before the post
-    return database
 
 
+@on_both_databases
 async def test_a_kill_after_the_post_commits_the_job_at_restart(
     world: World, tmp_path: Path
 ) -> None:
     # Discord stored the result, the bot never heard back: the members have the image.
-    database = await _kill_during_the_post(world, tmp_path, stored=True)
+    await _kill_during_the_post(world, tmp_path, stored=True)
     [posted] = world.results()
-    async with world.running(database_url=f"sqlite:///{database}") as restarted:
+    async with world.running() as restarted:
         await restarted.wait_recovered()
         record = await restarted.ledger.get_job(1)
         assert record is not None
@@ -71,11 +71,12 @@ async def test_a_kill_after_the_post_commits_the_job_at_restart(
     world.discord.assert_no_pings()
 
 
+@on_both_databases
 async def test_a_kill_before_the_post_was_stored_refunds_and_tells_the_member(
     world: World, tmp_path: Path
 ) -> None:
-    database = await _kill_during_the_post(world, tmp_path, stored=False)
-    async with world.running(database_url=f"sqlite:///{database}") as restarted:
+    await _kill_during_the_post(world, tmp_path, stored=False)
+    async with world.running() as restarted:
         await restarted.wait_recovered()
         record = await restarted.ledger.get_job(1)
         assert record is not None
@@ -133,6 +134,7 @@ def _bot_post(world: World, body: dict[str, Any], images: int) -> StoredMessage:
     )
 
 
+@on_both_databases
 async def test_recovery_counts_every_part_and_refunds_a_vanished_channel(world: World) -> None:
     storage = await open_storage(world.settings.database_url)
     try:

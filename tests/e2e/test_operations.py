@@ -1,7 +1,8 @@
 """Operations: graceful shutdown, crash recovery, health and metrics, JSON logs, sharding.
 
 The shutdown and crash tests run the bot as a real process (``python -m bot``)
-and send it real signals, then read the ledger back from its database.
+and send it real signals, then read the ledger back from its database (SQLite
+and PostgreSQL).
 """
 
 from __future__ import annotations
@@ -18,19 +19,20 @@ import pytest
 
 from bot.credits import CreditLedger
 from bot.storage import open_storage
-from tests.e2e.conftest import World
+from tests.e2e.conftest import World, on_both_databases
 from tests.e2e.process import bot_environment, start_bot
 
 pytestmark = pytest.mark.timeout(90)
 
 
-async def read_ledger(database: Path) -> tuple[CreditLedger, object]:
-    storage = await open_storage(f"sqlite:///{database}")
+async def read_ledger(database: str) -> tuple[CreditLedger, object]:
+    storage = await open_storage(database)
     return CreditLedger(storage, default_credits=100), storage
 
 
+@on_both_databases
 async def test_sigterm_lets_a_running_job_finish_and_exits_0(world: World, tmp_path: Path) -> None:
-    database = tmp_path / "bot.db"
+    database = world.settings.database_url
     world.segmind.latency = 1.0
     env = bot_environment(
         world.discord, world.segmind, database, SHUTDOWN_GRACE_SECONDS="20", LOG_FORMAT="json"
@@ -63,10 +65,11 @@ async def test_sigterm_lets_a_running_job_finish_and_exits_0(world: World, tmp_p
     assert any(json.loads(line).get("job_id") == 1 for line in bot.lines)
 
 
+@on_both_databases
 async def test_sigterm_refunds_what_cannot_finish_in_the_grace_period(
     world: World, tmp_path: Path
 ) -> None:
-    database = tmp_path / "bot.db"
+    database = world.settings.database_url
     world.segmind.hang(times=2)
     env = bot_environment(world.discord, world.segmind, database, SHUTDOWN_GRACE_SECONDS="0.5")
     bot = await start_bot(env, tmp_path)
@@ -88,10 +91,11 @@ async def test_sigterm_refunds_what_cannot_finish_in_the_grace_period(
         await storage.close()  # type: ignore[attr-defined]
 
 
+@on_both_databases
 async def test_kill_9_then_restart_refunds_exactly_once_and_tells_the_requester(
     world: World, tmp_path: Path
 ) -> None:
-    database = tmp_path / "bot.db"
+    database = world.settings.database_url
     world.segmind.hang(times=10)
     env = bot_environment(world.discord, world.segmind, database)
     bot = await start_bot(env, tmp_path)
@@ -112,7 +116,7 @@ async def test_kill_9_then_restart_refunds_exactly_once_and_tells_the_requester(
         await storage.close()  # type: ignore[attr-defined]
     world.segmind.reset()
     # The next start refunds both jobs and tells each requester, pinging nobody.
-    async with world.running(database_url=f"sqlite:///{database}") as restarted:
+    async with world.running() as restarted:
 
         def restart_notices() -> list[object] | None:
             found = [
@@ -132,7 +136,7 @@ async def test_kill_9_then_restart_refunds_exactly_once_and_tells_the_requester(
     }
     world.discord.assert_no_pings()
     # A second restart refunds nothing more.
-    async with world.running(database_url=f"sqlite:///{database}") as again:
+    async with world.running() as again:
         assert await again.ledger.balance(world.discord.guild.id) == 100
         assert await again.ledger.verify()
 

@@ -12,6 +12,9 @@ Tests script failures with a FIFO consumed one entry per request::
     fake.drop(times=2)                             # then two dropped connections
     fake.hang()                                    # then one that never answers
 
+and can hold every answer (``pause()``/``resume()``) or enforce a rate limit like
+the real API's (``rate_limit = (600, 60.0)``: 429 beyond 600 requests a minute).
+
 Run it standalone and point the bot at it::
 
     python -m tests.fakes.fake_segmind --port 8089 --key dev-key
@@ -227,6 +230,13 @@ class FakeSegmind:
         #: Fault injection (soak runs): this share of calls misbehave, at random.
         self.fault_rate = 0.0
         self._fault_random = random.Random(0)
+        #: ``(requests, seconds)``: beyond that many in any such window, answer 429.
+        self.rate_limit: tuple[int, float] | None = None
+        #: Requests answered 429 because of :attr:`rate_limit`.
+        self.rate_limited = 0
+        self._window: deque[float] = deque()
+        self._open = asyncio.Event()
+        self._open.set()
         self._images: dict[tuple[int, int, tuple[int, int, int], str], bytes] = {}
         self._closing = asyncio.Event()
         self._arrivals = asyncio.Condition()
@@ -349,6 +359,25 @@ class FakeSegmind:
         """Answer the next ``times`` requests with a valid image of the wrong size."""
         self._faults.extend([Fault("wrong_size", size=(width, height))] * times)
 
+    def pause(self) -> None:
+        """Hold every answer (requests are still received and counted) until :meth:`resume`."""
+        self._open.clear()
+
+    def resume(self) -> None:
+        self._open.set()
+
+    def _over_rate_limit(self, now: float) -> float | None:
+        """Seconds until a slot frees if this request is over :attr:`rate_limit`, else None."""
+        if self.rate_limit is None:
+            return None
+        limit, period = self.rate_limit
+        while self._window and self._window[0] <= now - period:
+            self._window.popleft()
+        if len(self._window) >= limit:
+            return self._window[0] + period - now
+        self._window.append(now)
+        return None
+
     async def wait_for_requests(self, count: int, *, timeout: float = 5.0) -> None:
         """Wait until :attr:`calls` reaches ``count`` (TimeoutError after ``timeout`` s).
 
@@ -364,6 +393,8 @@ class FakeSegmind:
     def reset(self) -> None:
         """Forget requests, counters and scripted faults; refill the credits."""
         self.requests.clear()
+        self._window.clear()
+        self.rate_limited = 0
         self._faults.clear()
         self.calls = 0
         self.billed_calls = 0
@@ -404,6 +435,7 @@ class FakeSegmind:
         )
         self.requests.append(record)
         self.calls += 1
+        over = self._over_rate_limit(record.received_at)
         async with self._arrivals:
             self._arrivals.notify_all()
         plan = _plan(body) if parsed else None
@@ -419,6 +451,17 @@ class FakeSegmind:
             # are made while it runs, so encoding them does not add to it.
             early = asyncio.ensure_future(self._make_images(plan))
         try:
+            if over is not None:
+                self.rate_limited += 1
+                return self._respond(
+                    record,
+                    429,
+                    json.dumps({"error": "Rate limit exceeded"}).encode(),
+                    "application/json",
+                    {"Retry-After": f"{over:.3f}"},
+                )
+            if not self._open.is_set():
+                await self._wait_open()
             return await self._respond_after_latency(request, record, body, parsed, plan, early)
         finally:
             if early is not None and not early.done():
@@ -478,6 +521,13 @@ class FakeSegmind:
             await self.image(plan.width, plan.height, (plan.seed + n) % (MAX_SEED + 1), plan.prompt)
             for n in range(count)
         ]
+
+    async def _wait_open(self) -> None:
+        closing = asyncio.ensure_future(self._closing.wait())
+        opened = asyncio.ensure_future(self._open.wait())
+        await asyncio.wait((closing, opened), return_when=asyncio.FIRST_COMPLETED)
+        closing.cancel()
+        opened.cancel()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -1,0 +1,102 @@
+"""When the next image may start, and how long the images waiting will take.
+
+:class:`Pace` is the queue's clock for the API, pure and synchronous:
+
+* with ``SEGMIND_RPM`` set, image calls start evenly spaced, one every
+  ``60 / rpm`` seconds (plus :data:`RPM_MARGIN`, for the jitter between our
+  clock and the API's window), so a backlog is served at that rate with no burst
+  for the API to refuse and no idle minute;
+* a 429 holds every start until the moment the API named;
+* a moving average of the measured API latency gives the rate the bot serves
+  images at, from which the estimates shown in status lines and the automatic
+  cap on waiting images follow.
+"""
+
+from __future__ import annotations
+
+import time
+
+__all__ = ["DISCORD_WINDOW", "Pace"]
+
+#: Before the first call is measured: a Kandinsky 2.1 call takes seconds.
+INITIAL_LATENCY = 5.0
+#: Starts are spaced 1 % wider than 60/rpm: requests that reach the API up to ~0.6 s
+#: late (a stall on either side) must still not make 601 in the API's minute.
+RPM_MARGIN = 1.01
+#: Weight of each new latency sample in the moving average.
+SMOOTHING = 0.2
+#: A 429 without Retry-After or a reset time: wait this long before trying again.
+RATE_LIMIT_FALLBACK = 10.0
+#: How long an interaction token lives: a status line can be edited this long.
+DISCORD_WINDOW = 15 * 60.0
+#: The automatic cap keeps the expected wait this far under Discord's window.
+WAIT_TARGET = 12 * 60.0
+
+
+class Pace:
+    """Starts spaced for ``rpm`` (0: no limit), 429 holds, and the estimated rate."""
+
+    def __init__(self, *, max_concurrent: int, rpm: int = 0) -> None:
+        self._max_concurrent = max_concurrent
+        self._interval = 60.0 / rpm * RPM_MARGIN if rpm > 0 else 0.0
+        self._next_start = 0.0
+        self._hold_until = 0.0
+        self._latency: float | None = None
+
+    # -- starts ----------------------------------------------------------------
+
+    def delay(self, now: float | None = None) -> float:
+        """Seconds until the next image may start (0 or less: now)."""
+        now = time.monotonic() if now is None else now
+        return max(self._next_start, self._hold_until) - now
+
+    def started(self, now: float | None = None) -> None:
+        """An image call started: the next one is due one interval later."""
+        if not self._interval:
+            return
+        now = time.monotonic() if now is None else now
+        # A timer that woke a little late keeps the schedule (no drift below the rate, and
+        # no two starts closer than half an interval); after an idle spell it restarts.
+        late = now - self._next_start
+        base = self._next_start if late <= self._interval / 2 else now
+        self._next_start = base + self._interval
+
+    def hold(self, seconds: float | None, now: float | None = None) -> float:
+        """The API said 429: no image starts for ``seconds``; returns the wait applied."""
+        now = time.monotonic() if now is None else now
+        wait = RATE_LIMIT_FALLBACK if seconds is None else max(seconds, 0.0)
+        self._hold_until = max(self._hold_until, now + wait)
+        return wait
+
+    def held_for(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        return max(self._hold_until - now, 0.0)
+
+    # -- estimates ---------------------------------------------------------------
+
+    def observe(self, seconds: float) -> None:
+        """One API call took ``seconds``; the first sample replaces the initial guess."""
+        if self._latency is None:
+            self._latency = seconds
+        else:
+            self._latency += SMOOTHING * (seconds - self._latency)
+
+    @property
+    def latency(self) -> float:
+        return INITIAL_LATENCY if self._latency is None else self._latency
+
+    @property
+    def rate(self) -> float:
+        """Images per second the bot can serve: slots over latency, or the RPM if lower."""
+        rate = self._max_concurrent / max(self.latency, 1e-3)
+        if self._interval:
+            rate = min(rate, 1.0 / self._interval)
+        return rate
+
+    def eta(self, images: int, now: float | None = None) -> float:
+        """Seconds until ``images`` more images (the last one included) are done."""
+        return self.held_for(now) + images / self.rate + self.latency
+
+    def automatic_cap(self) -> int:
+        """Waiting images the bot can serve within :data:`WAIT_TARGET` at the current rate."""
+        return max(self._max_concurrent, int(self.rate * WAIT_TARGET))

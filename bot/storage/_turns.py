@@ -1,0 +1,51 @@
+"""A few turns at a time per key, within this process.
+
+Writes that the database serialises anyway on one row (a guild's reservations,
+each locking the guild's row) wait for their turn here instead, so a flood of
+them for one guild holds two pooled connections (one holding the row, the next
+ready and waiting for it) rather than every connection of the pool, and the
+other writes (a job's start, a commit, another guild's reservation) are not
+queued behind them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Hashable
+from dataclasses import dataclass
+
+__all__ = ["Turns"]
+
+
+@dataclass
+class _Turn:
+    gate: asyncio.Semaphore
+    users: int = 0  # holding or waiting; the entry goes when it drops to 0
+
+
+class Turns:
+    """``async with turns.turn(key):`` runs ``width`` holders per key at a time, in
+    arrival order."""
+
+    def __init__(self, width: int = 2) -> None:
+        self._width = width
+        self._turns: dict[Hashable, _Turn] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: Hashable) -> AsyncIterator[None]:
+        entry = self._turns.get(key)
+        if entry is None:
+            entry = self._turns[key] = _Turn(asyncio.Semaphore(self._width))
+        entry.users += 1
+        try:
+            async with entry.gate:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._turns[key]
+
+    def __len__(self) -> int:
+        """Keys with a holder or a waiter (memory stays bounded by what is in progress)."""
+        return len(self._turns)
