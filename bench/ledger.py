@@ -2,10 +2,10 @@
 
 Run with ``python -m bench.ledger`` (or ``python bench/ledger.py``; ``--runs 3``
 repeats it). Each pair goes through :class:`bot.credits.CreditLedger` exactly as
-the bot does: reserve (one transaction: cap check + conditional debit + job +
-RESERVE entry) and commit of the record reserve returned (one transaction: job
-settled + COMMIT entry; no read first, since the caller holds the record), so
-two Storage operations, each one hop to the SQLite backend's connection thread.
+the bot does: reserve (one transaction: guild lock, checks, conditional debit,
+job, RESERVE entry) and commit of the record reserve returned (one transaction:
+job settled + COMMIT entry; no read first, since the caller holds the record),
+both through SQLAlchemy and aiosqlite.
 """
 
 from __future__ import annotations

@@ -18,9 +18,10 @@ import discord
 import yarl
 from discord.ext import commands
 
+from bot.app_state import AppState
 from bot.balance_watch import STATE_KEY, BalanceNotice, BalanceState, BalanceWatch, tell_owners
 from bot.config import Settings
-from bot.coordination import SharedRateLimiter, SharedSlots, owner_name
+from bot.coordination import Presence, SharedRateLimiter, SharedSlots, owner_name
 from bot.credits import CreditLedger, JobRecord
 from bot.health import HealthServer
 from bot.i18n import CatalogTranslator, tn
@@ -95,6 +96,8 @@ class ImagineBot(commands.AutoShardedBot):
         self._storage: Storage | None = None
         self._session: aiohttp.ClientSession | None = None
         self._ledger: CreditLedger | None = None
+        self._state: AppState | None = None
+        self._presence: Presence | None = None
         self._segmind: SegmindClient | None = None
         self._jobs: JobQueue | None = None
         self._images: ImageStore | None = None
@@ -118,6 +121,18 @@ class ImagineBot(commands.AutoShardedBot):
         if self._ledger is None:
             raise RuntimeError("the ledger is created in setup_hook")
         return self._ledger
+
+    @property
+    def state(self) -> AppState:
+        if self._state is None:
+            raise RuntimeError("the app state is created in setup_hook")
+        return self._state
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            raise RuntimeError("the storage is opened in setup_hook")
+        return self._storage
 
     @property
     def jobs(self) -> JobQueue:
@@ -145,13 +160,15 @@ class ImagineBot(commands.AutoShardedBot):
 
     async def setup_hook(self) -> None:
         settings = self.settings
-        self._storage = await open_storage(settings.database_url)
+        self._storage = storage = await open_storage(settings.database_url)
         self._ledger = ledger = CreditLedger(
-            self._storage, default_credits=settings.default_guild_credits
+            storage, default_credits=settings.default_guild_credits
         )
-        if ledger.shared:
+        self._state = AppState(storage)
+        if storage.shared:
             # Other processes use this database: refund only what no live one runs.
-            await ledger.heartbeat(self.owner)
+            self._presence = Presence(storage, self.owner)
+            await self._presence.beat()
             self._recovered = await ledger.recover(self.owner, stale_after=STALE_AFTER)
             self._deliveries = await ledger.interrupted_deliveries(
                 self.owner, stale_after=STALE_AFTER
@@ -161,7 +178,7 @@ class ImagineBot(commands.AutoShardedBot):
             self._recovered = await ledger.recover()
             self._deliveries = await ledger.interrupted_deliveries()
         self._insight = Insight(self._storage)
-        stored = await ledger.get_state(STATE_KEY)
+        stored = await self._state.get(STATE_KEY)
         self._balance_watch = BalanceWatch(
             settings.segmind_balance_alert,
             BalanceState(stored) if stored in set(BalanceState) else BalanceState.UNKNOWN,
@@ -180,8 +197,8 @@ class ImagineBot(commands.AutoShardedBot):
             metrics=self.metrics,
             owner=self.owner,
             slots=(
-                SharedSlots(ledger, self.owner, settings.max_concurrent_jobs)
-                if ledger.shared
+                SharedSlots(storage, self.owner, settings.max_concurrent_jobs)
+                if storage.shared
                 else None
             ),
             image_store=self._images,
@@ -234,7 +251,7 @@ class ImagineBot(commands.AutoShardedBot):
 
     async def _announce_balance(self, notice: BalanceNotice) -> None:
         state = BalanceState.LOW if notice.kind == "low" else BalanceState.OK
-        await self.ledger.set_state(STATE_KEY, state.value)
+        await self.state.set(STATE_KEY, state.value)
         log.log(
             logging.WARNING if notice.kind == "low" else logging.INFO,
             "Segmind balance %s: $%.2f (threshold $%.2f)",
@@ -247,17 +264,18 @@ class ImagineBot(commands.AutoShardedBot):
 
     def shared_rate_limiter(self) -> SharedRateLimiter | None:
         """With a shared database, ``SEGMIND_RPM`` holds across every process."""
-        if self.settings.segmind_rpm and self._ledger is not None and self._ledger.shared:
-            return SharedRateLimiter(self._ledger, self.settings.segmind_rpm)
+        if self.settings.segmind_rpm and self._storage is not None and self._storage.shared:
+            return SharedRateLimiter(self._storage, self.settings.segmind_rpm)
         return None
 
     async def _keep_alive(self) -> None:
         """Heartbeat for this process, and refunds for processes that died for good."""
+        assert self._presence is not None
         beats = 0
         while True:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
             try:
-                await self.ledger.heartbeat(self.owner)
+                await self._presence.beat()
                 beats += 1
                 if beats % SWEEP_EVERY == 0:
                     swept = await self.ledger.recover_stale(stale_after=STALE_AFTER)
@@ -283,9 +301,9 @@ class ImagineBot(commands.AutoShardedBot):
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._health is not None:
             await self._health.stop()
-        if self._ledger is not None and self._ledger.shared:
+        if self._presence is not None:
             try:
-                await self._ledger.release_owner(self.owner)
+                await self._presence.leave()
             except StorageError as error:
                 log.warning("could not sign off from the shared database: %s", error)
         for name in list(self.extensions):
@@ -335,7 +353,7 @@ class ImagineBot(commands.AutoShardedBot):
             json.dumps(payload, sort_keys=True, default=str).encode()
         ).hexdigest()
         key = f"commands:{self.application_id}:{guild.id if guild else 'global'}"
-        if await self.ledger.get_state(key) == digest:
+        if await self.state.get(key) == digest:
             log.info("command tree unchanged; not syncing")
             return False
         try:
@@ -344,7 +362,7 @@ class ImagineBot(commands.AutoShardedBot):
             # A failed sync leaves the old commands in place; the bot still serves them.
             log.error("command sync failed (%s); will retry at next start", error.status)
             return False
-        await self.ledger.set_state(key, digest)
+        await self.state.set(key, digest)
         log.info(
             "synced %d command(s) %s", len(payload), f"to guild {guild.id}" if guild else "globally"
         )

@@ -18,10 +18,11 @@ import secrets
 import socket
 from typing import Protocol
 
-from bot.credits import CreditLedger
+from bot.storage import Storage
 
 __all__ = [
     "LocalSlots",
+    "Presence",
     "SharedRateLimiter",
     "SharedSlots",
     "SlotPool",
@@ -66,8 +67,8 @@ class LocalSlots:
 class SharedSlots:
     """``limit`` API-call slots shared by every process, leased in the database."""
 
-    def __init__(self, ledger: CreditLedger, owner: str, limit: int, ttl: float = SLOT_TTL):
-        self._ledger = ledger
+    def __init__(self, storage: Storage, owner: str, limit: int, ttl: float = SLOT_TTL):
+        self._storage = storage
         self._owner = owner
         self._limit = limit
         self._ttl = ttl
@@ -75,7 +76,7 @@ class SharedSlots:
     async def acquire(self) -> int | None:
         delay = _POLL_START
         while True:
-            slot = await self._ledger.acquire_slot(self._owner, limit=self._limit, ttl=self._ttl)
+            slot = await self._storage.acquire_slot(self._owner, limit=self._limit, ttl=self._ttl)
             if slot is not None:
                 return slot
             # Another process holds every slot: wait and ask again (backing off).
@@ -84,23 +85,38 @@ class SharedSlots:
 
     async def release(self, slot: int | None) -> None:
         if slot is not None:
-            await self._ledger.release_slot(self._owner, slot)
+            await self._storage.release_slot(self._owner, slot)
 
 
 class SharedRateLimiter:
     """``limit`` requests per ``period`` seconds across every process (``SEGMIND_RPM``)."""
 
-    def __init__(self, ledger: CreditLedger, limit: int, period: float = 60.0) -> None:
-        self._ledger = ledger
+    def __init__(self, storage: Storage, limit: int, period: float = 60.0) -> None:
+        self._storage = storage
         self._limit = limit
         self._period = period
 
     async def acquire(self) -> None:
         while True:
-            wait = await self._ledger.take_rate_token(
+            wait = await self._storage.take_rate_token(
                 "segmind", limit=self._limit, period=self._period
             )
             if wait <= 0:
                 return
             log.debug("shared Segmind rate limit reached; waiting %.2fs", wait)
             await asyncio.sleep(min(wait, self._period))
+
+
+class Presence:
+    """This process's heartbeat in a shared database, so others leave its jobs alone."""
+
+    def __init__(self, storage: Storage, owner: str) -> None:
+        self._storage = storage
+        self.owner = owner
+
+    async def beat(self) -> None:
+        await self._storage.heartbeat(self.owner)
+
+    async def leave(self) -> None:
+        """A clean shutdown: forget this process and free the API slots it holds."""
+        await self._storage.release_owner(self.owner)

@@ -71,7 +71,6 @@ MAX_NOTE_LENGTH: Final = 500
 MAX_CHANNELS: Final = 500
 MAX_BLOCKED_WORDS: Final = 500
 MAX_BLOCKED_WORD_LENGTH: Final = 100
-MAX_STATE_KEY_LENGTH: Final = 200
 RECOVERY_REASON: Final = "interrupted by a restart"
 _MAX_SNOWFLAKE: Final = 2**63 - 1  # SQLite and PostgreSQL BIGINT hold ids up to here
 
@@ -604,28 +603,6 @@ class CreditLedger:
         :meth:`recover_stale`), for the channel to decide."""
         return await self.interrupted_deliveries(_NOBODY, stale_after=stale_after)
 
-    # -- processes sharing the database ------------------------------------------
-
-    @property
-    def shared(self) -> bool:
-        """Whether other processes may use the same database (see Storage.shared)."""
-        return self._storage.shared
-
-    async def heartbeat(self, owner: str) -> None:
-        await self._storage.heartbeat(owner)
-
-    async def release_owner(self, owner: str) -> None:
-        await self._storage.release_owner(owner)
-
-    async def acquire_slot(self, owner: str, *, limit: int, ttl: float) -> int | None:
-        return await self._storage.acquire_slot(owner, limit=limit, ttl=ttl)
-
-    async def release_slot(self, owner: str, slot: int) -> None:
-        await self._storage.release_slot(owner, slot)
-
-    async def take_rate_token(self, key: str, *, limit: int, period: float) -> float:
-        return await self._storage.take_rate_token(key, limit=limit, period=period)
-
     async def usage_today(self, guild_id: int, user_id: int) -> int:
         """Credits the member spent in the guild today (UTC), net of refunds."""
         return await self._storage.usage_today(
@@ -715,19 +692,3 @@ class CreditLedger:
     async def claim_low_balance_notice(self, guild_id: int) -> bool:
         """True exactly once each time the balance falls below the guild's threshold."""
         return await self._storage.claim_low_balance_notice(_snowflake(guild_id, "guild_id"))
-
-    # -- small state -------------------------------------------------------------------
-
-    async def get_state(self, key: str) -> str | None:
-        return await self._storage.get_state(self._key(key))
-
-    async def set_state(self, key: str, value: str) -> None:
-        if not isinstance(value, str):
-            raise TypeError("state values are strings")
-        await self._storage.set_state(self._key(key), value)
-
-    @staticmethod
-    def _key(key: str) -> str:
-        if not isinstance(key, str) or not key or len(key) > MAX_STATE_KEY_LENGTH:
-            raise ValueError(f"state keys are 1 to {MAX_STATE_KEY_LENGTH} characters")
-        return key

@@ -25,7 +25,7 @@ async def health_report(bot: ImagineBot) -> tuple[bool, dict[str, Any]]:
     shards = {str(shard_id): not info.is_closed() for shard_id, info in sorted(bot.shards.items())}
     gateway_ok = bot.is_ready() and not bot.is_closed() and bool(shards) and all(shards.values())
     try:
-        await asyncio.wait_for(bot.ledger.get_state("health-probe"), _DB_PROBE_TIMEOUT)
+        await asyncio.wait_for(bot.storage.ping(), _DB_PROBE_TIMEOUT)
         database_ok = True
     except Exception as error:  # noqa: BLE001 - any failure to answer means unhealthy
         log.warning("health check: database did not answer (%s)", type(error).__name__)

@@ -10,9 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from bot.storage.base import Storage, StorageError
-from bot.storage.postgres import PostgresStorage
-from bot.storage.sqlite import SQLiteStorage
+from bot.storage._engine import open_engine
+from bot.storage._migrate import migrate
+from bot.storage._pg_locks import PgStorage
+from bot.storage.base import StorageError
+from bot.storage.sql import SQLStorage
+
+Storage = SQLStorage
+"""The storage interface the rest of the bot uses (one implementation, either database)."""
 
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "Storage", "StorageError", "open_storage"]
 
@@ -44,10 +49,14 @@ async def open_storage(
             "sqlite:////absolute/path.db or postgresql://user:password@host:5432/database."
         )
     timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
-    if scheme in _POSTGRES_SCHEMES:
-        return await PostgresStorage.open(database_url.strip(), clock=clock, lock_timeout=timeout)
-    if scheme == "sqlite":
-        return await SQLiteStorage.open(database_url.strip(), clock=clock, lock_timeout=timeout)
+    if scheme in _POSTGRES_SCHEMES or scheme == "sqlite":
+        db = await open_engine(database_url.strip(), clock, timeout)
+        try:
+            await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        return PgStorage(db) if db.target is not None else SQLStorage(db)
     raise StorageError(
         f"DATABASE_URL scheme {scheme!r} is not supported: use sqlite:///relative/path.db, "
         "sqlite:////absolute/path.db or postgresql://user:password@host:5432/database."

@@ -7,10 +7,12 @@ keepalives set on every connection, a lost host), so nothing a dead process
 held outlives it by more than a few seconds.
 
 Session locks belong to one connection and stack within it, so each held lock
-has a dedicated connection, and a connection goes back to its owner's idle list
-only after its lock was released (one whose unlock failed is closed instead).
-An owner's connections all carry one tag of its own (their application_name),
-so that another process can end them all if this one freezes.
+has a dedicated raw asyncpg connection (outside the SQLAlchemy pool), and a
+connection goes back to its owner's idle list only after its lock was released
+(one whose unlock failed is closed instead). An owner's connections all carry
+one tag of its own (their application_name), so that another process can end
+them all if this one freezes. PostgreSQL-only by nature: :class:`PgStorage`
+adds it to the shared query layer.
 """
 
 from __future__ import annotations
@@ -19,31 +21,83 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Final
 
 import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.storage import _pg_sql as sql
+from bot.storage._engine import KEEPALIVE, Database
 from bot.storage._pg_setup import DATABASE_ERRORS
+from bot.storage._settings import RATE_LOCK_CLASS
+from bot.storage._turns import Turns
+from bot.storage.base import Reserved, ReserveRejected, StorageError
+from bot.storage.records import JobRecord, NewJob
+from bot.storage.sql import SQLStorage
 
-__all__ = ["KEEPALIVE", "LOCKS_APPLICATION", "SessionLocks"]
+__all__ = [
+    "API_SLOT_LOCK_CLASS",
+    "KEEPALIVE",
+    "LOCKS_APPLICATION",
+    "OWNER_LOCK_CLASS",
+    "RATE_LOCK_CLASS",
+    "PgStorage",
+    "SessionLocks",
+]
 
 log = logging.getLogger("bot.storage")
 
 Connect = Callable[[str], Awaitable[asyncpg.Connection]]
 """Opens a connection tagged with the given string."""
 
-#: Server-side TCP keepalives (seconds), asked for on every connection: a silent
-#: peer is probed after 5 s, then every second; after 3 unanswered probes the
-#: server ends its session, and with it its locks and open transaction.
-KEEPALIVE: Final = {
-    "tcp_keepalives_idle": "5",
-    "tcp_keepalives_interval": "1",
-    "tcp_keepalives_count": "3",
-}
 #: The application_name of the lock connections, before their owner's own tag.
 LOCKS_APPLICATION: Final = "imagine-bot locks "
 _KEY_ATTEMPTS: Final = 20
+
+# Advisory lock classes (the two-int4 form): API slots and owners' liveness are
+# session locks here; the rate windows' are transaction locks (_settings.py).
+API_SLOT_LOCK_CLASS: Final = int.from_bytes(b"apis", "big")
+OWNER_LOCK_CLASS: Final = int.from_bytes(b"ownr", "big")
+
+# The held advisory locks of OWNER_LOCK_CLASS in this database: key, holder.
+_HELD_OWNER_KEYS: Final = f"""
+    SELECT l.objid::bigint AS objid, l.pid FROM pg_locks AS l
+     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+       AND l.classid = {OWNER_LOCK_CLASS:d}::oid
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+# On the dedicated lock connections ($1). The lowest free slot in [0, $1): the
+# Limit above the scan stops at the first lock granted, so no other is taken.
+TRY_SLOT: Final = f"""
+    SELECT n FROM generate_series(0, $1::integer - 1) AS n
+     WHERE pg_try_advisory_lock({API_SLOT_LOCK_CLASS:d}, n)
+     LIMIT 1
+"""
+UNLOCK_SLOT: Final = f"SELECT pg_advisory_unlock({API_SLOT_LOCK_CLASS:d}, $1::integer)"
+TRY_OWNER_LOCK: Final = f"SELECT pg_try_advisory_lock({OWNER_LOCK_CLASS:d}, $1::integer)"
+UNLOCK_OWNER: Final = f"SELECT pg_advisory_unlock({OWNER_LOCK_CLASS:d}, $1::integer)"
+HOLDS_OWNER_LOCK: Final = f"""
+    SELECT EXISTS (SELECT 1 FROM ({_HELD_OWNER_KEYS}) AS held
+                    WHERE held.objid = $1::bigint AND held.pid = pg_backend_pid())
+"""
+# An owner that holds its liveness lock but sent no heartbeat since :cutoff is
+# frozen (its connections live on, its loop does not): end every session of its
+# lock connections (named :prefix plus its own tag), so the API slots it holds
+# are free again. :owner (the caller) is spared. Returns how many sessions ended.
+FENCE_SILENT_OWNERS: Final = text(f"""
+    WITH silent AS (
+        SELECT h.pid FROM job_owners AS o
+          JOIN ({_HELD_OWNER_KEYS}) AS h ON h.objid = o.lock_key::bigint
+         WHERE o.heartbeat_at < :cutoff AND o.owner <> :owner
+    ), tags AS (
+        SELECT a.application_name FROM pg_stat_activity AS a JOIN silent USING (pid)
+         WHERE starts_with(a.application_name, :prefix)
+    )
+    SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(a.pid)) FROM pg_stat_activity AS a
+     WHERE a.datname = current_database()
+       AND a.application_name IN (SELECT application_name FROM tags)
+""")
 
 
 class SessionLocks:
@@ -66,7 +120,7 @@ class SessionLocks:
         idle = self._idle.setdefault(owner, [])
         conn = idle.pop() if idle else await self._connect(self._tag(owner))
         try:
-            slot = await conn.fetchval(sql.TRY_SLOT, limit)
+            slot = await conn.fetchval(TRY_SLOT, limit)
         except BaseException:
             conn.terminate()  # its state is unknown: it may hold the lock
             raise
@@ -80,7 +134,7 @@ class SessionLocks:
         """Unlock ``owner``'s ``slot`` (nothing happens if it does not hold it)."""
         conn = self._slots.pop((owner, slot), None)
         if conn is not None:
-            await self._give_back(owner, conn, sql.UNLOCK_SLOT, slot)
+            await self._give_back(owner, conn, UNLOCK_SLOT, slot)
 
     async def release_owner_slots(self, owner: str) -> None:
         for owner_name, slot in [key for key in self._slots if key[0] == owner]:
@@ -116,7 +170,7 @@ class SessionLocks:
             return None
         key, conn = held
         try:
-            if not conn.is_closed() and await conn.fetchval(sql.HOLDS_OWNER_LOCK, key):
+            if not conn.is_closed() and await conn.fetchval(HOLDS_OWNER_LOCK, key):
                 return key
         except DATABASE_ERRORS as error:
             log.warning("the liveness lock's connection failed (%s); locking again", error)
@@ -130,7 +184,7 @@ class SessionLocks:
         try:
             for _ in range(_KEY_ATTEMPTS):
                 key = secrets.randbelow(2**31)
-                if await conn.fetchval(sql.TRY_OWNER_LOCK, key):
+                if await conn.fetchval(TRY_OWNER_LOCK, key):
                     self._owners[owner] = (key, conn)
                     return key
         except BaseException:
@@ -143,7 +197,7 @@ class SessionLocks:
         held = self._owners.pop(owner, None)
         if held is not None:
             key, conn = held
-            await self._give_back(owner, conn, sql.UNLOCK_OWNER, key)
+            await self._give_back(owner, conn, UNLOCK_OWNER, key)
 
     # -- shutdown ----------------------------------------------------------------
 
@@ -162,3 +216,84 @@ class SessionLocks:
                 await asyncio.wait_for(conn.close(), timeout=5)
             except (TimeoutError, asyncpg.InterfaceError, OSError):
                 conn.terminate()
+
+
+class PgStorage(SQLStorage):
+    """The shared query layer, with API slots and liveness as session locks."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self._guild_turns = Turns()
+        assert db.raw_connect is not None
+        raw_connect = db.raw_connect
+        self._locks = SessionLocks(lambda tag: raw_connect(LOCKS_APPLICATION + tag))
+
+    async def close(self) -> None:
+        await self._locks.close()
+        await super().close()
+
+    async def _guarded(self, work: Awaitable[object]) -> object:
+        if self._db.closed:
+            raise StorageError(f"The database {self._db.where} is already closed.")
+        try:
+            return await work
+        except DATABASE_ERRORS as error:
+            raise self._db.error(error) from None
+
+    async def reserve_job(
+        self, job: NewJob, *, default_credits: int, note: str | None
+    ) -> Reserved | ReserveRejected:
+        # A guild's reservations wait for the guild's row one after another anyway:
+        # from this process they wait here, holding two pooled connections, not all.
+        async with self._guild_turns.turn(job.guild_id):
+            return await super().reserve_job(job, default_credits=default_credits, note=note)
+
+    async def _held_owner_keys(self, conn: AsyncConnection) -> list[int]:
+        rows = await conn.execute(text(f"SELECT objid FROM ({_HELD_OWNER_KEYS}) AS held"))
+        return [int(row[0]) for row in rows]
+
+    async def heartbeat(self, owner: str) -> None:
+        """The first heartbeat (or the first after its lock connection was lost) takes
+        the owner's liveness lock and forgets the owners whose lock is gone."""
+        key = await self._guarded(self._locks.owner_key(owner))
+        fresh = key is None
+        if key is None:
+            key = await self._guarded(self._locks.hold_owner(owner))
+        assert isinstance(key, int)
+        await self._beat(owner, key, forget_dead=fresh)
+
+    async def release_owner(self, owner: str) -> None:
+        await self._guarded(self._locks.release_owner_slots(owner))
+        await self._guarded(self._locks.drop_owner(owner))
+        await super().release_owner(owner)
+
+    async def recoverable_jobs(self, owner: str | None, *, stale_after: float) -> list[JobRecord]:
+        """First end the lock sessions of processes frozen for ``stale_after`` seconds."""
+        if owner is not None:
+            values = {
+                "owner": owner,
+                "cutoff": self._now() - timedelta(seconds=stale_after),
+                "prefix": LOCKS_APPLICATION,
+            }
+
+            async def fence(conn: AsyncConnection) -> int:
+                return int((await conn.execute(FENCE_SILENT_OWNERS, values)).scalar_one())
+
+            fenced = await self._db.write(fence)
+            if fenced:
+                log.warning(
+                    "ended %d database session(s) of processes silent for %gs", fenced, stale_after
+                )
+        return await super().recoverable_jobs(owner, stale_after=stale_after)
+
+    async def acquire_slot(self, owner: str, *, limit: int, ttl: float) -> int | None:
+        """A slot is held until released or until this process's connection ends, so
+        ``ttl`` (for leases) is unused."""
+        if limit < 0 or not ttl > 0:
+            raise ValueError("acquire_slot needs limit >= 0 and ttl > 0")
+        slot = await self._guarded(self._locks.take_slot(owner, limit))
+        assert slot is None or isinstance(slot, int)
+        return slot
+
+    async def release_slot(self, owner: str, slot: int) -> None:
+        await self._guarded(self._locks.release_slot(owner, slot))

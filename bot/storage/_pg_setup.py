@@ -1,17 +1,11 @@
-"""PostgreSQL plumbing: DATABASE_URL parsing, named parameters, migrations, error messages.
-
-Nothing here talks to a server; :mod:`bot.storage.postgres` does.
-"""
+"""PostgreSQL plumbing: DATABASE_URL parsing and one-line error messages (never the password)."""
 
 from __future__ import annotations
 
-import re
 import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache, lru_cache
-from importlib import resources
 from typing import Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -23,16 +17,12 @@ __all__ = [
     "DATABASE_ERRORS",
     "MIGRATION_LOCK_KEY",
     "MIN_SERVER_VERSION",
-    "Migration",
     "PgTarget",
-    "Query",
     "connect_error",
     "describe_error",
     "is_connection_error",
     "is_retryable",
-    "load_migrations",
     "parse_url",
-    "query",
 ]
 
 MIN_SERVER_VERSION: Final = (12, 0)
@@ -40,8 +30,6 @@ MIGRATION_LOCK_KEY: Final = int.from_bytes(b"imagine", "big")
 """``pg_advisory_lock`` key held while migrating: concurrent starters migrate once."""
 
 _SCHEMES: Final = {"postgresql": "postgresql", "postgres": "postgresql", "postgresql+asyncpg": ""}
-_MIGRATION_NAME: Final = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-_PARAMETER: Final = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
 
 # -- DATABASE_URL ----------------------------------------------------------------
@@ -117,71 +105,6 @@ def parse_url(database_url: str) -> PgTarget:
 def _first(values: Mapping[str, list[str]], name: str) -> str | None:
     found = values.get(name)
     return found[0] if found else None
-
-
-# -- named parameters --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Query:
-    """A statement with ``:name`` parameters rewritten to PostgreSQL's ``$n``."""
-
-    text: str
-    names: tuple[str, ...]
-
-    def args(self, values: Mapping[str, object]) -> list[object]:
-        return [values[name] for name in self.names]
-
-
-@lru_cache(maxsize=512)
-def query(sql: str) -> Query:
-    """Compile ``:name`` parameters (``::type`` casts are left alone)."""
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in names:
-            names.append(name)
-        return f"${names.index(name) + 1}"
-
-    return Query(_PARAMETER.sub(number, sql), tuple(names))
-
-
-# -- migrations --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Migration:
-    number: int
-    name: str
-    script: str
-
-
-@cache
-def load_migrations() -> tuple[Migration, ...]:
-    """The packaged ``pg_migrations/NNNN_name.sql`` files, numbered 1, 2, 3… without gaps.
-
-    Each file runs whole (PostgreSQL runs several statements in one simple
-    query), inside its own transaction.
-    """
-    folder = resources.files("bot.storage").joinpath("pg_migrations")
-    found: list[Migration] = []
-    for entry in folder.iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match is None:
-            continue
-        found.append(
-            Migration(
-                number=int(match.group(1)),
-                name=entry.name.removesuffix(".sql"),
-                script=entry.read_text(encoding="utf-8"),
-            )
-        )
-    found.sort(key=lambda migration: migration.number)
-    numbers = [migration.number for migration in found]
-    if numbers != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"migrations must be numbered 1, 2, 3… without gaps, found {numbers}")
-    return tuple(found)
 
 
 # -- errors ------------------------------------------------------------------------

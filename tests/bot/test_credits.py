@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from bot.coordination import Presence
 from bot.credits import (
     MAX_CREDITS,
     CommitResult,
@@ -857,15 +858,6 @@ async def test_low_balance_notice_once_per_crossing(ledger: CreditLedger) -> Non
     assert await ledger.claim_low_balance_notice(GUILD)
 
 
-async def test_state_round_trip(ledger: CreditLedger) -> None:
-    assert await ledger.get_state("command-tree-hash") is None
-    await ledger.set_state("command-tree-hash", "abc123")
-    await ledger.set_state("command-tree-hash", "def456")
-    assert await ledger.get_state("command-tree-hash") == "def456"
-    with pytest.raises(ValueError, match="state keys"):
-        await ledger.set_state("", "x")
-
-
 async def test_unusual_text_is_stored(ledger: CreditLedger, storage: Storage) -> None:
     # A NUL cannot live in PostgreSQL text: notes show U+FFFD there; prompts
     # (JSON) keep it exactly on both backends.
@@ -1104,7 +1096,7 @@ async def test_a_silent_process_deliveries_are_swept_not_a_live_ones(database_ur
             job = await ledger.reserve(dataclasses.replace(new_job(), owner=owner))
             await ledger.mark_running(job.id)
             posting[owner] = await ledger.mark_delivering(job)
-        await ledger.heartbeat("alive")
+        await Presence(storage, "alive").beat()
         # A sweep neither refunds a delivery (the channel decides) nor touches a live one.
         assert await ledger.recover_stale(stale_after=60) == []
         assert [job.id for job in await ledger.stale_deliveries(stale_after=60)] == [

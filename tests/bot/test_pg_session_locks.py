@@ -20,9 +20,8 @@ import pytest
 
 from bot.coordination import owner_name
 from bot.storage import Storage, open_storage
-from bot.storage import _pg_sql as sql
-from bot.storage._pg_locks import KEEPALIVE
-from bot.storage.postgres import PostgresStorage
+from bot.storage import _pg_locks as sql
+from bot.storage._pg_locks import KEEPALIVE, PgStorage
 from tests.bot.test_storage_coordination import ids, new_job, raw_fetch, reserved
 
 # Ends the sessions holding advisory locks of one class (optionally one key) in
@@ -264,15 +263,16 @@ async def test_a_dead_process_inside_the_rate_window_blocks_nobody(
 
 async def test_every_connection_asks_for_tcp_keepalives(first: Storage) -> None:
     # without them a lost host's locks would stay until the kernel gives up (hours)
-    assert isinstance(first, PostgresStorage)
-    lock_connection = await first._connect_for_locks("test")
+    assert isinstance(first, PgStorage)
+    query = "SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])"
+    raw_connect = first._db.raw_connect  # looking inside on purpose
+    assert raw_connect is not None
+    lock_connection = await raw_connect("test")
     try:
-        async with first._pool.acquire() as pooled:
-            for conn in (pooled, lock_connection):
-                rows = await conn.fetch(
-                    "SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])",
-                    list(KEEPALIVE),
-                )
-                assert dict(rows) == KEEPALIVE
+        assert dict(await lock_connection.fetch(query, list(KEEPALIVE))) == KEEPALIVE
     finally:
         await lock_connection.close()
+    async with first._db.engine.connect() as pooled:
+        raw = await pooled.get_raw_connection()
+        rows = await raw.driver_connection.fetch(query, list(KEEPALIVE))  # type: ignore[union-attr]
+    assert dict(rows) == KEEPALIVE

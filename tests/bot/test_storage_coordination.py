@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -22,13 +21,10 @@ import asyncpg
 import pytest
 
 from bot.storage import Storage, open_storage
-from bot.storage import _pg_setup as pg_setup
-from bot.storage import _sqlite_sql as sql
-from bot.storage._sqlite_setup import load_migrations as sqlite_migrations
-from bot.storage._sqlite_setup import sqlite_path, timestamp
+from bot.storage._sqlite_setup import sqlite_path
 from bot.storage.base import Reserved, ReserveRejected
 from bot.storage.records import JobRecord, JobStatus, NewJob
-from tests.bot.test_storage import is_sqlite, raw_execute, schema_version, table_names
+from tests.bot.test_storage import is_sqlite
 
 GUILD = 111_111_111_111_111_111
 OTHER_GUILD = 222_222_222_222_222_222
@@ -501,220 +497,6 @@ async def test_bad_rate_arguments_are_refused(storage: Storage) -> None:
         await storage.take_rate_token("k", limit=0, period=1)
     with pytest.raises(ValueError, match="period"):
         await storage.take_rate_token("k", limit=1, period=0)
-
-
-# -- migrating an existing database -------------------------------------------------------
-
-
-def _migrations(backend: str) -> tuple[Any, ...]:
-    return (sqlite_migrations if backend == "sqlite" else pg_setup.load_migrations)()
-
-
-# every version before the latest, on each backend
-OLDER_VERSIONS = [
-    (backend, start)
-    for backend in ("sqlite", "postgresql")
-    for start in range(1, len(_migrations(backend)))
-]
-
-
-@pytest.mark.parametrize(("kind", "start"), OLDER_VERSIONS)
-async def test_an_older_database_migrates_forward_keeping_its_data(
-    kind: str,
-    start: int,
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    if kind == "sqlite":
-        database_url = f"sqlite:///{tmp_path / 'old.db'}"
-    else:
-        database_url = str(request.getfixturevalue("pg_url"))
-    everything = _migrations(kind)
-    module = "bot.storage.sqlite" if kind == "sqlite" else "bot.storage.postgres"
-    with monkeypatch.context() as patch:
-        patch.setattr(f"{module}.load_migrations", lambda: everything[:start])
-        old = await open_storage(database_url)
-        try:
-            await old.ensure_guild(GUILD, default_credits=DEFAULT)
-            assert (
-                await old.grant(
-                    GUILD, 5, actor_id=None, note=None, default_credits=DEFAULT, max_balance=10**6
-                )
-                == DEFAULT + 5
-            )
-        finally:
-            await old.close()
-    assert await schema_version(database_url) == start
-    coordination = 2 if kind == "sqlite" else 3  # the migration that adds api_slots
-    if start < coordination:
-        assert "api_slots" not in await table_names(database_url)
-
-    # an open job written by the old version (no owner column yet at version 1)
-    moment: object = timestamp(T0) if is_sqlite(database_url) else T0
-    await raw_execute(
-        database_url,
-        "INSERT INTO jobs (guild_id, channel_id, user_id, params, cost, units_per_image, "
-        "images_total, created_at, updated_at) VALUES (?, ?, ?, ?, 4, 2, 2, ?, ?)",
-        GUILD,
-        CHANNEL,
-        USER,
-        json.dumps({"prompt": "old"}),
-        moment,
-        moment,
-    )
-    await raw_execute(database_url, "UPDATE guilds SET balance = balance - 4")
-    await raw_execute(
-        database_url,
-        "INSERT INTO ledger (guild_id, user_id, job_id, delta, kind, balance_after, created_at) "
-        "VALUES (?, ?, (SELECT MAX(id) FROM jobs), -4, 'reserve', ?, ?)",
-        GUILD,
-        USER,
-        DEFAULT + 1,
-        moment,
-    )
-
-    storage = await open_storage(database_url)
-    try:
-        assert await schema_version(database_url) == len(everything)
-        assert {"api_slots", "api_calls", "job_owners"} <= await table_names(database_url)
-        assert await storage.get_balance(GUILD) == DEFAULT + 1
-        assert await storage.count_ledger_entries(GUILD) == 3
-        assert await storage.audit() == []
-        [old_job] = await storage.recoverable_jobs("me", stale_after=60)
-        assert (old_job.owner, old_job.params, old_job.cost) == (None, {"prompt": "old"}, 4)
-        # the new features work on the migrated database
-        assert await reserve(storage, new_job(max_active=1)) == ReserveRejected(
-            "too_many_jobs", balance=DEFAULT + 1, cost=2, used=1
-        )
-        assert (await reserved(storage, new_job(owner="me"))).owner == "me"
-        await storage.heartbeat("me")
-        assert await storage.acquire_slot("me", limit=1, ttl=5) == 0
-        assert await storage.take_rate_token("k", limit=1, period=5) == 0
-    finally:
-        await storage.close()
-    # and opening it again migrates nothing
-    await (await open_storage(database_url)).close()
-    assert await schema_version(database_url) == len(everything)
-
-
-async def _job_at_0002(
-    url: str, guild: int, user: int, owner: str | None, *, refunded: bool = False
-) -> int:
-    """A 2-credit job reserved (and maybe refunded) as schema version 2 stored it."""
-    moment = timestamp(T0)
-    await raw_execute(
-        url,
-        "INSERT INTO jobs (guild_id, channel_id, user_id, params, cost, units_per_image, "
-        "images_total, status, created_at, updated_at, finished_at, owner) "
-        "VALUES (?, ?, ?, '{}', 2, 2, 1, ?, ?, ?, ?, ?)",
-        guild,
-        CHANNEL,
-        user,
-        "refunded" if refunded else "queued",
-        moment,
-        moment,
-        moment if refunded else None,
-        owner,
-    )
-    for kind, delta in [("reserve", -2), ("refund", 2)][: 2 if refunded else 1]:
-        await raw_execute(
-            url, "UPDATE guilds SET balance = balance + ? WHERE guild_id = ?", delta, guild
-        )
-        await raw_execute(
-            url,
-            "INSERT INTO ledger (guild_id, user_id, job_id, delta, kind, balance_after, "
-            "created_at) VALUES (?, ?, (SELECT MAX(id) FROM jobs), ?, ?, "
-            "(SELECT balance FROM guilds WHERE guild_id = ?), ?)",
-            guild,
-            user,
-            delta,
-            kind,
-            guild,
-            moment,
-        )
-    [(job_id,)] = await raw_fetch(url, "SELECT MAX(id) FROM jobs")
-    return int(job_id)
-
-
-def _job_indexes(url: str) -> set[str]:
-    with contextlib.closing(sqlite3.connect(Path(sqlite_path(url)))) as other:
-        rows = other.execute(
-            "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'jobs' "
-            "AND sql IS NOT NULL"
-        ).fetchall()
-    return {str(row[0]) for row in rows}
-
-
-def _plan(url: str, statement: str, params: Any = ()) -> str:
-    with contextlib.closing(sqlite3.connect(Path(sqlite_path(url)))) as other:
-        rows = other.execute(f"EXPLAIN QUERY PLAN {statement}", params).fetchall()
-    return " | ".join(str(row[3]) for row in rows)
-
-
-async def test_sqlite_0003_leaves_open_job_lookups_on_the_open_jobs_index(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Fresh database: only the two job indexes a reserve or settle must keep up.
-    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
-    await (await open_storage(fresh)).close()
-    assert _job_indexes(fresh) == {"jobs_guild_user_time", "jobs_open_member"}
-
-    # A database at 0002 with open and settled jobs, some owned.
-    url = f"sqlite:///{tmp_path / 'at2.db'}"
-    everything = sqlite_migrations()
-    assert [migration.number for migration in everything][:3] == [1, 2, 3]
-    with monkeypatch.context() as patch:
-        patch.setattr("bot.storage.sqlite.load_migrations", lambda: everything[:2])
-        old = await open_storage(url)
-        try:
-            for guild in (GUILD, OTHER_GUILD):
-                await old.ensure_guild(guild, default_credits=DEFAULT)
-        finally:
-            await old.close()
-    # The jobs as that version wrote them (today's code reads columns added later).
-    settled = await _job_at_0002(url, GUILD, USER, None, refunded=True)
-    mine = await _job_at_0002(url, GUILD, USER, "me")
-    unowned = await _job_at_0002(url, GUILD, OTHER_USER, None)
-    elsewhere = await _job_at_0002(url, OTHER_GUILD, USER, "other")
-    assert await schema_version(url) == 2
-    assert {"jobs_status", "jobs_open_owner"} <= _job_indexes(url)
-
-    storage = await open_storage(url)
-    try:
-        assert await schema_version(url) == len(everything)
-        assert _job_indexes(url) == {"jobs_guild_user_time", "jobs_open_member"}
-        # the data and every lookup by status are as before
-        open_ids = [mine, unowned, elsewhere]
-        assert ids(await storage.list_jobs(statuses={JobStatus.QUEUED, JobStatus.RUNNING})) == (
-            open_ids
-        )
-        assert ids(await storage.list_jobs(statuses={JobStatus.QUEUED}, guild_id=GUILD)) == [
-            mine,
-            unowned,
-        ]
-        assert ids(await storage.list_jobs(statuses={JobStatus.REFUNDED})) == [settled]
-        assert ids(await storage.recoverable_jobs(None, stale_after=60)) == open_ids
-        await storage.heartbeat("other")
-        assert ids(await storage.recoverable_jobs("me", stale_after=60)) == [mine, unowned]
-        assert await reserve(storage, new_job(max_active=1)) == ReserveRejected(
-            "too_many_jobs", balance=DEFAULT - 4, cost=2, used=1
-        )
-        mine_job = await storage.get_job(mine)
-        assert mine_job is not None
-        await refund(storage, mine_job)
-        assert ids(await storage.recoverable_jobs(None, stale_after=60)) == open_ids[1:]
-        assert await storage.audit() == []
-    finally:
-        await storage.close()
-
-    # Open-job lookups read the partial index, not every job ever run.
-    assert "USING INDEX jobs_open_member" in _plan(
-        url, sql.RECOVERABLE_JOBS, {"owner": "me", "cutoff": timestamp(T0)}
-    )
-    assert "USING INDEX jobs_open_member" in _plan(
-        url, sql.OPEN_JOBS_OF_MEMBER, {"guild_id": GUILD, "user_id": USER}
-    )
 
 
 async def test_a_posted_job_no_longer_counts_against_max_active(storage: Storage) -> None:

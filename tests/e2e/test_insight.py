@@ -159,7 +159,7 @@ async def test_owners_hear_once_when_the_balance_runs_low_and_once_when_refilled
         assert "imagine_segmind_balance_dollars 0.98" in bot.metrics.render().decode()
     # After a restart, a balance that is still low is not news.
     async with world.running(owner_ids=[operator.id], segmind_balance_alert=1.0) as bot:
-        assert await bot.ledger.get_state(STATE_KEY) == "low"
+        assert await bot.state.get(STATE_KEY) == "low"
         await imagine_done(world, discord.member)  # $0.97
         world.segmind.remaining_credits = 25.0  # the operator tops the account up
         await imagine_done(world, discord.member)  # $24.99

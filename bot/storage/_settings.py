@@ -1,0 +1,178 @@
+"""Guild settings, small application state, and what processes sharing a database
+coordinate through it: heartbeats, API-call slots and the request rate."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import timedelta
+from typing import Final
+
+from sqlalchemy import Update, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.storage._money import guild_balance, lock_guild, rearm_notice
+from bot.storage._rows import SETTINGS_COLUMNS, Ops, scalar, settings_from_row, upsert
+from bot.storage._schema import api_calls, api_slots, app_state, guild_settings, job_owners
+from bot.storage.base import SettingsChanges
+from bot.storage.records import GuildSettings
+
+__all__ = ["SettingsOps"]
+
+_MIN_WAIT: Final = 0.001
+"""take_rate_token never returns a wait below this when it refuses (a clock tie)."""
+WRITABLE_SETTINGS: Final = frozenset(GuildSettings.__dataclass_fields__) - {"guild_id"}
+
+
+RATE_LOCK_CLASS: Final = int.from_bytes(b"rate", "big")
+
+
+class SettingsOps(Ops):
+    """Settings, state and coordination between processes."""
+
+    async def _settings(self, conn: AsyncConnection, guild_id: int) -> GuildSettings:
+        query = select(*SETTINGS_COLUMNS).where(guild_settings.c.guild_id == guild_id)
+        row = (await conn.execute(query)).first()
+        return GuildSettings(guild_id) if row is None else settings_from_row(row)
+
+    async def get_settings(self, guild_id: int) -> GuildSettings:
+        return await self._db.read(lambda conn: self._settings(conn, guild_id))
+
+    async def update_settings(
+        self, guild_id: int, changes: SettingsChanges, *, default_credits: int
+    ) -> GuildSettings:
+        unknown = set(changes) - WRITABLE_SETTINGS
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+
+        async def work(conn: AsyncConnection) -> GuildSettings:
+            balance, _ = await lock_guild(conn, guild_id, default_credits, self._now)
+            now = self._now()
+            # A new row gets the defaults for what is not given; a stored one keeps them.
+            values = {**asdict(GuildSettings(guild_id)), **changes, "updated_at": now}
+            insert = upsert(conn, guild_settings).values(**values)
+            kept = {name: insert.excluded[name] for name in [*changes, "updated_at"]}
+            await conn.execute(insert.on_conflict_do_update(index_elements=["guild_id"], set_=kept))
+            await rearm_notice(conn, guild_id, balance)
+            return await self._settings(conn, guild_id)
+
+        return await self._db.write(work)
+
+    async def claim_low_balance_notice(self, guild_id: int) -> bool:
+        async def work(conn: AsyncConnection) -> bool:
+            balance = await guild_balance(conn, guild_id)
+            if balance is None:
+                return False
+            s = guild_settings.c
+            claimed = await conn.execute(
+                update(guild_settings)
+                .where(
+                    s.guild_id == guild_id,
+                    s.low_balance_notified.is_(False),
+                    s.low_balance_threshold > balance,
+                )
+                .values(low_balance_notified=True)
+                .returning(s.guild_id)
+            )
+            return claimed.first() is not None
+
+        return await self._db.write(work)
+
+    async def get_state(self, key: str) -> str | None:
+        query = select(app_state.c.value).where(app_state.c.key == key)
+        return await self._db.read(lambda conn: scalar(conn, query))
+
+    async def set_state(self, key: str, value: str) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            insert = upsert(conn, app_state).values(key=key, value=value, updated_at=self._now())
+            kept = {"value": insert.excluded.value, "updated_at": insert.excluded.updated_at}
+            await conn.execute(insert.on_conflict_do_update(index_elements=["key"], set_=kept))
+
+        await self._db.write(work)
+
+    # -- processes sharing the database ------------------------------------------
+
+    async def heartbeat(self, owner: str) -> None:
+        await self._beat(owner, None, forget_dead=False)
+
+    async def _beat(self, owner: str, lock_key: int | None, *, forget_dead: bool) -> None:
+        """Record ``owner`` alive now, with its liveness lock's key; ``forget_dead``: also
+        forget the owners whose liveness lock nobody holds any more."""
+
+        async def work(conn: AsyncConnection) -> None:
+            now = self._now()
+            insert = upsert(conn, job_owners).values(
+                owner=owner, started_at=now, heartbeat_at=now, lock_key=lock_key
+            )
+            kept = {"heartbeat_at": insert.excluded.heartbeat_at, "lock_key": lock_key}
+            await conn.execute(insert.on_conflict_do_update(index_elements=["owner"], set_=kept))
+            if forget_dead:
+                o = job_owners.c
+                held = await self._held_owner_keys(conn)
+                await conn.execute(
+                    delete(job_owners).where(o.lock_key.is_not(None), o.lock_key.not_in(held))
+                )
+
+        await self._db.write(work)
+
+    async def release_owner(self, owner: str) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(delete(job_owners).where(job_owners.c.owner == owner))
+            await conn.execute(_free_slots().where(api_slots.c.owner == owner))
+
+        await self._db.write(work)
+
+    async def acquire_slot(self, owner: str, *, limit: int, ttl: float) -> int | None:
+        if limit < 0 or not ttl > 0:
+            raise ValueError("acquire_slot needs limit >= 0 and ttl > 0")
+
+        async def work(conn: AsyncConnection) -> int | None:
+            if limit == 0:
+                return None
+            # Every slot row exists and is locked: one acquirer at a time, in every process.
+            missing = [{"slot": number} for number in range(limit)]
+            await conn.execute(upsert(conn, api_slots).on_conflict_do_nothing(), missing)
+            held = select(api_slots).where(api_slots.c.slot < limit).order_by(api_slots.c.slot)
+            now = self._now()
+            for row in await conn.execute(held.with_for_update()):
+                if row.owner is None or row.expires_at <= now:
+                    expires_at = now + timedelta(seconds=ttl)
+                    await conn.execute(
+                        update(api_slots)
+                        .where(api_slots.c.slot == row.slot)
+                        .values(owner=owner, expires_at=expires_at)
+                    )
+                    return int(row.slot)
+            return None
+
+        return await self._db.write(work)
+
+    async def release_slot(self, owner: str, slot: int) -> None:
+        query = _free_slots().where(api_slots.c.slot == slot, api_slots.c.owner == owner)
+        await self._db.write(lambda conn: conn.execute(query))
+
+    async def take_rate_token(self, key: str, *, limit: int, period: float) -> float:
+        if limit < 1 or not period > 0:
+            raise ValueError("take_rate_token needs limit >= 1 and period > 0")
+
+        async def work(conn: AsyncConnection) -> float:
+            if conn.dialect.name == "postgresql":
+                # Callers of one key queue here (SQLite: the write lock does it).
+                lock = func.pg_advisory_xact_lock(RATE_LOCK_CLASS, func.hashtext(key))
+                await conn.execute(select(lock))
+            now = self._now()
+            window = timedelta(seconds=period)
+            calls = api_calls.c
+            await conn.execute(delete(api_calls).where(calls.key == key, calls.at <= now - window))
+            used, oldest = (
+                await conn.execute(select(func.count(), func.min(calls.at)).where(calls.key == key))
+            ).one()
+            if used < limit or oldest is None:
+                await conn.execute(api_calls.insert().values(key=key, at=now))
+                return 0.0
+            return max(float((oldest + window - now).total_seconds()), _MIN_WAIT)
+
+        return await self._db.write(work)
+
+
+def _free_slots() -> Update:
+    return update(api_slots).values(owner=None, expires_at=None)

@@ -1,0 +1,46 @@
+"""The storage the bot uses: SQLAlchemy Core over aiosqlite (SQLite) or asyncpg (PostgreSQL).
+
+Each method is one transaction: it happens completely or not at all. A method
+that changes a balance writes the matching ledger entry in the same
+transaction, so ``sum(ledger) == balance`` by construction. Business rules and
+wording live in :mod:`bot.credits`. Timestamps are UTC, taken after the
+guild's row is locked; "today" is the current UTC day.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from bot.storage._engine import Database
+from bot.storage._insight import InsightOps
+from bot.storage._jobs import JobOps
+from bot.storage._money import MoneyOps
+from bot.storage._settings import SettingsOps
+
+__all__ = ["SQLStorage"]
+
+
+class SQLStorage(MoneyOps, JobOps, SettingsOps, InsightOps):
+    """Balances, the ledger, jobs, guild settings and small state, on either database."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        #: Several bot processes may share a PostgreSQL database: they then coordinate
+        #: API slots and the request rate through it.
+        self.shared = db.dialect == "postgresql"
+
+    @property
+    def where(self) -> str:
+        """The database (for messages and logs; never a password)."""
+        return self._db.where
+
+    @property
+    def dialect(self) -> str:
+        return self._db.dialect
+
+    async def ping(self) -> None:
+        """One round trip to the database (the health check)."""
+        await self._db.read(lambda conn: conn.execute(select(1)))
+
+    async def close(self) -> None:
+        await self._db.close()
