@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from types import EllipsisType
 from typing import Final
 
+from bot.amount_texts import AMOUNT_TEXTS, MAX_CREDITS
 from bot.errors import UserFacingError
 from bot.i18n import _N, _NP
 from bot.storage import Storage, StorageError
@@ -64,8 +65,6 @@ log = logging.getLogger("bot.credits")
 
 _NOBODY = "(no live process)"
 
-MAX_CREDITS: Final = 10**12
-"""Upper bound for any amount and for a balance raised by a grant or a set."""
 MAX_HISTORY_PAGE: Final = 1000
 MAX_NOTE_LENGTH: Final = 500
 MAX_CHANNELS: Final = 500
@@ -200,14 +199,13 @@ def _is_int(value: object) -> bool:
 
 
 def _amount(value: object, *, minimum: int, what: str) -> int:
+    texts = AMOUNT_TEXTS[what]
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidAmount(f"The {what} must be a whole number of credits.")
+        raise InvalidAmount(texts.not_whole)
     if value < minimum:
-        if minimum == 1:
-            raise InvalidAmount(f"The {what} must be at least 1 credit.")
-        raise InvalidAmount(f"The {what} cannot be negative.")
+        raise InvalidAmount(texts.too_small)
     if value > MAX_CREDITS:
-        raise InvalidAmount(f"The {what} can be at most {MAX_CREDITS:,} credits.")
+        raise InvalidAmount(texts.too_large)
     return value
 
 
@@ -233,37 +231,40 @@ def _note(note: str | None) -> str | None:
 
 def _channel_ids(value: object) -> tuple[int, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise InvalidSetting("Allowed channels must be a list of channel ids.")
+        raise InvalidSetting(_N("Allowed channels must be a list of channel ids."))
     channels: list[int] = []
     for item in value:
         if not _is_int(item) or not 0 < item <= _MAX_SNOWFLAKE:
-            raise InvalidSetting(f"{item!r} is not a channel id.")
+            raise InvalidSetting(_N("{item} is not a channel id.", item=repr(item)))
         if item not in channels:
             channels.append(item)
     if len(channels) > MAX_CHANNELS:
-        raise InvalidSetting(f"At most {MAX_CHANNELS} channels can be allowed.")
+        raise InvalidSetting(_N("At most {limit} channels can be allowed.", limit=MAX_CHANNELS))
     return tuple(channels)
 
 
 def _blocked_words(value: object) -> tuple[str, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise InvalidSetting("Blocked words must be a list of words.")
+        raise InvalidSetting(_N("Blocked words must be a list of words."))
     words: list[str] = []
     seen: set[str] = set()
     for item in value:
         if not isinstance(item, str):
-            raise InvalidSetting(f"{item!r} is not a word.")
+            raise InvalidSetting(_N("{item} is not a word.", item=repr(item)))
         word = " ".join(item.split())
         if not word or word.casefold() in seen:
             continue
         if len(word) > MAX_BLOCKED_WORD_LENGTH:
             raise InvalidSetting(
-                f"Blocked words can be at most {MAX_BLOCKED_WORD_LENGTH} characters long."
+                _N(
+                    "Blocked words can be at most {limit} characters long.",
+                    limit=MAX_BLOCKED_WORD_LENGTH,
+                )
             )
         seen.add(word.casefold())
         words.append(word)
     if len(words) > MAX_BLOCKED_WORDS:
-        raise InvalidSetting(f"At most {MAX_BLOCKED_WORDS} words can be blocked.")
+        raise InvalidSetting(_N("At most {limit} words can be blocked.", limit=MAX_BLOCKED_WORDS))
     return tuple(words)
 
 
@@ -675,7 +676,9 @@ class CreditLedger:
             if notice_channel_id is not None and (
                 not _is_int(notice_channel_id) or not 0 < notice_channel_id <= _MAX_SNOWFLAKE
             ):
-                raise InvalidSetting(f"{notice_channel_id!r} is not a channel id.")
+                raise InvalidSetting(
+                    _N("{item} is not a channel id.", item=repr(notice_channel_id))
+                )
             changes["notice_channel_id"] = notice_channel_id
         settings = await self._storage.update_settings(
             guild_id, changes, default_credits=self._default

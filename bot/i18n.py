@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import discord
+from babel.lists import format_list
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
@@ -31,8 +32,10 @@ __all__ = [
     "_N",
     "_NP",
     "CatalogTranslator",
+    "Lines",
     "LocaleLike",
     "Message",
+    "OneOf",
     "ShortDuration",
     "available_locales",
     "format_duration",
@@ -99,6 +102,10 @@ def _format_value(value: object, code: str) -> str:
         return format_duration(value, code)
     if isinstance(value, ShortDuration):
         return format_short_duration(value.value, code)
+    if isinstance(value, OneOf):
+        return format_list([str(choice) for choice in value.choices], style="or", locale=code)
+    if isinstance(value, Lines):
+        return "\n".join(_format_value(line, code) for line in value.lines)
     return str(value)
 
 
@@ -131,6 +138,20 @@ def format_short_duration(value: timedelta, locale: LocaleLike) -> str:
     seconds = max(int(value.total_seconds()), 0)
     amount, unit = (seconds, "second") if seconds < 60 else (seconds // 60, "minute")
     return format_unit(amount, f"duration-{unit}", length="short", locale=resolve_locale(locale))
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A placeholder value listing alternatives: "512 or 1024", "512 oder 1024"."""
+
+    choices: tuple[object, ...]
+
+
+@dataclass(frozen=True)
+class Lines:
+    """A placeholder value of several lines (messages or text), each in the reader's locale."""
+
+    lines: tuple[str, ...]
 
 
 class Message(str):

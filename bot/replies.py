@@ -17,6 +17,7 @@ from discord import app_commands
 from bot.errors import UserFacingError
 from bot.i18n import _N, LocaleLike, render
 from bot.logs import job_context
+from bot.permission_names import permission_names
 
 __all__ = ["APOLOGY", "ImagineTree", "describe_error", "reply_private"]
 
@@ -54,18 +55,13 @@ async def reply_private(interaction: discord.Interaction[Any], text: str) -> boo
     return True
 
 
-def _missing(perms: list[str]) -> str:
-    names = [perm.replace("_", " ").replace("guild", "server").title() for perm in perms]
-    return ", ".join(names)
-
-
 def describe_error(error: BaseException, locale: LocaleLike = None) -> str | None:
     """The user-facing text for an expected error in ``locale``'s language, or None for a bug."""
-    message = _error_message(error)
+    message = _error_message(error, locale)
     return None if message is None else render(locale, message)
 
 
-def _error_message(error: BaseException) -> str | None:
+def _error_message(error: BaseException, locale: LocaleLike) -> str | None:
     if isinstance(error, app_commands.CommandInvokeError):
         error = error.original
     if isinstance(error, UserFacingError):
@@ -83,12 +79,12 @@ def _error_message(error: BaseException) -> str | None:
     if isinstance(error, app_commands.MissingPermissions):
         return _N(
             "You need the {permissions} permission to do that.",
-            permissions=_missing(error.missing_permissions),
+            permissions=permission_names(error.missing_permissions, locale),
         )
     if isinstance(error, app_commands.BotMissingPermissions):
         return _N(
             "I need the {permissions} permission in this channel. Ask a server admin to grant it.",
-            permissions=_missing(error.missing_permissions),
+            permissions=permission_names(error.missing_permissions, locale),
         )
     if isinstance(error, app_commands.CommandOnCooldown):
         return _N(

@@ -6,7 +6,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -17,6 +17,8 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from bot.i18n import _N, Lines, Message, OneOf
 
 MAX_SEED: Final = 4294967295
 PROMPT_MAX_LENGTH: Final = 1000
@@ -32,20 +34,31 @@ class Scheduler(StrEnum):
 
 
 class InvalidRequest(ValueError):
-    """Generation parameters are out of range; ``user_message`` says which and why."""
+    """Generation parameters are out of range; ``user_message`` says which and why.
+
+    It is a :class:`bot.i18n.Message` (its English text), rendered in the member's language.
+    """
 
     def __init__(self, user_message: str) -> None:
         super().__init__(user_message)
         self.user_message = user_message
 
 
+def _custom_error(kind: str, reason: Message) -> PydanticCustomError:
+    # The reason travels in the context so it can be rendered in the reader's language later.
+    return PydanticCustomError(kind, "{reason}", {"reason": reason})
+
+
 def _no_bool(value: object, info: ValidationInfo) -> object:
     # pydantic's lax mode reads True as 1; for a sample count that is a bug.
     if isinstance(value, bool):
-        raise PydanticCustomError(
+        raise _custom_error(
             "segmind_bool",
-            "{field} must be a number (got {value}).",
-            {"field": info.field_name, "value": str(value).lower()},
+            _N(
+                "{field} must be a number (got {value}).",
+                field=info.field_name,
+                value=str(value).lower(),
+            ),
         )
     return value
 
@@ -77,12 +90,16 @@ class Txt2ImgRequest(BaseModel):
         if not text:
             if info.field_name == "negative_prompt":
                 return None
-            raise PydanticCustomError("segmind_blank", "prompt must not be empty.")
+            raise _custom_error("segmind_blank", _N("prompt must not be empty."))
         if len(text) > PROMPT_MAX_LENGTH:
-            raise PydanticCustomError(
+            raise _custom_error(
                 "segmind_too_long",
-                "{field} must be at most {limit} characters (got {length}).",
-                {"field": info.field_name, "limit": PROMPT_MAX_LENGTH, "length": len(text)},
+                _N(
+                    "{field} must be at most {limit} characters (got {length}).",
+                    field=info.field_name,
+                    limit=str(PROMPT_MAX_LENGTH),
+                    length=str(len(text)),
+                ),
             )
         return text
 
@@ -122,7 +139,15 @@ class Txt2ImgRequest(BaseModel):
     def with_seed(self, seed: int) -> Txt2ImgRequest:
         """A copy with ``seed`` (0…MAX_SEED)."""
         if isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-            raise InvalidRequest(f"seed must be between 0 and {MAX_SEED} (got {seed}).")
+            raise InvalidRequest(
+                _N(
+                    "{name} must be between {low} and {high} (got {got}).",
+                    name="seed",
+                    low="0",
+                    high=str(MAX_SEED),
+                    got=str(seed),
+                )
+            )
         return self.model_copy(update={"seed": seed})
 
     def with_random_seed(self) -> Txt2ImgRequest:
@@ -161,7 +186,7 @@ class Txt2ImgRequest(BaseModel):
 
 def _show(value: object) -> str:
     if value is None:
-        return "nothing"
+        return _N("nothing")
     if isinstance(value, str):
         text = value if len(value) <= 40 else value[:39] + "…"
         return f"'{text}'"
@@ -184,34 +209,48 @@ def _bounds(name: str) -> tuple[object, object] | None:
     return low, high
 
 
-def _describe_problem(problem: Mapping[str, Any]) -> str:
+def _choices(name: str) -> OneOf | None:
+    info = Txt2ImgRequest.model_fields.get(name)
+    allowed = get_args(info.annotation) if info is not None else ()
+    return OneOf(allowed) if allowed else None
+
+
+def _describe_problem(problem: Mapping[str, Any]) -> Message:
+    """One problem as a sentence (option names stay as the API spells them)."""
     name = ".".join(str(part) for part in problem["loc"]) or "request"
     kind = str(problem["type"])
     got = _show(problem.get("input"))
     if kind.startswith("segmind_"):
-        return str(problem["msg"])
+        reason: Message = problem["ctx"]["reason"]
+        return reason
     if kind == "missing":
-        return f"{name} is required."
+        return _N("{name} is required.", name=name)
     if kind == "extra_forbidden":
-        return f"{name} is not a known option."
+        return _N("{name} is not a known option.", name=name)
     if kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
         bounds = _bounds(name)
         if bounds is not None:
-            return f"{name} must be between {bounds[0]} and {bounds[1]} (got {got})."
-    if kind == "literal_error":
-        expected = str(problem.get("ctx", {}).get("expected", "one of the allowed values"))
-        return f"{name} must be {expected} (got {got})."
-    if kind == "enum":
-        choices = " or ".join(scheduler.value for scheduler in Scheduler)
-        return f"{name} must be {choices} (got {got})."
+            low, high = (str(bound) for bound in bounds)
+            return _N(
+                "{name} must be between {low} and {high} (got {got}).",
+                name=name,
+                low=low,
+                high=high,
+                got=got,
+            )
+    if kind in {"literal_error", "enum"}:
+        choices = _choices(name) if kind == "literal_error" else OneOf(tuple(Scheduler))
+        if choices is not None:
+            return _N("{name} must be {choices} (got {got}).", name=name, choices=choices, got=got)
     if kind in {"int_type", "int_parsing", "int_from_float"}:
-        return f"{name} must be a whole number (got {got})."
+        return _N("{name} must be a whole number (got {got}).", name=name, got=got)
     if kind in {"float_type", "float_parsing", "finite_number"}:
-        return f"{name} must be a number (got {got})."
+        return _N("{name} must be a number (got {got}).", name=name, got=got)
     if kind == "string_type":
-        return f"{name} must be text."
+        return _N("{name} must be text.", name=name)
+    # pydantic's own wording (English only) for a problem no rule above expects.
     message = str(problem["msg"]).rstrip(".")
-    return f"{name}: {message}."
+    return _N("{name}: {problem}.", name=name, problem=message)
 
 
 def build_request(**values: object) -> Txt2ImgRequest:
@@ -223,8 +262,9 @@ def build_request(**values: object) -> Txt2ImgRequest:
     try:
         return Txt2ImgRequest.model_validate(values)
     except ValidationError as error:
-        lines = [_describe_problem(problem) for problem in error.errors()]
-        message = "\n".join(dict.fromkeys(lines))
+        lines = tuple(dict.fromkeys(_describe_problem(problem) for problem in error.errors()))
+        # Not a marker: "{problems}" is no sentence to translate, only the lines in it are.
+        message = Message("{problems}", {"problems": Lines(lines)})
     raise InvalidRequest(message)
 
 

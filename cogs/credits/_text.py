@@ -8,7 +8,7 @@ import re
 import discord
 
 from bot.credits import GuildSettings, LedgerEntry
-from bot.i18n import _N, LocaleLike, t, tn
+from bot.i18n import _N, LocaleLike, render, t, tn
 
 __all__ = [
     "COST_TABLE",
@@ -27,6 +27,14 @@ COST_TABLE = _N(
 _SNOWFLAKE = re.compile(r"[0-9]{15,20}")
 _MAX_SNOWFLAKE = 2**63 - 1  # what the ledger (SQLite / PostgreSQL BIGINT) can hold
 _SIGNS = {"grant": "🪙", "set": "✏️", "reserve": "⏳", "refund": "↩️", "commit": "✅"}
+#: The ledger's entry kinds as a reader sees them (the stored kind stays English).
+_KINDS = {
+    "grant": _N("grant"),
+    "set": _N("set"),
+    "reserve": _N("reserve"),
+    "refund": _N("refund"),
+    "commit": _N("commit"),
+}
 
 
 def credit_amount(count: int, locale: LocaleLike) -> str:
@@ -36,7 +44,9 @@ def credit_amount(count: int, locale: LocaleLike) -> str:
 def entry_line(entry: LedgerEntry, locale: LocaleLike = None) -> str:
     when = f"<t:{int(entry.created_at.timestamp())}:R>"
     delta = f"{entry.delta:+,}" if entry.delta else "±0"
-    parts = [f"{_SIGNS.get(entry.kind.value, '•')} `{delta:>6}` {entry.kind.value}", when]
+    kind = entry.kind.value
+    shown = render(locale, _KINDS.get(kind, kind))
+    parts = [f"{_SIGNS.get(kind, '•')} `{delta:>6}` {shown}", when]
     if entry.user_id:
         parts.append(f"<@{entry.user_id}>")
     if entry.job_id:

@@ -19,9 +19,10 @@ from discord.ext import commands
 
 from bot.credits import CreditError, GuildSettings, JobRecord
 from bot.errors import UserFacingError
-from bot.i18n import _N, _NP, t
+from bot.i18n import _N, _NP
 from bot.jobs import QueueBusy
 from bot.logs import job_context
+from bot.permission_names import permission_names
 from bot.replies import reply_private
 from bot.segmind import MAX_SEED, InvalidRequest, Txt2ImgRequest, build_request
 from bot.storage import StorageError
@@ -59,16 +60,10 @@ REQUEST_FIELDS = (
 def _missing_bot_permissions(interaction: discord.Interaction[Any]) -> list[str]:
     perms = interaction.app_permissions
     in_thread = isinstance(interaction.channel, discord.Thread)
-    # Named as Discord names them in the member's language (looked up at reply time).
-    wanted = {
-        _N("View Channel"): perms.view_channel,
-        _N("Send Messages in Threads") if in_thread else _N("Send Messages"): (
-            perms.send_messages_in_threads if in_thread else perms.send_messages
-        ),
-        _N("Attach Files"): perms.attach_files,
-        _N("Embed Links"): perms.embed_links,
-    }
-    return [name for name, granted in wanted.items() if not granted]
+    # Flags, named as Discord names them in the member's language at reply time.
+    send = "send_messages_in_threads" if in_thread else "send_messages"
+    wanted = ("view_channel", send, "attach_files", "embed_links")
+    return [flag for flag in wanted if not getattr(perms, flag)]
 
 
 @functools.lru_cache(maxsize=256)
@@ -225,7 +220,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             return
         missing = _missing_bot_permissions(interaction)
         if missing:
-            names = ", ".join(t(interaction.locale, name) for name in missing)
+            names = permission_names(missing, interaction.locale)
             await reply_private(
                 interaction,
                 _NP(
