@@ -74,6 +74,7 @@ async def test_status_edits_stop_once_the_token_has_expired(world: World) -> Non
     members = [world.discord.add_member(world.discord.guild, f"m{i}") for i in range(3)]
     world.segmind.latency = 0.4  # slow enough for the status board to see every move
     async with world.running(max_concurrent_jobs=1) as bot:
+        world.segmind.pause()  # held until "late" has shown its place, however slow the machine
         await world.imagine({"prompt": "first"}, user=members[0])
         await world.segmind.wait_for_requests(1)
         await world.imagine({"prompt": "second"}, user=members[1])
@@ -81,6 +82,7 @@ async def test_status_edits_stop_once_the_token_has_expired(world: World) -> Non
         await world.reply(late, "#2 in line")
         world.discord.advance(16 * 60)  # the token of every interaction so far is dead
         since = len(world.discord.requests)
+        world.segmind.resume()
         # "late" moves to #1, then starts, then ends: each a change its line would show.
         result = await world.result(predicate=lambda m: m.embeds[0].get("description") == "late")
         await bot.jobs.wait_idle()
