@@ -26,7 +26,8 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.config import Settings
-from bot.credits import MAX_CREDITS, MAX_HISTORY_PAGE, MAX_NOTE_LENGTH, CreditError, CreditLedger
+from bot.credit_errors import CreditError
+from bot.credits import MAX_CREDITS, MAX_HISTORY_PAGE, MAX_NOTE_LENGTH, CreditLedger
 from bot.storage import StorageError, open_storage
 from bot.storage.records import LedgerEntry
 

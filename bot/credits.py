@@ -22,11 +22,20 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import EllipsisType
-from typing import Final
+from typing import Final, TypeGuard
 
 from bot.amount_texts import AMOUNT_TEXTS, MAX_CREDITS
-from bot.errors import UserFacingError
-from bot.i18n import _N, _NP
+from bot.credit_errors import (
+    DailyCapReached,
+    InsufficientCredits,
+    InvalidAmount,
+    InvalidSetting,
+    JobNotActive,
+    RequestRefused,
+    TooManyJobs,
+    UnknownJob,
+)
+from bot.i18n import _N
 from bot.storage import Storage, StorageError
 from bot.storage.base import Reserved, SettingsChanges
 from bot.storage.records import (
@@ -42,23 +51,14 @@ from bot.storage.records import (
 __all__ = [
     "MAX_CREDITS",
     "CommitResult",
-    "CreditError",
     "CreditLedger",
-    "DailyCapReached",
     "GuildSettings",
-    "InsufficientCredits",
-    "InvalidAmount",
-    "InvalidSetting",
-    "JobNotActive",
     "JobRecord",
     "JobStatus",
     "LedgerEntry",
     "LedgerKind",
     "NewJob",
-    "RequestRefused",
     "StorageError",
-    "TooManyJobs",
-    "UnknownJob",
 ]
 
 log = logging.getLogger("bot.credits")
@@ -78,106 +78,6 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-# -- errors ----------------------------------------------------------------------
-
-
-class CreditError(UserFacingError):
-    """A refusal the user should see; ``message(locale)`` is short and specific."""
-
-
-class InsufficientCredits(CreditError):
-    """The guild's balance does not cover the cost."""
-
-    def __init__(self, balance: int, cost: int, images: int = 1) -> None:
-        if images == 1:
-            message = _NP(
-                "This server has {count} credit left; this image costs {cost}.",
-                "This server has {count} credits left; this image costs {cost}.",
-                balance,
-                cost=cost,
-            )
-        else:
-            message = _NP(
-                "This server has {count} credit left; these {images} images cost {cost}.",
-                "This server has {count} credits left; these {images} images cost {cost}.",
-                balance,
-                images=images,
-                cost=cost,
-            )
-        super().__init__(message)
-        self.balance = balance
-        self.cost = cost
-
-
-class DailyCapReached(CreditError):
-    """The member's daily allowance in this guild does not cover the cost."""
-
-    def __init__(self, cap: int, used: int, cost: int) -> None:
-        if cap == 0:
-            message = _N(
-                "This server's daily limit per member is 0 credits, "
-                "so images can't be generated here right now."
-            )
-        else:
-            message = _N(
-                "You've used {used} of your {cap} daily credits here; this costs {cost}. "
-                "Your allowance resets at 00:00 UTC.",
-                used=used,
-                cap=cap,
-                cost=cost,
-            )
-        super().__init__(message)
-        self.cap = cap
-        self.used = used
-        self.cost = cost
-
-
-class TooManyJobs(CreditError):
-    """The member already has as many open jobs as allowed (counted in every process)."""
-
-    def __init__(self, *, active: int, limit: int) -> None:
-        super().__init__(
-            _NP(
-                "You already have {count} image job in progress "
-                "(the limit is {limit}). Try again when one has finished.",
-                "You already have {count} image jobs in progress "
-                "(the limit is {limit}). Try again when one has finished.",
-                active,
-                limit=limit,
-            )
-        )
-        self.active = active
-        self.limit = limit
-
-
-class InvalidAmount(CreditError):
-    """An amount is not a whole number in the allowed range."""
-
-
-class InvalidSetting(CreditError):
-    """A guild setting other than an amount (channels, words) is malformed."""
-
-
-class RequestRefused(CreditError):
-    """The guild's own rules (``NewJob.admit``) refused the job; nothing was spent."""
-
-
-class UnknownJob(CreditError):
-    """No job has this id."""
-
-    def __init__(self, job_id: int) -> None:
-        super().__init__(_N("That image request no longer exists."))
-        self.job_id = job_id
-
-
-class JobNotActive(CreditError):
-    """The job was already settled (done, refunded or cancelled), so it must not run."""
-
-    def __init__(self, job: JobRecord) -> None:
-        super().__init__(_N("That image request has already finished."))
-        self.job = job
-
-
 @dataclass(frozen=True)
 class CommitResult:
     """How a job was settled: ``committed`` charged, ``refunded`` returned, new ``balance``.
@@ -194,7 +94,7 @@ class CommitResult:
 # -- validation --------------------------------------------------------------------
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -209,6 +109,15 @@ def _amount(value: object, *, minimum: int, what: str) -> int:
     return value
 
 
+def _job_size(value: object, what: str) -> int:
+    """A job's sizes come from a checked request: a bad one is the caller's bug, told in English."""
+    if _is_int(value) and 1 <= value <= MAX_CREDITS:
+        return value
+    raise InvalidAmount(
+        f"The {what} must be a whole number from 1 to {MAX_CREDITS}, not {value!r}."
+    )
+
+
 def _snowflake(value: object, what: str) -> int:
     """Ids come from Discord; a bad one is a bug in the caller, not a user error."""
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _MAX_SNOWFLAKE:
@@ -218,6 +127,17 @@ def _snowflake(value: object, what: str) -> int:
 
 def _optional_snowflake(value: object, what: str) -> int | None:
     return None if value is None else _snowflake(value, what)
+
+
+def _owner_change(
+    guild_id: object, amount: object, actor_id: object, *, minimum: int, what: str
+) -> tuple[int, int, int | None]:
+    """A grant's or a set's guild, amount and actor, checked."""
+    return (
+        _snowflake(guild_id, "guild_id"),
+        _amount(amount, minimum=minimum, what=what),
+        _optional_snowflake(actor_id, "actor_id"),
+    )
 
 
 def _note(note: str | None) -> str | None:
@@ -306,9 +226,9 @@ class CreditLedger:
         self, guild_id: int, amount: int, *, actor_id: int | None, note: str | None = None
     ) -> int:
         """Mint ``amount`` (>= 1) credits for the guild; returns the new balance."""
-        guild_id = _snowflake(guild_id, "guild_id")
-        amount = _amount(amount, minimum=1, what="amount to add")
-        actor_id = _optional_snowflake(actor_id, "actor_id")
+        guild_id, amount, actor_id = _owner_change(
+            guild_id, amount, actor_id, minimum=1, what="amount to add"
+        )
         balance = await self._storage.grant(
             guild_id,
             amount,
@@ -338,9 +258,9 @@ class CreditLedger:
         self, guild_id: int, amount: int, *, actor_id: int | None, note: str | None = None
     ) -> int:
         """Set the balance to ``amount`` (>= 0) with a SET entry of ``new - old``."""
-        guild_id = _snowflake(guild_id, "guild_id")
-        amount = _amount(amount, minimum=0, what="new balance")
-        actor_id = _optional_snowflake(actor_id, "actor_id")
+        guild_id, amount, actor_id = _owner_change(
+            guild_id, amount, actor_id, minimum=0, what="new balance"
+        )
         old, new = await self._storage.set_balance(
             guild_id, amount, actor_id=actor_id, note=_note(note), default_credits=self._default
         )
@@ -368,9 +288,9 @@ class CreditLedger:
         _snowflake(job.channel_id, "channel_id")
         _snowflake(job.user_id, "user_id")
         _optional_snowflake(job.parent_job_id, "parent_job_id")
-        units = _amount(job.units_per_image, minimum=1, what="cost per image")
-        images = _amount(job.images_total, minimum=1, what="number of images")
-        cost = _amount(units * images, minimum=1, what="cost")
+        units = _job_size(job.units_per_image, "cost per image")
+        images = _job_size(job.images_total, "number of images")
+        cost = _job_size(units * images, "cost")
         if not isinstance(job.params, dict):
             raise TypeError("NewJob.params must be a dict")
         outcome = await self._storage.reserve_job(
