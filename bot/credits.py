@@ -1,19 +1,8 @@
-"""The credit ledger: what a guild may spend, and the record of every credit.
+"""The credit ledger: each guild's balance and the record of every credit that moves.
 
-Credits are money to the people who run the bot, so the rules are strict:
-
-* A job's cost is reserved before any API call (:meth:`CreditLedger.reserve`),
-  then either committed for the images actually delivered, with the rest
-  refunded (:meth:`~CreditLedger.commit`), or refunded in full
-  (:meth:`~CreditLedger.refund`). Settling is idempotent: a job is settled at
-  most once, whoever calls and however often.
-* A balance never goes below zero, and every change is a ledger entry in the
-  same transaction, so ``sum(ledger deltas) == balance`` for every guild
-  (:meth:`~CreditLedger.verify` checks it).
-* Refusals change nothing and say why with the figures (:class:`CreditError`
-  subclasses carry a short ``user_message``).
-
-Storage does the atomic work; this module owns the rules and the wording.
+A job's cost is reserved before any API call, then committed for what was delivered and the
+rest refunded, exactly once. A balance never goes below zero, and every change is a ledger
+entry written with it, so ``sum(ledger deltas) == balance``. Storage does the atomic work.
 """
 
 from __future__ import annotations
@@ -479,14 +468,11 @@ class CreditLedger:
     async def recover(
         self, owner: str | None = None, *, stale_after: float = 60.0
     ) -> list[JobRecord]:
-        """Refund every job a dead run left queued or running, exactly once.
+        """Refund, exactly once, the open jobs a dead run left; returns those refunded now.
 
-        ``owner`` None: every open job (one process owns the database). Otherwise
-        only this process's own earlier jobs, unowned ones, and those of processes
-        silent for ``stale_after`` seconds: a live process's running jobs are left
-        alone. Returns the jobs refunded now, so the bot can tell their requesters.
-        Jobs whose result was being posted are left open: their channel decides
-        (see :meth:`interrupted_deliveries` and :mod:`bot.recovery`).
+        ``owner`` None: every open job (one process owns the database); else this process's
+        earlier jobs, unowned ones and those of processes silent for ``stale_after`` seconds.
+        Jobs whose result was being posted are left to their channel (:mod:`bot.recovery`).
         """
         refunded: list[JobRecord] = []
         for job in await self._storage.recoverable_jobs(owner, stale_after=stale_after):
