@@ -125,6 +125,7 @@ class CrashRecovery:
             if len(prompt) > PROMPT_SHOWN:
                 prompt = prompt[: PROMPT_SHOWN - 1] + "…"
             guild = getattr(channel, "guild", None)
+            member = f"<@{job.user_id}>"  # outside tn(): Babel warns on f-strings in a marker call
             try:
                 await channel.send(
                     tn(
@@ -134,7 +135,7 @@ class CrashRecovery:
                         "{member} your image job #{job_id} (“{prompt}”) was interrupted by a "
                         "restart. Its {count} credits were refunded; please run it again.",
                         job.cost,
-                        member=f"<@{job.user_id}>",
+                        member=member,
                         job_id=str(job.id),
                         prompt=discord.utils.escape_markdown(prompt),
                     ),
