@@ -36,21 +36,6 @@ AMOUNT_TEXTS: Final[dict[str, AmountTexts]] = {
         _N("The new balance cannot be negative."),
         _N("The new balance can be at most {limit} credits.", limit=MAX_CREDITS),
     ),
-    "cost per image": AmountTexts(
-        _N("The cost per image must be a whole number of credits."),
-        _N("The cost per image must be at least 1 credit."),
-        _N("The cost per image can be at most {limit} credits.", limit=MAX_CREDITS),
-    ),
-    "number of images": AmountTexts(
-        _N("The number of images must be a whole number of credits."),
-        _N("The number of images must be at least 1 credit."),
-        _N("The number of images can be at most {limit} credits.", limit=MAX_CREDITS),
-    ),
-    "cost": AmountTexts(
-        _N("The cost must be a whole number of credits."),
-        _N("The cost must be at least 1 credit."),
-        _N("The cost can be at most {limit} credits.", limit=MAX_CREDITS),
-    ),
     "daily limit": AmountTexts(
         _N("The daily limit must be a whole number of credits."),
         _N("The daily limit cannot be negative."),

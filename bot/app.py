@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, Self, TypeVar, overload
 
 import aiohttp
 import discord
@@ -20,31 +18,27 @@ from discord.ext import commands
 
 from bot.app_state import AppState
 from bot.balance_watch import STATE_KEY, BalanceNotice, BalanceState, BalanceWatch, tell_owners
+from bot.command_sync import sync_commands
 from bot.config import Settings
-from bot.coordination import Presence, SharedRateLimiter, SharedSlots, owner_name
-from bot.credits import CreditLedger, JobRecord
+from bot.coordination import SharedRateLimiter, SharedSlots, owner_name
+from bot.crash_recovery import CrashRecovery
+from bot.credits import CreditLedger
 from bot.health import HealthServer
-from bot.i18n import CatalogTranslator, tn
+from bot.i18n import CatalogTranslator
 from bot.image_store import ImageStore
 from bot.imagine_actions import ImagineActions
 from bot.insight import Insight
 from bot.jobs import JobQueue
-from bot.logs import job_context
 from bot.metrics import Metrics
-from bot.recovery import settle_deliveries
 from bot.replies import ImagineTree
 from bot.segmind import SegmindClient
-from bot.storage import Storage, StorageError, open_storage
+from bot.storage import Storage, open_storage
 
 __all__ = ["EXTENSIONS", "ImagineBot"]
 
 log = logging.getLogger(__name__)
 
-#: How often a process sharing the database says it is alive, and after how long
-#: without a word its unfinished jobs are refunded by the others.
-HEARTBEAT_INTERVAL = 10.0
-STALE_AFTER = 60.0
-SWEEP_EVERY = 6
+T = TypeVar("T")
 
 #: Every feature is one extension; the bot loads them all.
 EXTENSIONS: tuple[str, ...] = ("cogs.imagine", "cogs.credits", "cogs.gallery")
@@ -68,8 +62,37 @@ def apply_endpoints(settings: Settings) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
 
 
+class _Built(Generic[T]):
+    """A service ``setup_hook`` builds (kept as ``_<name>``): reading it earlier is a bug."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, bot: None, owner: type) -> Self: ...
+
+    @overload
+    def __get__(self, bot: object, owner: type) -> T: ...
+
+    def __get__(self, bot: object | None, owner: type) -> T | Self:
+        if bot is None:
+            return self
+        service: T | None = getattr(bot, f"_{self._name}")
+        if service is None:
+            raise RuntimeError(f"bot.{self._name} is created in setup_hook")
+        return service
+
+
 class ImagineBot(commands.AutoShardedBot):
     """The bot. One instance per process; shards as configured."""
+
+    storage = _Built[Storage]()
+    ledger = _Built[CreditLedger]()
+    state = _Built[AppState]()
+    recovery = _Built[CrashRecovery]()
+    segmind = _Built[SegmindClient]()
+    jobs = _Built[JobQueue]()
+    insight = _Built[Insight]()
 
     def __init__(
         self,
@@ -97,60 +120,19 @@ class ImagineBot(commands.AutoShardedBot):
         self._session: aiohttp.ClientSession | None = None
         self._ledger: CreditLedger | None = None
         self._state: AppState | None = None
-        self._presence: Presence | None = None
+        self._recovery: CrashRecovery | None = None
         self._segmind: SegmindClient | None = None
         self._jobs: JobQueue | None = None
         self._images: ImageStore | None = None
         self._health: HealthServer | None = None
         self._insight: Insight | None = None
         self._balance_watch: BalanceWatch | None = None
-        self._recovered: list[JobRecord] = []
-        self._deliveries: list[JobRecord] = []
-        self._settling: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         #: The /imagine feature's button actions, set by its cog while loaded.
         self.imagine: ImagineActions | None = None
         #: This process's name in a shared database (jobs, API slots, heartbeats).
         self.owner = owner_name(settings.shard_ids)
-
-    # -- services (available once setup_hook ran) ----------------------------
-
-    @property
-    def ledger(self) -> CreditLedger:
-        if self._ledger is None:
-            raise RuntimeError("the ledger is created in setup_hook")
-        return self._ledger
-
-    @property
-    def state(self) -> AppState:
-        if self._state is None:
-            raise RuntimeError("the app state is created in setup_hook")
-        return self._state
-
-    @property
-    def storage(self) -> Storage:
-        if self._storage is None:
-            raise RuntimeError("the storage is opened in setup_hook")
-        return self._storage
-
-    @property
-    def jobs(self) -> JobQueue:
-        if self._jobs is None:
-            raise RuntimeError("the job queue is created in setup_hook")
-        return self._jobs
-
-    @property
-    def segmind(self) -> SegmindClient:
-        if self._segmind is None:
-            raise RuntimeError("the Segmind client is created in setup_hook")
-        return self._segmind
-
-    @property
-    def insight(self) -> Insight:
-        if self._insight is None:
-            raise RuntimeError("the insight service is created in setup_hook")
-        return self._insight
 
     @property
     def accepting_jobs(self) -> bool:
@@ -165,18 +147,8 @@ class ImagineBot(commands.AutoShardedBot):
             storage, default_credits=settings.default_guild_credits
         )
         self._state = AppState(storage)
-        if storage.shared:
-            # Other processes use this database: refund only what no live one runs.
-            self._presence = Presence(storage, self.owner)
-            await self._presence.beat()
-            self._recovered = await ledger.recover(self.owner, stale_after=STALE_AFTER)
-            self._deliveries = await ledger.interrupted_deliveries(
-                self.owner, stale_after=STALE_AFTER
-            )
-            self.spawn(self._keep_alive(), name="heartbeat")
-        else:
-            self._recovered = await ledger.recover()
-            self._deliveries = await ledger.interrupted_deliveries()
+        self._recovery = CrashRecovery(self, storage, ledger, owner=self.owner, spawn=self.spawn)
+        await self._recovery.start()
         self._insight = Insight(self._storage)
         stored = await self._state.get(STATE_KEY)
         self._balance_watch = BalanceWatch(
@@ -209,16 +181,15 @@ class ImagineBot(commands.AutoShardedBot):
         await self.tree.set_translator(CatalogTranslator())
         for name in self._extensions:
             await self.load_extension(name)
-        await self.sync_commands()
+        await sync_commands(
+            self.tree,
+            self.state,
+            application_id=self.application_id,
+            dev_guild_id=settings.dev_guild_id,
+        )
         if settings.health_port is not None:
             self._health = HealthServer(self, settings.health_host, settings.health_port)
             await self._health.start()
-        if self._recovered:
-            self.spawn(self._announce_recovered(self._recovered))
-        if self._deliveries:
-            self._settling = self.spawn(
-                self._settle_deliveries(self._deliveries), name="deliveries"
-            )
         # Start-up objects (modules, commands, caches) live for the whole run: keep them
         # out of the collector's scans so full collections under load stay short.
         gc.collect()
@@ -268,26 +239,6 @@ class ImagineBot(commands.AutoShardedBot):
             return SharedRateLimiter(self._storage, self.settings.segmind_rpm)
         return None
 
-    async def _keep_alive(self) -> None:
-        """Heartbeat for this process, and refunds for processes that died for good."""
-        assert self._presence is not None
-        beats = 0
-        while True:
-            await asyncio.sleep(HEARTBEAT_INTERVAL)
-            try:
-                await self._presence.beat()
-                beats += 1
-                if beats % SWEEP_EVERY == 0:
-                    swept = await self.ledger.recover_stale(stale_after=STALE_AFTER)
-                    if swept:
-                        await self._announce_recovered(swept)
-                    stale = await self.ledger.stale_deliveries(stale_after=STALE_AFTER)
-                    if stale:
-                        await self._settle_deliveries(stale)
-            except StorageError as error:
-                # Keep beating: a database blip must not make others refund our jobs.
-                log.warning("heartbeat to the shared database failed: %s", error)
-
     async def close(self) -> None:
         if self._closing:
             return
@@ -301,11 +252,8 @@ class ImagineBot(commands.AutoShardedBot):
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._health is not None:
             await self._health.stop()
-        if self._presence is not None:
-            try:
-                await self._presence.leave()
-            except StorageError as error:
-                log.warning("could not sign off from the shared database: %s", error)
+        if self._recovery is not None:
+            await self._recovery.leave()
         for name in list(self.extensions):
             await self.unload_extension(name)
         await self.tree.set_translator(None)
@@ -330,88 +278,3 @@ class ImagineBot(commands.AutoShardedBot):
         self._background.discard(task)
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("background task %s failed", task.get_name(), exc_info=error)
-
-    # -- commands ------------------------------------------------------------
-
-    async def command_payload(
-        self, guild: discord.abc.Snowflake | None = None
-    ) -> list[dict[str, Any]]:
-        """What a sync would send for ``guild`` (or globally), localisations included."""
-        commands = self.tree.get_commands(guild=guild)
-        translator = self.tree.translator
-        if translator is None:
-            return [command.to_dict(self.tree) for command in commands]
-        return [await command.get_translated_payload(self.tree, translator) for command in commands]
-
-    async def sync_commands(self) -> bool:
-        """Sync the command tree only when it changed since the last sync (hash in the DB)."""
-        guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
-        if guild is not None:
-            self.tree.copy_global_to(guild=guild)
-        payload = await self.command_payload(guild)
-        digest = hashlib.sha256(
-            json.dumps(payload, sort_keys=True, default=str).encode()
-        ).hexdigest()
-        key = f"commands:{self.application_id}:{guild.id if guild else 'global'}"
-        if await self.state.get(key) == digest:
-            log.info("command tree unchanged; not syncing")
-            return False
-        try:
-            await self.tree.sync(guild=guild)
-        except discord.HTTPException as error:
-            # A failed sync leaves the old commands in place; the bot still serves them.
-            log.error("command sync failed (%s); will retry at next start", error.status)
-            return False
-        await self.state.set(key, digest)
-        log.info(
-            "synced %d command(s) %s", len(payload), f"to guild {guild.id}" if guild else "globally"
-        )
-        return True
-
-    # -- start-up notices ----------------------------------------------------
-
-    async def wait_recovered(self) -> None:
-        """Wait until the deliveries a dead run left were settled (tests, benchmarks)."""
-        if self._settling is not None:
-            await asyncio.wait((self._settling,))
-
-    async def _settle_deliveries(self, jobs: list[JobRecord]) -> None:
-        """Decide from their channels the jobs a dead run was posting (bot.recovery)."""
-        await self.wait_until_ready()
-        refunded = await settle_deliveries(self, self.ledger, jobs)
-        if refunded:
-            await self._announce_recovered(refunded)
-
-    async def _announce_recovered(self, jobs: list[JobRecord]) -> None:
-        await self.wait_until_ready()
-        for job in jobs:
-            channel = self.get_channel(job.channel_id)
-            if not isinstance(channel, discord.abc.Messageable):
-                continue
-            prompt = str(job.params.get("prompt", ""))
-            short = discord.utils.escape_markdown(
-                prompt if len(prompt) <= 80 else prompt[:79] + "…"
-            )
-            guild = getattr(channel, "guild", None)
-            member = f"<@{job.user_id}>"
-            try:
-                await channel.send(
-                    tn(
-                        guild.preferred_locale if guild is not None else None,
-                        "{member} your image job #{job_id} (“{prompt}”) was interrupted by a "
-                        "restart. Its {count} credit was refunded; please run it again.",
-                        "{member} your image job #{job_id} (“{prompt}”) was interrupted by a "
-                        "restart. Its {count} credits were refunded; please run it again.",
-                        job.cost,
-                        member=member,
-                        job_id=str(job.id),
-                        prompt=short,
-                    ),
-                    allowed_mentions=discord.AllowedMentions.none(),
-                )
-            except discord.HTTPException as error:
-                log.warning(
-                    "could not post the restart notice (%s)",
-                    error.status,
-                    extra=job_context(guild_id=job.guild_id, user_id=job.user_id, job_id=job.id),
-                )

@@ -1,11 +1,7 @@
 """A watch on the bot's own Segmind balance (the API's ``x-remaining-credits``, dollars).
 
-:class:`BalanceWatch` decides, purely, when the owners must hear about it: once when the
-balance falls below ``SEGMIND_BALANCE_ALERT``, and once more when it is back at or
-above it. Every API answer feeds it; only a crossing produces a notice, so nothing is
-sent per job. :func:`tell_owners` does the sending for the bot (a DM to each owner, or
-one message in ``SEGMIND_ALERT_CHANNEL_ID``). The state is kept in app state by the bot, so a
-restart does not repeat a notice already given.
+:class:`BalanceWatch` (pure) turns every reported balance into at most one notice per
+crossing of ``SEGMIND_BALANCE_ALERT``, down or back up; :func:`tell_owners` sends it.
 """
 
 from __future__ import annotations

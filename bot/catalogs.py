@@ -1,16 +1,9 @@
 """Keeping the translation catalogs: ``python -m bot.catalogs extract|update|init LANG|check``.
 
-Two kinds of messages end up in ``bot/locale/messages.pot``:
-
-* what the code says, found by Babel's Python extractor in ``bot/`` and ``cogs/`` through the
-  markers of :mod:`bot.i18n` (``t``, ``tn``, ``_N``, ``_NP``);
-* the command tree's names and descriptions (they are not all literals: option names are
-  parameter names), collected by running every command through a recording Translator, with
-  their place (``command_name``, ``parameter_description``…) as msgctxt.
-
-``update`` merges the template into every ``<lang>/LC_MESSAGES/messages.po`` with Babel; the
-files are written sorted and without source locations, so parallel changes merge cleanly.
-``check`` lists what is untranslated or whose placeholders differ (the tests run it too).
+The template holds what the code marks (Babel's extractor, :mod:`bot.i18n`'s markers) and the
+command tree's names and descriptions, with their place as msgctxt. ``update`` merges it into
+every catalog, sorted and without locations so parallel changes merge; ``check`` lists what
+is untranslated or whose placeholders differ.
 """
 
 from __future__ import annotations

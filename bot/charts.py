@@ -1,10 +1,7 @@
 """The ``/credits usage`` chart: a guild's credits per day and its top members, as a PNG.
 
-Drawn with matplotlib's object API on the Agg canvas (no pyplot, no global figure
-state), so several charts can be drawn at once on worker threads; matplotlib is
-imported on the first chart only, keeping it out of the bot's start-up.
-The chart is a solid light card with dark text and a border, so it reads the
-same on Discord's dark and light themes.
+Matplotlib (imported by the first chart, not at start-up) through its object API on the Agg
+canvas, so charts can be drawn at once on worker threads; a light card reads on any theme.
 """
 
 from __future__ import annotations

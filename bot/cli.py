@@ -1,13 +1,8 @@
 """Operator command line: ``python -m bot credits GUILD_ID [--add N | --set N] ...``.
 
-Reads only ``DATABASE_URL`` and ``DEFAULT_GUILD_CREDITS`` (environment, then
-``.env``), so it runs on a host without the bot's secrets. Every change goes
-through :class:`bot.credits.CreditLedger` and is recorded in the ledger with
-no actor and the note ``cli`` (plus ``--note``). It is safe to run while the
-bot is up: both serialise their writes on the database.
-
-Exit codes: 0 done, 1 the database or configuration refused, 2 bad usage.
-Errors are one line on stderr, never a traceback, and nothing is changed.
+Needs only ``DATABASE_URL`` and ``DEFAULT_GUILD_CREDITS``, not the bot's secrets; safe while
+the bot runs. Changes go through the ledger with the note ``cli``. Exit codes: 0 done, 1 the
+database or configuration refused, 2 bad usage; errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -26,7 +21,8 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.config import Settings
-from bot.credits import MAX_CREDITS, MAX_HISTORY_PAGE, MAX_NOTE_LENGTH, CreditError, CreditLedger
+from bot.credit_errors import CreditError
+from bot.credits import MAX_CREDITS, MAX_HISTORY_PAGE, MAX_NOTE_LENGTH, CreditLedger
 from bot.storage import StorageError, open_storage
 from bot.storage.records import LedgerEntry
 

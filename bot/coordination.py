@@ -1,12 +1,8 @@
 """Limits that hold across every process sharing one database.
 
-One process enforces ``MAX_CONCURRENT_JOBS`` and ``SEGMIND_RPM`` in memory. When
-several processes (shards) share a PostgreSQL database, each still schedules
-fairly in memory, but an API call also needs one of the shared slots and one of
-the shared rate tokens, both kept in the database, so the totals hold for the
-whole bot. A slot is held by the holding process's own database session and
-ends with it (see bot/storage/_pg_locks.py), so a crash frees it at once. With
-SQLite (one process) these classes are not used at all.
+With several processes on one PostgreSQL database, an API call also takes a shared slot and a
+shared rate token from the database, so ``MAX_CONCURRENT_JOBS`` and ``SEGMIND_RPM`` hold for
+the whole bot. A slot lives with its holder's database session: a crash frees it at once.
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
-"""The credit ledger: what a guild may spend, and the record of every credit.
+"""The credit ledger: each guild's balance and the record of every credit that moves.
 
-Credits are money to the people who run the bot, so the rules are strict:
-
-* A job's cost is reserved before any API call (:meth:`CreditLedger.reserve`),
-  then either committed for the images actually delivered, with the rest
-  refunded (:meth:`~CreditLedger.commit`), or refunded in full
-  (:meth:`~CreditLedger.refund`). Settling is idempotent: a job is settled at
-  most once, whoever calls and however often.
-* A balance never goes below zero, and every change is a ledger entry in the
-  same transaction, so ``sum(ledger deltas) == balance`` for every guild
-  (:meth:`~CreditLedger.verify` checks it).
-* Refusals change nothing and say why with the figures (:class:`CreditError`
-  subclasses carry a short ``user_message``).
-
-Storage does the atomic work; this module owns the rules and the wording.
+A job's cost is reserved before any API call, then committed for what was delivered and the
+rest refunded, exactly once. A balance never goes below zero, and every change is a ledger
+entry written with it, so ``sum(ledger deltas) == balance``. Storage does the atomic work.
 """
 
 from __future__ import annotations
@@ -22,11 +11,20 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import EllipsisType
-from typing import Final
+from typing import Final, TypeGuard
 
 from bot.amount_texts import AMOUNT_TEXTS, MAX_CREDITS
-from bot.errors import UserFacingError
-from bot.i18n import _N, _NP
+from bot.credit_errors import (
+    DailyCapReached,
+    InsufficientCredits,
+    InvalidAmount,
+    InvalidSetting,
+    JobNotActive,
+    RequestRefused,
+    TooManyJobs,
+    UnknownJob,
+)
+from bot.i18n import _N
 from bot.storage import Storage, StorageError
 from bot.storage.base import Reserved, SettingsChanges
 from bot.storage.records import (
@@ -42,23 +40,14 @@ from bot.storage.records import (
 __all__ = [
     "MAX_CREDITS",
     "CommitResult",
-    "CreditError",
     "CreditLedger",
-    "DailyCapReached",
     "GuildSettings",
-    "InsufficientCredits",
-    "InvalidAmount",
-    "InvalidSetting",
-    "JobNotActive",
     "JobRecord",
     "JobStatus",
     "LedgerEntry",
     "LedgerKind",
     "NewJob",
-    "RequestRefused",
     "StorageError",
-    "TooManyJobs",
-    "UnknownJob",
 ]
 
 log = logging.getLogger("bot.credits")
@@ -78,106 +67,6 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-# -- errors ----------------------------------------------------------------------
-
-
-class CreditError(UserFacingError):
-    """A refusal the user should see; ``message(locale)`` is short and specific."""
-
-
-class InsufficientCredits(CreditError):
-    """The guild's balance does not cover the cost."""
-
-    def __init__(self, balance: int, cost: int, images: int = 1) -> None:
-        if images == 1:
-            message = _NP(
-                "This server has {count} credit left; this image costs {cost}.",
-                "This server has {count} credits left; this image costs {cost}.",
-                balance,
-                cost=cost,
-            )
-        else:
-            message = _NP(
-                "This server has {count} credit left; these {images} images cost {cost}.",
-                "This server has {count} credits left; these {images} images cost {cost}.",
-                balance,
-                images=images,
-                cost=cost,
-            )
-        super().__init__(message)
-        self.balance = balance
-        self.cost = cost
-
-
-class DailyCapReached(CreditError):
-    """The member's daily allowance in this guild does not cover the cost."""
-
-    def __init__(self, cap: int, used: int, cost: int) -> None:
-        if cap == 0:
-            message = _N(
-                "This server's daily limit per member is 0 credits, "
-                "so images can't be generated here right now."
-            )
-        else:
-            message = _N(
-                "You've used {used} of your {cap} daily credits here; this costs {cost}. "
-                "Your allowance resets at 00:00 UTC.",
-                used=used,
-                cap=cap,
-                cost=cost,
-            )
-        super().__init__(message)
-        self.cap = cap
-        self.used = used
-        self.cost = cost
-
-
-class TooManyJobs(CreditError):
-    """The member already has as many open jobs as allowed (counted in every process)."""
-
-    def __init__(self, *, active: int, limit: int) -> None:
-        super().__init__(
-            _NP(
-                "You already have {count} image job in progress "
-                "(the limit is {limit}). Try again when one has finished.",
-                "You already have {count} image jobs in progress "
-                "(the limit is {limit}). Try again when one has finished.",
-                active,
-                limit=limit,
-            )
-        )
-        self.active = active
-        self.limit = limit
-
-
-class InvalidAmount(CreditError):
-    """An amount is not a whole number in the allowed range."""
-
-
-class InvalidSetting(CreditError):
-    """A guild setting other than an amount (channels, words) is malformed."""
-
-
-class RequestRefused(CreditError):
-    """The guild's own rules (``NewJob.admit``) refused the job; nothing was spent."""
-
-
-class UnknownJob(CreditError):
-    """No job has this id."""
-
-    def __init__(self, job_id: int) -> None:
-        super().__init__(_N("That image request no longer exists."))
-        self.job_id = job_id
-
-
-class JobNotActive(CreditError):
-    """The job was already settled (done, refunded or cancelled), so it must not run."""
-
-    def __init__(self, job: JobRecord) -> None:
-        super().__init__(_N("That image request has already finished."))
-        self.job = job
-
-
 @dataclass(frozen=True)
 class CommitResult:
     """How a job was settled: ``committed`` charged, ``refunded`` returned, new ``balance``.
@@ -194,7 +83,7 @@ class CommitResult:
 # -- validation --------------------------------------------------------------------
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -209,6 +98,15 @@ def _amount(value: object, *, minimum: int, what: str) -> int:
     return value
 
 
+def _job_size(value: object, what: str) -> int:
+    """A job's sizes come from a checked request: a bad one is the caller's bug, told in English."""
+    if _is_int(value) and 1 <= value <= MAX_CREDITS:
+        return value
+    raise InvalidAmount(
+        f"The {what} must be a whole number from 1 to {MAX_CREDITS}, not {value!r}."
+    )
+
+
 def _snowflake(value: object, what: str) -> int:
     """Ids come from Discord; a bad one is a bug in the caller, not a user error."""
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _MAX_SNOWFLAKE:
@@ -218,6 +116,17 @@ def _snowflake(value: object, what: str) -> int:
 
 def _optional_snowflake(value: object, what: str) -> int | None:
     return None if value is None else _snowflake(value, what)
+
+
+def _owner_change(
+    guild_id: object, amount: object, actor_id: object, *, minimum: int, what: str
+) -> tuple[int, int, int | None]:
+    """A grant's or a set's guild, amount and actor, checked."""
+    return (
+        _snowflake(guild_id, "guild_id"),
+        _amount(amount, minimum=minimum, what=what),
+        _optional_snowflake(actor_id, "actor_id"),
+    )
 
 
 def _note(note: str | None) -> str | None:
@@ -306,9 +215,9 @@ class CreditLedger:
         self, guild_id: int, amount: int, *, actor_id: int | None, note: str | None = None
     ) -> int:
         """Mint ``amount`` (>= 1) credits for the guild; returns the new balance."""
-        guild_id = _snowflake(guild_id, "guild_id")
-        amount = _amount(amount, minimum=1, what="amount to add")
-        actor_id = _optional_snowflake(actor_id, "actor_id")
+        guild_id, amount, actor_id = _owner_change(
+            guild_id, amount, actor_id, minimum=1, what="amount to add"
+        )
         balance = await self._storage.grant(
             guild_id,
             amount,
@@ -338,9 +247,9 @@ class CreditLedger:
         self, guild_id: int, amount: int, *, actor_id: int | None, note: str | None = None
     ) -> int:
         """Set the balance to ``amount`` (>= 0) with a SET entry of ``new - old``."""
-        guild_id = _snowflake(guild_id, "guild_id")
-        amount = _amount(amount, minimum=0, what="new balance")
-        actor_id = _optional_snowflake(actor_id, "actor_id")
+        guild_id, amount, actor_id = _owner_change(
+            guild_id, amount, actor_id, minimum=0, what="new balance"
+        )
         old, new = await self._storage.set_balance(
             guild_id, amount, actor_id=actor_id, note=_note(note), default_credits=self._default
         )
@@ -368,9 +277,9 @@ class CreditLedger:
         _snowflake(job.channel_id, "channel_id")
         _snowflake(job.user_id, "user_id")
         _optional_snowflake(job.parent_job_id, "parent_job_id")
-        units = _amount(job.units_per_image, minimum=1, what="cost per image")
-        images = _amount(job.images_total, minimum=1, what="number of images")
-        cost = _amount(units * images, minimum=1, what="cost")
+        units = _job_size(job.units_per_image, "cost per image")
+        images = _job_size(job.images_total, "number of images")
+        cost = _job_size(units * images, "cost")
         if not isinstance(job.params, dict):
             raise TypeError("NewJob.params must be a dict")
         outcome = await self._storage.reserve_job(
@@ -559,14 +468,11 @@ class CreditLedger:
     async def recover(
         self, owner: str | None = None, *, stale_after: float = 60.0
     ) -> list[JobRecord]:
-        """Refund every job a dead run left queued or running, exactly once.
+        """Refund, exactly once, the open jobs a dead run left; returns those refunded now.
 
-        ``owner`` None: every open job (one process owns the database). Otherwise
-        only this process's own earlier jobs, unowned ones, and those of processes
-        silent for ``stale_after`` seconds: a live process's running jobs are left
-        alone. Returns the jobs refunded now, so the bot can tell their requesters.
-        Jobs whose result was being posted are left open: their channel decides
-        (see :meth:`interrupted_deliveries` and :mod:`bot.recovery`).
+        ``owner`` None: every open job (one process owns the database); else this process's
+        earlier jobs, unowned ones and those of processes silent for ``stale_after`` seconds.
+        Jobs whose result was being posted are left to their channel (:mod:`bot.recovery`).
         """
         refunded: list[JobRecord] = []
         for job in await self._storage.recoverable_jobs(owner, stale_after=stale_after):

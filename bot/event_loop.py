@@ -1,10 +1,8 @@
 """Which event loop the bot runs on (``EVENT_LOOP``): uvloop when it is installed, else asyncio's.
 
-uvloop runs the same asyncio code on libuv, with less CPU for every socket read,
-write and callback; bench/README.md has the before/after. It has no Windows build,
-so ``auto`` (the default) falls back to asyncio's own loop wherever uvloop is not
-installed, and ``asyncio`` forces that loop (to rule the loop out when chasing a
-bug). ``uvloop`` insists on it: start-up stops with a clear line if it is missing.
+uvloop runs the same asyncio code with less CPU per socket read, write and callback.
+``auto`` (the default) falls back to asyncio's loop where uvloop is not installed (it has no
+Windows build); ``asyncio`` forces that loop; ``uvloop`` stops start-up if it is missing.
 """
 
 from __future__ import annotations

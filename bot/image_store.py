@@ -1,14 +1,8 @@
 """Where finished images wait for the rest of their job and for the upload.
 
-A job posts all its images in one message, so its first images wait for its
-last; with many jobs generating at once that is hundreds of images (a real
-1024x1024 Kandinsky JPEG weighs ~270 KB). The store keeps them in memory up to
-a byte budget (``IMAGE_MEMORY_BUDGET_MB``) and writes the rest to files in a
-private temporary folder, so the bot's memory stays bounded however many images
-are in flight. Files are written and read off the event loop (a worker thread
-writes; aiohttp streams the upload in chunks), and deleted once the job is
-settled; the folder goes when the store closes, and a folder left by a process
-that was killed is swept by the next store that needs one (see ``_make_folder``).
+Images are kept in memory up to ``IMAGE_MEMORY_BUDGET_MB`` and the rest in files of a private
+temporary folder (written and read off the event loop), so memory stays bounded however many
+images are in flight. Files go once their job is settled, the folder when the store closes.
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
-"""Image checks and re-encoding with Pillow.
-
-Everything here is CPU-bound and synchronous on purpose: callers on the event
-loop run these functions with :func:`asyncio.to_thread` so that decoding a
-1024x1024 JPEG never blocks the gateway heartbeat.
-
-* :func:`probe_image` decodes untrusted bytes completely (so a truncated or
-  corrupt file is caught here, not when Discord or a user opens it) and reports
-  the format and size. Dimensions are checked from the header *before* any
-  pixel data is decoded, which guards against decompression bombs.
-* :func:`fit_jpeg` re-encodes an image as JPEG, lowering the quality and then
-  the resolution until it fits an upload limit.
+"""Image checks and re-encoding with Pillow: :func:`probe_image` rejects what is not a whole,
+sane image (sizes read before any pixel, against decompression bombs); :func:`fit_jpeg` makes
+an image fit an upload limit. CPU-bound and synchronous: callers use :func:`asyncio.to_thread`.
 """
 
 from __future__ import annotations
@@ -33,9 +24,8 @@ __all__ = [
 #: Formats the Segmind API returns and the bot passes on to Discord.
 SUPPORTED_FORMATS: Final = frozenset({"JPEG", "PNG"})
 
-#: Largest image (in pixels) we are willing to decode: 16 times a 1024x1024
-#: image. Far below Pillow's own bomb threshold, so an oversized header is
-#: rejected before Pillow allocates anything.
+#: Largest image (in pixels) we decode: 16 times 1024x1024, far below Pillow's own bomb
+#: threshold, so an oversized header is rejected before Pillow allocates anything.
 MAX_PIXELS: Final = 16 * 1024 * 1024
 
 #: JPEG qualities tried, best first; the search picks the best that fits.
@@ -110,9 +100,8 @@ def probe_image(data: bytes) -> ImageInfo:
     fmt = str(image.format)
     width, height = image.size
     if fmt == "JPEG":
-        # Decode at 1/8 scale: libjpeg still reads every entropy-coded block, so a
-        # truncated or corrupt stream fails exactly as at full size, for about half
-        # the CPU (the inverse DCT and colour conversion run on 1/64 of the pixels).
+        # At 1/8 scale libjpeg still reads every block, so a corrupt stream fails as at full
+        # size, while the inverse DCT and colour conversion run on 1/64 of the pixels.
         image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
     _load(image)
     image.close()
@@ -138,12 +127,8 @@ def _encode_jpeg(image: Image.Image, quality: int) -> bytes:
 
 
 def _best_fit(image: Image.Image, max_bytes: int) -> tuple[bytes | None, int]:
-    """The highest-quality encoding of ``image`` that fits (or None), and the
-    size of the lowest-quality encoding.
-
-    JPEG size grows with quality, so a binary search over :data:`_QUALITIES`
-    needs about four encodes instead of eight.
-    """
+    """The highest-quality encoding of ``image`` that fits (or None), and the size of the
+    lowest; JPEG size grows with quality, so :data:`_QUALITIES` is searched by halves."""
     lowest = _encode_jpeg(image, _QUALITIES[-1])
     if len(lowest) > max_bytes:
         return None, len(lowest)

@@ -18,7 +18,8 @@ from collections.abc import Callable, Coroutine
 from bot.backlog import Backlog
 from bot.config import Settings
 from bot.coordination import LocalSlots, SlotPool
-from bot.credits import CreditError, CreditLedger, GuildSettings, JobNotActive, NewJob, StorageError
+from bot.credit_errors import CreditError, JobNotActive
+from bot.credits import CreditLedger, GuildSettings, NewJob, StorageError
 from bot.i18n import _N
 from bot.image_store import ImageStore
 from bot.job_model import (

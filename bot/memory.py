@@ -1,12 +1,8 @@
 """Give freed image buffers back to the operating system at once (glibc only).
 
-The bot's large allocations are image bodies (about 270 KB for a 1024x1024 JPEG) that
-live for a few seconds. glibc serves blocks above its mmap threshold (128 KiB) with
-``mmap`` and unmaps them when they are freed, but each time it frees such a block it
-raises the threshold to that block's size (up to 32 MiB). After the first large body,
-bodies come from the heap instead, and glibc keeps freed heap space: a burst of
-1024x1024 jobs left 148-155 MB resident instead of 126-128 MB (bench/README.md).
-Fixing the threshold at its default turns that adjustment off.
+Image bodies are large and short-lived. glibc maps such blocks, but raises its mmap threshold
+each time one is freed, after which they come from a heap it never shrinks; fixing the
+threshold at its default keeps them mapped, so memory is returned when a burst ends.
 """
 
 from __future__ import annotations

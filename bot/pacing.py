@@ -1,15 +1,8 @@
 """When the next image may start, and how long the images waiting will take.
 
-:class:`Pace` is the queue's clock for the API, pure and synchronous:
-
-* with ``SEGMIND_RPM`` set, image calls start evenly spaced, one every
-  ``60 / rpm`` seconds (plus :data:`RPM_MARGIN`, for the jitter between our
-  clock and the API's window), so a backlog is served at that rate with no burst
-  for the API to refuse and no idle minute;
-* a 429 holds every start until the moment the API named;
-* a moving average of the measured API latency gives the rate the bot serves
-  images at, from which the estimates shown in status lines and the automatic
-  cap on waiting images follow.
+:class:`Pace` (pure, synchronous) spaces starts evenly at ``SEGMIND_RPM``, holds every start
+after a 429 until the time the API named, and estimates the rate the bot serves images at
+(for the status lines' ETAs and the cap on waiting images) from the API's latency.
 """
 
 from __future__ import annotations

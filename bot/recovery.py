@@ -1,14 +1,8 @@
 """After a crash, settle the jobs whose result was being posted, from the channel itself.
 
-Before posting a result the queue records the job as delivering
-(:meth:`bot.credits.CreditLedger.mark_delivering`), and the post carries two
-markers Discord keeps: the message nonce (:func:`delivery_nonce`, sent with
-``enforce_nonce`` so that a retried post is the same post) and the job id in the
-buttons' custom ids (``imagine:<action>:<job id>``). A process killed between
-the post and Discord's answer leaves such jobs open. At the next start (and when
-a silent process's jobs are swept) each is settled once, from evidence: committed
-for the images its messages carry when the bot's result is in the channel,
-refunded when it is not (the caller tells the member). Never both, never neither.
+A result's post carries the job id twice (its nonce and its buttons' custom ids), and the job is
+marked delivering before it. Such a job left open is committed for the images found in the
+channel, or refunded when there are none: never both, never neither.
 """
 
 from __future__ import annotations

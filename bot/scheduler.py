@@ -1,14 +1,8 @@
 """The fair order in which waiting images start: guilds in turn, then members in turn.
 
-Pure and synchronous (no asyncio, no Discord, no money): the job queue pushes one
-entry per image into its member's lane and pops the next entry to start. The next
-entry comes from the guild served longest ago, and inside it from the member
-served longest ago; a guild or member that just arrived counts as never served,
-so it goes ahead of every lane already served, in order of arrival. One member
-flooding the queue therefore delays others by at most one image per round.
-
-Every operation is O(1): lanes wait in two rotations (never served, served), and
-a lane is only ever served, or dropped when empty, at the front of its rotation.
+Pure and synchronous: one entry per image in its member's lane; the next comes from the guild,
+then the member, served longest ago (newcomers first), so a flood delays others by at most
+one image per round. O(1): lanes wait in two rotations, never served and served.
 """
 
 from __future__ import annotations

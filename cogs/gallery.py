@@ -1,13 +1,11 @@
 """``/gallery``: a member's own results in this server, newest first, privately.
 
-Each entry links to its result message and shows the prompt, seeds and cost. The
-Older/Newer buttons are persistent :class:`discord.ui.DynamicItem` s carrying the member
-and the page in their ``custom_id``; only that member may turn the pages.
+Each entry links to its result message and shows the prompt, seeds and cost; only that
+member may turn the pages.
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -17,7 +15,7 @@ from discord.ext import commands
 from bot.i18n import _N, LocaleLike, t, tn
 from bot.insight import GalleryEntry, GalleryPage
 from bot.replies import reply_private
-from cogs._paging import page_button, pager
+from cogs._paging import PageButton
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -68,51 +66,30 @@ def gallery_embed(page: GalleryPage, locale: LocaleLike = None) -> discord.Embed
     return embed
 
 
-class GalleryPageButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"gallery:(?P<user>[0-9]{1,20}):(?P<page>[0-9]{1,6}):(?P<dir>[pn])",
-):
-    """Newer/Older page of one member's gallery; survives restarts like the other buttons."""
+async def gallery_page(
+    bot: ImagineBot, guild_id: int, user_id: int, number: int, locale: LocaleLike = None
+) -> tuple[discord.Embed, discord.ui.View]:
+    """Page ``number`` of the member's gallery, with its Newer/Older buttons."""
+    page = await bot.insight.gallery(guild_id, user_id, number)
+    view = GalleryPageButton.pager(user_id, page.page, page.pages, locale)
+    return gallery_embed(page, locale), view
 
-    def __init__(
-        self,
-        user_id: int,
-        page: int,
-        direction: str,
-        *,
-        disabled: bool = False,
-        locale: LocaleLike = None,
-    ) -> None:
-        custom_id = f"gallery:{user_id}:{page}:{direction}"
-        super().__init__(page_button(custom_id, direction, disabled=disabled, locale=locale))
-        self.user_id = user_id
-        self.page = page
 
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-        /,
-    ) -> GalleryPageButton:
-        return cls(int(match["user"]), int(match["page"]), match["dir"])
+class GalleryPageButton(PageButton, prefix="gallery"):
+    """Newer/Older in one member's gallery (``owner_id``); only that member turns its pages."""
 
-    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
-        if interaction.user.id != self.user_id:
-            await reply_private(interaction, NOT_YOURS)
-            return False
-        return True
+    refusal = NOT_YOURS
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        cog = interaction.client.get_cog("Gallery")
-        if not isinstance(cog, GalleryCog) or interaction.guild_id is None:
-            await reply_private(interaction, _N("The gallery is not available here right now."))
-            return
-        embed, view = await cog.page(
-            interaction.guild_id, self.user_id, self.page, interaction.locale
+    def allows(self, interaction: discord.Interaction[Any]) -> bool:
+        return interaction.user.id == self.owner_id and interaction.guild_id is not None
+
+    async def draw(
+        self, interaction: discord.Interaction[Any]
+    ) -> tuple[discord.Embed, discord.ui.View]:
+        assert interaction.guild_id is not None  # allows() checked it
+        return await gallery_page(
+            interaction.client, interaction.guild_id, self.owner_id, self.page, interaction.locale
         )
-        await interaction.response.edit_message(embed=embed, view=view)
 
 
 class GalleryCog(commands.Cog, name="Gallery"):
@@ -127,19 +104,6 @@ class GalleryCog(commands.Cog, name="Gallery"):
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(GalleryPageButton)
 
-    async def page(
-        self, guild_id: int, user_id: int, number: int, locale: LocaleLike = None
-    ) -> tuple[discord.Embed, discord.ui.View]:
-        page = await self.bot.insight.gallery(guild_id, user_id, number)
-        view = pager(
-            lambda at, direction, off: GalleryPageButton(
-                user_id, at, direction, disabled=off, locale=locale
-            ),
-            page.page,
-            page.pages,
-        )
-        return gallery_embed(page, locale), view
-
     @app_commands.command(name="gallery", description="Your images in this server, privately.")
     @app_commands.guild_only()
     async def gallery(self, interaction: discord.Interaction[Any]) -> None:
@@ -149,8 +113,8 @@ class GalleryCog(commands.Cog, name="Gallery"):
             )
             return
         await interaction.response.defer(ephemeral=True)
-        embed, view = await self.page(
-            interaction.guild_id, interaction.user.id, 0, interaction.locale
+        embed, view = await gallery_page(
+            self.bot, interaction.guild_id, interaction.user.id, 0, interaction.locale
         )
         await interaction.followup.send(
             embed=embed, view=view, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()

@@ -64,13 +64,10 @@ class RateLimiter(Protocol):
 class SegmindClient:
     """Segmind text-to-image over a shared :class:`aiohttp.ClientSession`.
 
-    The client does not own the session. ``timeout`` bounds each attempt;
-    ``max_attempts`` and ``retry_budget`` (seconds from the start of
-    :meth:`generate`) bound the retries, so a call ends within roughly
-    ``retry_budget + timeout`` seconds. ``rpm`` > 0 limits requests (retries
-    included) to ``rpm`` per ``rate_period`` seconds. ``on_attempt(kind,
-    status, seconds)`` is called after every HTTP attempt, ``kind`` being
-    ``"ok"`` or the error's ``kind``.
+    The session is the caller's. ``timeout`` bounds each attempt, ``max_attempts`` and
+    ``retry_budget`` the retries (a call ends within about ``retry_budget + timeout`` s);
+    ``rpm`` > 0 limits attempts per ``rate_period``; ``on_attempt(kind, status, seconds)``
+    follows every attempt (``kind`` is ``"ok"`` or the error's).
     """
 
     def __init__(
@@ -105,10 +102,8 @@ class SegmindClient:
         self._timeout = float(timeout)
         self._client_timeout = aiohttp.ClientTimeout(total=self._timeout)
         self._rpm = rpm
-        # A limiter shared with other processes (through the database) replaces the
-        # in-memory one; either way it is asked before every attempt, retries included.
-        # A bucket of one: requests at least period/rpm apart, never a burst that the API's
-        # sliding window would refuse (the queue's own pacing adds the margin).
+        # Asked before every attempt, retries included: a shared limiter, or a bucket of one
+        # (requests period/rpm apart, never a burst the API's sliding window would refuse).
         self._limiter: RateLimiter | None = rate_limiter or (
             AsyncLimiter(1, rate_period / rpm) if rpm > 0 else None
         )
@@ -190,9 +185,8 @@ class SegmindClient:
     # -- retry policy ------------------------------------------------------
 
     def _wait(self, state: RetryCallState) -> float:
-        # Exponential backoff with jitter: base * 2^(n-1) + U(0, base), capped.
-        # (Computed here rather than with tenacity's wait_exponential_jitter,
-        # whose parameters changed names between tenacity releases.)
+        # base * 2^(n-1) + U(0, base), capped; tenacity's wait_exponential_jitter
+        # renamed its parameters between releases.
         exponent = min(state.attempt_number - 1, 32)
         wait = min(
             self._backoff_max,

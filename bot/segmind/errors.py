@@ -75,7 +75,12 @@ class SegmindError(Exception):
         return render(locale, self.user_message)
 
     def _user_message(self) -> str:
-        return self.default_user_message
+        detail = (self.api_message or "").rstrip(".")
+        return (detail and self._explained(detail)) or self.default_user_message
+
+    def _explained(self, detail: str) -> str | None:
+        """The member's message quoting the API's reason, for errors where that reason helps."""
+        return None
 
     def _summary(self) -> str:
         head = self.kind if self.status is None else f"{self.kind} [HTTP {self.status}]"
@@ -92,14 +97,10 @@ class SegmindBadRequest(SegmindError):
     """400, or another 4xx the API is not known to send: not retryable."""
 
     kind = "bad_request"
+    default_user_message = _N("Segmind rejected the request. Try different settings.")
 
-    def _user_message(self) -> str:
-        if self.api_message:
-            return _N(
-                "Segmind rejected the request: {detail}. Try different settings.",
-                detail=self.api_message.rstrip("."),
-            )
-        return _N("Segmind rejected the request. Try different settings.")
+    def _explained(self, detail: str) -> str:
+        return _N("Segmind rejected the request: {detail}. Try different settings.", detail=detail)
 
 
 class SegmindUnauthorized(SegmindError):
@@ -146,14 +147,12 @@ class SegmindValidationError(SegmindError):
     """422: the API rejected the parameters."""
 
     kind = "validation"
+    default_user_message = _N("Segmind rejected these parameters. Adjust them and try again.")
 
-    def _user_message(self) -> str:
-        if self.api_message:
-            return _N(
-                "Segmind rejected these parameters: {detail}. Adjust them and try again.",
-                detail=self.api_message.rstrip("."),
-            )
-        return _N("Segmind rejected these parameters. Adjust them and try again.")
+    def _explained(self, detail: str) -> str:
+        return _N(
+            "Segmind rejected these parameters: {detail}. Adjust them and try again.", detail=detail
+        )
 
 
 class SegmindRateLimited(SegmindError):

@@ -8,7 +8,6 @@ credits. Every answer is private and pings no one.
 from __future__ import annotations
 
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -18,7 +17,7 @@ from discord.ext import commands
 from bot.i18n import _N, LocaleLike, t
 from bot.insight import DEFAULT_DAYS, MAX_DAYS
 from bot.replies import reply_private
-from cogs._paging import page_button, pager
+from cogs._paging import PageButton
 
 from ._text import (
     COST_TABLE,
@@ -33,6 +32,7 @@ from ._usage import send_usage_chart
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
+    from bot.credits import CreditLedger
 
 __all__ = ["CreditsCog", "HistoryPageButton"]
 
@@ -40,49 +40,52 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 10
 MAX_AMOUNT = 1_000_000_000
+#: The options /credits grant and /credits set share.
+OWNER_OPTIONS = {"guild_id": "Server id (default: this server).", "note": "Why, for the ledger."}
 HISTORY_NEEDS_MANAGE_SERVER = _N("You need the Manage Server permission to see the history.")
 
 
-class HistoryPageButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"credits:history:(?P<guild>[0-9]{1,20}):(?P<page>[0-9]{1,6}):(?P<dir>[pn])",
-):
-    """Previous/next page of ``/credits history``; survives restarts like the image buttons."""
+async def history_page(
+    ledger: CreditLedger, guild_id: int, page: int, locale: LocaleLike = None
+) -> tuple[discord.Embed, discord.ui.View]:
+    """Page ``page`` of the guild's ledger, newest first, with its Newer/Older buttons."""
+    total = await ledger.count_history(guild_id)
+    pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
+    page = min(max(page, 0), pages - 1)
+    entries = await ledger.history(guild_id, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
+    balance = await ledger.balance(guild_id)
+    embed = discord.Embed(
+        title=t(locale, "Credit history"),
+        description="\n".join(entry_line(e, locale) for e in entries)
+        or t(locale, "No entries yet."),
+        colour=discord.Colour.gold(),
+    )
+    embed.set_footer(
+        text=t(
+            locale,
+            "Balance {balance} · page {page}/{pages} · {total} entries",
+            balance=balance,
+            page=page + 1,
+            pages=pages,
+            total=total,
+        )
+    )
+    return embed, HistoryPageButton.pager(guild_id, page, pages, locale)
 
-    def __init__(
-        self,
-        guild_id: int,
-        page: int,
-        direction: str,
-        *,
-        disabled: bool = False,
-        locale: LocaleLike = None,
-    ) -> None:
-        custom_id = f"credits:history:{guild_id}:{page}:{direction}"
-        super().__init__(page_button(custom_id, direction, disabled=disabled, locale=locale))
-        self.guild_id = guild_id
-        self.page = page
 
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-        /,
-    ) -> HistoryPageButton:
-        return cls(int(match["guild"]), int(match["page"]), match["dir"])
+class HistoryPageButton(PageButton, prefix="credits:history"):
+    """Newer/Older in a guild's (``owner_id``) ``/credits history``, for its moderators."""
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        cog = interaction.client.get_cog("Credits")
-        if not isinstance(cog, CreditsCog):
-            await reply_private(interaction, _N("The credits feature is not loaded right now."))
-            return
-        if interaction.guild_id != self.guild_id or not interaction.permissions.manage_guild:
-            await reply_private(interaction, HISTORY_NEEDS_MANAGE_SERVER)
-            return
-        embed, view = await cog.history_page(self.guild_id, self.page, interaction.locale)
-        await interaction.response.edit_message(embed=embed, view=view)
+    refusal = HISTORY_NEEDS_MANAGE_SERVER
+
+    def allows(self, interaction: discord.Interaction[Any]) -> bool:
+        return interaction.guild_id == self.owner_id and interaction.permissions.manage_guild
+
+    async def draw(
+        self, interaction: discord.Interaction[Any]
+    ) -> tuple[discord.Embed, discord.ui.View]:
+        bot: ImagineBot = interaction.client
+        return await history_page(bot.ledger, self.owner_id, self.page, interaction.locale)
 
 
 class CreditsCog(commands.Cog, name="Credits"):
@@ -102,9 +105,6 @@ class CreditsCog(commands.Cog, name="Credits"):
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(HistoryPageButton)
-
-    async def _is_owner(self, user: discord.abc.User) -> bool:
-        return user.id in self.bot.settings.owner_ids or await self.bot.is_owner(user)
 
     # -- everyone ------------------------------------------------------------
 
@@ -139,47 +139,15 @@ class CreditsCog(commands.Cog, name="Credits"):
 
     # -- Manage Server -------------------------------------------------------
 
-    async def history_page(
-        self, guild_id: int, page: int, locale: LocaleLike = None
-    ) -> tuple[discord.Embed, discord.ui.View]:
-        ledger = self.bot.ledger
-        total = await ledger.count_history(guild_id)
-        pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
-        page = min(max(page, 0), pages - 1)
-        entries = await ledger.history(guild_id, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
-        balance = await ledger.balance(guild_id)
-        embed = discord.Embed(
-            title=t(locale, "Credit history"),
-            description="\n".join(entry_line(e, locale) for e in entries)
-            or t(locale, "No entries yet."),
-            colour=discord.Colour.gold(),
-        )
-        embed.set_footer(
-            text=t(
-                locale,
-                "Balance {balance} · page {page}/{pages} · {total} entries",
-                balance=balance,
-                page=page + 1,
-                pages=pages,
-                total=total,
-            )
-        )
-        view = pager(
-            lambda number, direction, off: HistoryPageButton(
-                guild_id, number, direction, disabled=off, locale=locale
-            ),
-            page,
-            pages,
-        )
-        return embed, view
-
     @credits.command(name="history", description="Recent credit movements (Manage Server).")
     async def history(self, interaction: discord.Interaction[Any]) -> None:
         if interaction.guild_id is None or not interaction.permissions.manage_guild:
             await reply_private(interaction, HISTORY_NEEDS_MANAGE_SERVER)
             return
         await interaction.response.defer(ephemeral=True)
-        embed, view = await self.history_page(interaction.guild_id, 0, interaction.locale)
+        embed, view = await history_page(
+            self.bot.ledger, interaction.guild_id, 0, interaction.locale
+        )
         await interaction.followup.send(
             embed=embed, view=view, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
         )
@@ -286,9 +254,14 @@ class CreditsCog(commands.Cog, name="Credits"):
 
     # -- bot owners ------------------------------------------------------------
 
-    async def _target_guild(
-        self, interaction: discord.Interaction[Any], guild_id: str | None
+    async def _owner_target(
+        self, interaction: discord.Interaction[Any], guild_id: str | None, refusal: str
     ) -> int | None:
+        """The server an owner's command changes; None when there is none (the user is told)."""
+        user = interaction.user
+        if user.id not in self.bot.settings.owner_ids and not await self.bot.is_owner(user):
+            await reply_private(interaction, refusal)
+            return None
         if guild_id is None:
             return interaction.guild_id
         target = parse_guild_id(guild_id)
@@ -324,11 +297,7 @@ class CreditsCog(commands.Cog, name="Credits"):
         return text.render(interaction.locale)
 
     @credits.command(name="grant", description="Add credits to a server (bot owners only).")
-    @app_commands.describe(
-        amount="Credits to add.",
-        guild_id="Server id (default: this server).",
-        note="Why, for the ledger.",
-    )
+    @app_commands.describe(amount="Credits to add.", **OWNER_OPTIONS)
     async def grant(
         self,
         interaction: discord.Interaction[Any],
@@ -336,10 +305,8 @@ class CreditsCog(commands.Cog, name="Credits"):
         guild_id: str | None = None,
         note: app_commands.Range[str, 1, 200] | None = None,
     ) -> None:
-        if not await self._is_owner(interaction.user):
-            await reply_private(interaction, _N("Only the bot's owners can grant credits."))
-            return
-        target = await self._target_guild(interaction, guild_id)
+        refusal = _N("Only the bot's owners can grant credits.")
+        target = await self._owner_target(interaction, guild_id, refusal)
         if target is None:
             return
         balance = await self.bot.ledger.grant(
@@ -358,11 +325,7 @@ class CreditsCog(commands.Cog, name="Credits"):
         )
 
     @credits.command(name="set", description="Set a server's balance (bot owners only).")
-    @app_commands.describe(
-        amount="The new balance.",
-        guild_id="Server id (default: this server).",
-        note="Why, for the ledger.",
-    )
+    @app_commands.describe(amount="The new balance.", **OWNER_OPTIONS)
     async def set_balance(
         self,
         interaction: discord.Interaction[Any],
@@ -370,10 +333,8 @@ class CreditsCog(commands.Cog, name="Credits"):
         guild_id: str | None = None,
         note: app_commands.Range[str, 1, 200] | None = None,
     ) -> None:
-        if not await self._is_owner(interaction.user):
-            await reply_private(interaction, _N("Only the bot's owners can set balances."))
-            return
-        target = await self._target_guild(interaction, guild_id)
+        refusal = _N("Only the bot's owners can set balances.")
+        target = await self._owner_target(interaction, guild_id, refusal)
         if target is None:
             return
         balance = await self.bot.ledger.set_balance(

@@ -17,7 +17,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.credits import CreditError, GuildSettings, JobRecord
+from bot.credits import GuildSettings, JobRecord
 from bot.errors import UserFacingError
 from bot.i18n import _N, _NP
 from bot.jobs import QueueBusy
@@ -272,7 +272,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 parent_job_id=parent_job_id,
                 admit=rules,
             )
-        except (UserFacingError, CreditError) as error:
+        except UserFacingError as error:
             return error.message(interaction.locale)
         settings = rules.settings
         if settings is None:  # a reservation that succeeded has always shown them

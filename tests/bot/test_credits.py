@@ -25,23 +25,25 @@ from typing import Any
 import pytest
 
 from bot.coordination import Presence
-from bot.credits import (
-    MAX_CREDITS,
-    CommitResult,
+from bot.credit_errors import (
     CreditError,
-    CreditLedger,
     DailyCapReached,
-    GuildSettings,
     InsufficientCredits,
     InvalidAmount,
     InvalidSetting,
     JobNotActive,
+    RequestRefused,
+    UnknownJob,
+)
+from bot.credits import (
+    MAX_CREDITS,
+    CommitResult,
+    CreditLedger,
+    GuildSettings,
     JobRecord,
     JobStatus,
     LedgerKind,
     NewJob,
-    RequestRefused,
-    UnknownJob,
 )
 from bot.storage import Storage, open_storage
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.credits import CommitResult, CreditLedger, InsufficientCredits, JobRecord
+from bot.credit_errors import InsufficientCredits
+from bot.credits import CommitResult, CreditLedger, JobRecord
 from bot.jobs import Delivered, Job, JobProgress, JobQueue, QueueBusy, QueueFull, ShuttingDown
 from bot.segmind import (
     GeneratedImage,

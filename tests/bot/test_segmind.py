@@ -663,6 +663,17 @@ def test_user_messages_are_specific() -> None:
     assert "HTTP 503" in SegmindUnavailable(status=503).user_message
 
 
+@pytest.mark.parametrize("error_type", [SegmindBadRequest, SegmindValidationError])
+def test_the_apis_reason_is_quoted_only_when_it_says_something(
+    error_type: type[SegmindBadRequest] | type[SegmindValidationError],
+) -> None:
+    quoted = error_type(api_message="steps too high.").user_message
+    assert "rejected" in quoted and ": steps too high. " in quoted
+    plain = error_type().user_message
+    assert error_type(api_message="...").user_message == plain == error_type.default_user_message
+    assert ":" not in plain
+
+
 def test_str_is_a_safe_log_line() -> None:
     error = SegmindRateLimited(status=429, api_message="slow down", retry_after=2.5)
     assert str(error) == "rate_limited [HTTP 429]: slow down; retry after 2.5 s"

@@ -58,7 +58,7 @@ async def test_a_kill_after_the_post_commits_the_job_at_restart(
     await _kill_during_the_post(world, tmp_path, stored=True)
     [posted] = world.results()
     async with world.running() as restarted:
-        await restarted.wait_recovered()
+        await restarted.recovery.wait_settled()
         record = await restarted.ledger.get_job(1)
         assert record is not None
         assert (record.status, record.images_delivered) == (JobStatus.SUCCEEDED, 1)
@@ -77,7 +77,7 @@ async def test_a_kill_before_the_post_was_stored_refunds_and_tells_the_member(
 ) -> None:
     await _kill_during_the_post(world, tmp_path, stored=False)
     async with world.running() as restarted:
-        await restarted.wait_recovered()
+        await restarted.recovery.wait_settled()
         record = await restarted.ledger.get_job(1)
         assert record is not None
         assert record.status is JobStatus.REFUNDED
@@ -162,7 +162,7 @@ async def test_recovery_counts_every_part_and_refunds_a_vanished_channel(world: 
     reference = {"message_id": str(main.id), "channel_id": str(world.discord.channel.id)}
     _bot_post(world, {"content": "continued", "message_reference": reference}, 1)
     async with world.running() as bot:
-        await bot.wait_recovered()
+        await bot.recovery.wait_settled()
         done = await bot.ledger.get_job(posted.id)
         gone = await bot.ledger.get_job(vanished.id)
         assert done is not None and gone is not None

@@ -1,0 +1,149 @@
+"""What a stopped run left behind: its open jobs refunded or settled from their channel, and the
+members told; with a shared database, a heartbeat, and the same for processes that died for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+import discord
+
+from bot.coordination import Presence
+from bot.credits import CreditLedger, JobRecord
+from bot.i18n import tn
+from bot.logs import job_context
+from bot.recovery import settle_deliveries
+from bot.storage import Storage, StorageError
+
+__all__ = ["HEARTBEAT_INTERVAL", "STALE_AFTER", "CrashRecovery", "Spawn"]
+
+log = logging.getLogger(__name__)
+
+#: How often a process sharing the database says it is alive, and after how long
+#: without a word its unfinished jobs are refunded by the others.
+HEARTBEAT_INTERVAL = 10.0
+STALE_AFTER = 60.0
+SWEEP_EVERY = 6
+PROMPT_SHOWN = 80
+
+
+class Spawn(Protocol):
+    """Runs a background task the bot keeps referenced, logs if it fails and cancels on close."""
+
+    def __call__(
+        self, coro: Coroutine[Any, Any, None], *, name: str | None = None
+    ) -> asyncio.Task[None]: ...
+
+
+class CrashRecovery:
+    """Recovers the previous run at start-up and, on a shared database, dead peers later."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        storage: Storage,
+        ledger: CreditLedger,
+        *,
+        owner: str,
+        spawn: Spawn,
+    ) -> None:
+        self._client = client
+        self._storage = storage
+        self._ledger = ledger
+        self._owner = owner
+        self._spawn = spawn
+        self._presence: Presence | None = None
+        self._settling: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Refund the jobs a dead run left; those it was posting are decided from their channel."""
+        owner = None
+        if self._storage.shared:
+            # Other processes use this database: refund only what no live one runs.
+            self._presence = Presence(self._storage, self._owner)
+            await self._presence.beat()
+            owner = self._owner
+        recovered = await self._ledger.recover(owner, stale_after=STALE_AFTER)
+        deliveries = await self._ledger.interrupted_deliveries(owner, stale_after=STALE_AFTER)
+        if self._presence is not None:
+            self._spawn(self._keep_alive(self._presence), name="heartbeat")
+        if recovered:
+            self._spawn(self._announce(recovered))
+        if deliveries:
+            self._settling = self._spawn(self._settle(deliveries), name="deliveries")
+
+    async def wait_settled(self) -> None:
+        """Wait until the deliveries a dead run left were settled (tests, benchmarks)."""
+        if self._settling is not None:
+            await asyncio.wait((self._settling,))
+
+    async def leave(self) -> None:
+        """Sign off from a shared database, so no one waits for this process's heartbeat."""
+        if self._presence is None:
+            return
+        try:
+            await self._presence.leave()
+        except StorageError as error:
+            log.warning("could not sign off from the shared database: %s", error)
+
+    async def _keep_alive(self, presence: Presence) -> None:
+        """Heartbeat for this process, and refunds for processes that died for good."""
+        beats = 0
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            try:
+                await presence.beat()
+                beats += 1
+                if beats % SWEEP_EVERY == 0:
+                    swept = await self._ledger.recover_stale(stale_after=STALE_AFTER)
+                    if swept:
+                        await self._announce(swept)
+                    stale = await self._ledger.stale_deliveries(stale_after=STALE_AFTER)
+                    if stale:
+                        await self._settle(stale)
+            except StorageError as error:
+                # Keep beating: a database blip must not make others refund our jobs.
+                log.warning("heartbeat to the shared database failed: %s", error)
+
+    async def _settle(self, jobs: list[JobRecord]) -> None:
+        await self._client.wait_until_ready()
+        refunded = await settle_deliveries(self._client, self._ledger, jobs)
+        if refunded:
+            await self._announce(refunded)
+
+    async def _announce(self, jobs: list[JobRecord]) -> None:
+        """Tell each requester, in the server's language, that their job was refunded."""
+        await self._client.wait_until_ready()
+        for job in jobs:
+            channel = self._client.get_channel(job.channel_id)
+            if not isinstance(channel, discord.abc.Messageable):
+                continue
+            prompt = str(job.params.get("prompt", ""))
+            if len(prompt) > PROMPT_SHOWN:
+                prompt = prompt[: PROMPT_SHOWN - 1] + "…"
+            guild = getattr(channel, "guild", None)
+            member = f"<@{job.user_id}>"  # outside tn(): Babel warns on f-strings in a marker call
+            try:
+                await channel.send(
+                    tn(
+                        guild.preferred_locale if guild is not None else None,
+                        "{member} your image job #{job_id} (“{prompt}”) was interrupted by a "
+                        "restart. Its {count} credit was refunded; please run it again.",
+                        "{member} your image job #{job_id} (“{prompt}”) was interrupted by a "
+                        "restart. Its {count} credits were refunded; please run it again.",
+                        job.cost,
+                        member=member,
+                        job_id=str(job.id),
+                        prompt=discord.utils.escape_markdown(prompt),
+                    ),
+                    allowed_mentions=discord.AllowedMentions.none(),
+                )
+            except discord.HTTPException as error:
+                log.warning(
+                    "could not post the restart notice (%s)",
+                    error.status,
+                    extra=job_context(guild_id=job.guild_id, user_id=job.user_id, job_id=job.id),
+                )
