@@ -224,8 +224,8 @@ def test_malformed_sqlite_urls(url: str, fragment: str) -> None:
     [
         ("mysql://bot:s3cret@db.example/imagine", "scheme 'mysql' is not supported"),
         ("postgresql+psycopg2://bot:s3cret@db/imagine", "is not supported"),
-        ("postgresql:/bot:s3cret@db/imagine", "must look like postgresql://"),
-        ("postgresql://bot:s3cret@127.0.0.1:port/imagine", "not a valid PostgreSQL URL"),
+        ("postgresql:/bot:s3cret@db/imagine", "not a database URL"),
+        ("postgresql://bot:s3cret@127.0.0.1:port/imagine", "port is not a number"),
         ("postgresql://bot:s3cret@127.0.0.1:5432/db?sslmode=bogus", "not a valid PostgreSQL URL"),
         ("imagine.db", "not a database URL"),
         ("", "not a database URL"),
