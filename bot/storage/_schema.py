@@ -9,7 +9,7 @@ value differently (timestamps, id lists), a column type below hides it.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -18,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -109,9 +110,10 @@ class ListOf(TypeDecorator[tuple[Any, ...]]):
         return tuple(value or ())
 
 
-class utc_day(FunctionElement[Any]):  # noqa: N801 - reads as a SQL function
-    """The UTC calendar day of a Timestamp column (text on SQLite, a date on PostgreSQL)."""
+class utc_day(FunctionElement[date]):  # noqa: N801 - reads as a SQL function
+    """The UTC calendar day of a Timestamp column, as a date on either database."""
 
+    type = Date()
     inherit_cache = True
 
 

@@ -1,11 +1,7 @@
 """A few turns at a time per key, within this process.
 
-Writes that the database serialises anyway on one row (a guild's reservations,
-each locking the guild's row) wait for their turn here instead, so a flood of
-them for one guild holds two pooled connections (one holding the row, the next
-ready and waiting for it) rather than every connection of the pool, and the
-other writes (a job's start, a commit, another guild's reservation) are not
-queued behind them.
+A guild's reservations wait for their turn here rather than each holding a
+pooled connection while the database serialises them on the guild's row.
 """
 
 from __future__ import annotations
