@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import ssl
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
@@ -96,7 +94,7 @@ DATABASE_ERRORS: Final = (
 )
 """What talking to the server can raise (all become a one-line StorageError)."""
 
-# The first entry whose classes match describes an error; {target} is "PostgreSQL database …".
+# The first entry whose classes match describes an error; others show the server's own words.
 _MESSAGES: Final[dict[tuple[type[BaseException], ...], str]] = {
     (asyncpg.InvalidPasswordError,): (
         "The PostgreSQL server at {host} refused the password for user {user!r}: "
@@ -110,26 +108,18 @@ _MESSAGES: Final[dict[tuple[type[BaseException], ...], str]] = {
         "The PostgreSQL server at {host} refused user {user!r} for database {name!r}: "
         "check the user in DATABASE_URL and the server's pg_hba.conf."
     ),
-    (asyncpg.TooManyConnectionsError,): (
-        "The PostgreSQL server at {host} has no free connection slot: "
-        "raise max_connections or close idle clients."
-    ),
     (asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError): (
         "The PostgreSQL server at {host} is starting up or shutting down; try again."
     ),
     (asyncpg.ClientConfigurationError, ValueError): (
         "DATABASE_URL is not a valid PostgreSQL URL ({error})."
     ),
-    (socket.gaierror,): (
-        "Cannot find the PostgreSQL server {host}: check the host name in DATABASE_URL."
-    ),
-    (ssl.SSLError,): "TLS to the PostgreSQL server at {host} failed ({error}).",
     (TimeoutError,): (
         "The PostgreSQL server at {host} did not answer in time: check that it is running "
         "and reachable from this host."
     ),
     (
-        OSError,  # refused, reset, unreachable
+        OSError,  # refused, reset, unreachable, unknown host, TLS
         asyncpg.PostgresConnectionError,
         asyncpg.InterfaceError,
         asyncpg.InternalClientError,  # protocol state left behind by a lost connection
@@ -146,17 +136,6 @@ _MESSAGES: Final[dict[tuple[type[BaseException], ...], str]] = {
     (asyncpg.ReadOnlySQLTransactionError,): (
         "The {target} is read-only (a standby, or default_transaction_read_only is on): "
         "point DATABASE_URL at the primary server."
-    ),
-    (asyncpg.InsufficientPrivilegeError,): (
-        "The PostgreSQL user lacks a privilege on the {target} ({error}): "
-        "grant it, or use the database's owner."
-    ),
-    (asyncpg.IntegrityConstraintViolationError,): (
-        "The {target} refused a change that breaks its rules ({error})."
-    ),
-    (asyncpg.DiskFullError,): "The disk holding the {target} is full.",
-    (asyncpg.UndefinedTableError,): (
-        "The {target} is missing the bot's tables ({error}): restart the bot to migrate."
     ),
     (asyncpg.PostgresError,): "Database error on the {target}: {error}.",
 }

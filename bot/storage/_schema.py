@@ -128,7 +128,6 @@ def _utc_day_pg(element: utc_day, compiler: Any, **kw: Any) -> str:
 
 
 Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: an alias of the rowid
-Owner = Text()
 OPEN = ("queued", "running")
 _OPEN_SQL = "status IN ('queued', 'running')"
 
@@ -164,7 +163,7 @@ jobs = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
     Column("finished_at", Timestamp),
-    Column("owner", Owner),
+    Column("owner", Text),
     # when the bot began posting the result (NULL: not yet): recovery asks the channel
     Column("delivering_at", Timestamp),
     CheckConstraint("channel_id > 0 AND user_id > 0 AND cost > 0"),
@@ -276,7 +275,7 @@ app_state = Table(
 job_owners = Table(
     "job_owners",
     metadata,
-    Column("owner", Owner, primary_key=True),
+    Column("owner", Text, primary_key=True),
     Column("started_at", Timestamp, nullable=False),
     Column("heartbeat_at", Timestamp, nullable=False),
     # PostgreSQL: the key of the owner's liveness lock (see _pg_locks.py)
@@ -287,7 +286,7 @@ api_slots = Table(
     "api_slots",
     metadata,
     Column("slot", Integer, primary_key=True, autoincrement=False),
-    Column("owner", Owner),
+    Column("owner", Text),
     Column("expires_at", Timestamp),
     # a slot is free (both NULL) or held until a given time
     CheckConstraint("(owner IS NULL) = (expires_at IS NULL)"),

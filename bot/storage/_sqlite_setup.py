@@ -29,11 +29,6 @@ _MESSAGES: Final = {
         "and that its folder exists and is writable."
     ),
     ("SQLITE_CORRUPT", "SQLITE_NOTADB"): "The file {where} is damaged or is not a SQLite database.",
-    ("SQLITE_FULL",): "The disk holding the database {where} is full.",
-    ("SQLITE_IOERR",): "Disk I/O error on the database {where} ({error}).",
-    (
-        "SQLITE_CONSTRAINT",
-    ): "The database {where} refused a change that breaks its rules ({error}).",
 }
 
 
