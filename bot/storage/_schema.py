@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -36,6 +37,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from bot.storage.records import JobStatus, LedgerKind
 
 __all__ = ["OPEN", "api_calls", "api_slots", "guilds", "jobs", "ledger", "metadata", "utc_day"]
 
@@ -82,6 +85,20 @@ class Note(TypeDecorator[str]):
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> Any:
         return _no_nul(value) if dialect.name == "postgresql" else value
+
+
+class Choice(TypeDecorator[StrEnum]):
+    """One value of a string enum (a job's status, a ledger entry's kind), stored as text."""
+
+    impl = Text
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> StrEnum | None:
+        return None if value is None else self.enum(value)
 
 
 class ListOf(TypeDecorator[tuple[Any, ...]]):
@@ -156,7 +173,7 @@ jobs = Table(
     Column("units_per_image", BigInteger, nullable=False),
     Column("images_total", BigInteger, nullable=False),
     Column("images_delivered", BigInteger, nullable=False, server_default="0"),
-    Column("status", Text, nullable=False, server_default="queued"),
+    Column("status", Choice(JobStatus), nullable=False, server_default="queued"),
     Column("message_id", BigInteger),
     Column("error", Note),
     Column("parent_job_id", BigInteger, ForeignKey("jobs.id")),
@@ -197,7 +214,7 @@ ledger = Table(
     Column("user_id", BigInteger),
     Column("job_id", BigInteger, ForeignKey("jobs.id")),
     Column("delta", BigInteger, nullable=False),
-    Column("kind", Text, nullable=False),
+    Column("kind", Choice(LedgerKind), nullable=False),
     Column("actor_id", BigInteger),
     Column("note", Note),
     Column("balance_after", BigInteger, nullable=False),
