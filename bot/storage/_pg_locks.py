@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Final, TypeVar
+from weakref import WeakValueDictionary
 
 import asyncpg
 from sqlalchemy import text
@@ -22,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.storage._engine import Database
 from bot.storage._pg_setup import DATABASE_ERRORS
-from bot.storage._turns import Turns
 from bot.storage.base import Reserved, ReserveRejected, StorageError
 from bot.storage.records import JobRecord, NewJob
 from bot.storage.sql import SQLStorage
@@ -205,7 +205,9 @@ class PgStorage(SQLStorage):
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
-        self._guild_turns = Turns()
+        # A guild's reservations queue here, two at a time, rather than each holding a
+        # pooled connection while the database serialises them on the guild's row.
+        self._guild_turns: WeakValueDictionary[int, asyncio.Semaphore] = WeakValueDictionary()
         assert db.raw_connect is not None
         raw_connect = db.raw_connect
         self._locks = SessionLocks(lambda tag: raw_connect(LOCKS_APPLICATION + tag))
@@ -225,9 +227,7 @@ class PgStorage(SQLStorage):
     async def reserve_job(
         self, job: NewJob, *, default_credits: int, note: str | None
     ) -> Reserved | ReserveRejected:
-        # A guild's reservations wait for the guild's row one after another anyway:
-        # from this process they wait here, holding two pooled connections, not all.
-        async with self._guild_turns.turn(job.guild_id):
+        async with self._guild_turns.setdefault(job.guild_id, asyncio.Semaphore(2)):
             return await super().reserve_job(job, default_credits=default_credits, note=note)
 
     async def _held_owner_keys(self, conn: AsyncConnection) -> list[int]:
