@@ -145,6 +145,7 @@ def _utc_day_pg(element: utc_day, compiler: Any, **kw: Any) -> str:
 
 
 Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: an alias of the rowid
+Owner = Text()  # the name of the process running a job
 OPEN = ("queued", "running")
 _OPEN_SQL = "status IN ('queued', 'running')"
 
@@ -180,7 +181,7 @@ jobs = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
     Column("finished_at", Timestamp),
-    Column("owner", Text),
+    Column("owner", Owner),
     # when the bot began posting the result (NULL: not yet): recovery asks the channel
     Column("delivering_at", Timestamp),
     CheckConstraint("channel_id > 0 AND user_id > 0 AND cost > 0"),
@@ -292,7 +293,7 @@ app_state = Table(
 job_owners = Table(
     "job_owners",
     metadata,
-    Column("owner", Text, primary_key=True),
+    Column("owner", Owner, primary_key=True),
     Column("started_at", Timestamp, nullable=False),
     Column("heartbeat_at", Timestamp, nullable=False),
     # PostgreSQL: the key of the owner's liveness lock (see _pg_locks.py)
@@ -303,7 +304,7 @@ api_slots = Table(
     "api_slots",
     metadata,
     Column("slot", Integer, primary_key=True, autoincrement=False),
-    Column("owner", Text),
+    Column("owner", Owner),
     Column("expires_at", Timestamp),
     # a slot is free (both NULL) or held until a given time
     CheckConstraint("(owner IS NULL) = (expires_at IS NULL)"),
