@@ -24,8 +24,6 @@ __all__ = ["DEFAULT_LOCK_TIMEOUT", "Storage", "StorageError", "open_storage"]
 DEFAULT_LOCK_TIMEOUT = 5.0
 """Seconds a write waits for another process holding the database."""
 
-_POSTGRES_SCHEMES = frozenset({"postgresql", "postgres", "postgresql+asyncpg"})
-
 
 async def open_storage(
     database_url: str,
@@ -38,26 +36,13 @@ async def open_storage(
     ``clock`` (tests only) replaces the UTC wall clock used for timestamps and
     for what "today" means. ``lock_timeout`` defaults to
     :data:`DEFAULT_LOCK_TIMEOUT` seconds. Raises :class:`StorageError` with a one-line,
-    actionable message; the URL itself is never echoed, since a server URL can
-    carry a password.
+    actionable message that never shows a password.
     """
-    scheme, separator, _ = database_url.strip().partition(":")
-    scheme = scheme.lower()
-    if not separator or not scheme:
-        raise StorageError(
-            "DATABASE_URL is not a database URL: use sqlite:///relative/path.db, "
-            "sqlite:////absolute/path.db or postgresql://user:password@host:5432/database."
-        )
     timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
-    if scheme in _POSTGRES_SCHEMES or scheme == "sqlite":
-        db = await open_engine(database_url.strip(), clock, timeout)
-        try:
-            await migrate(db)
-        except BaseException:
-            await db.close()
-            raise
-        return PgStorage(db) if db.target is not None else SQLStorage(db)
-    raise StorageError(
-        f"DATABASE_URL scheme {scheme!r} is not supported: use sqlite:///relative/path.db, "
-        "sqlite:////absolute/path.db or postgresql://user:password@host:5432/database."
-    )
+    db = await open_engine(database_url.strip(), clock, timeout)
+    try:
+        await migrate(db)
+    except BaseException:
+        await db.close()
+        raise
+    return PgStorage(db) if db.target is not None else SQLStorage(db)

@@ -3,7 +3,7 @@ results (``/gallery``), and the audit of balances against the ledger."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, select
@@ -12,22 +12,18 @@ from sqlalchemy.orm import aliased
 
 from bot.storage._money import day_start
 from bot.storage._rows import JOB_COLUMNS, LEDGER_COLUMNS, Ops, entry_from_row, job_from_row, scalar
-from bot.storage._schema import guilds, jobs, ledger, utc_day
+from bot.storage._schema import OPEN, guilds, jobs, ledger, utc_day
 from bot.storage.base import Discrepancy
 from bot.storage.records import DailySpend, JobRecord, LedgerEntry, MemberSpend, UsageSummary
 
 __all__ = ["InsightOps"]
 
 
-def _as_date(value: date | str) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(value)
-
-
 def _job_problem(row: Any) -> str | None:
     """What is wrong with a job's entries: one reserve of -cost; open jobs have nothing
     else; settled jobs refunded exactly what they did not charge."""
     refund = row.refund or 0
-    if row.status in ("queued", "running"):
+    if row.status in OPEN:
         fine = row.refund is None and row.commit_id is None
     elif row.status == "succeeded":
         fine = row.commit_id is not None and refund == row.cost - row.charged
@@ -91,9 +87,7 @@ class InsightOps(Ops):
                 guild_id=guild_id,
                 first_day=first_day,
                 last_day=now.date(),
-                days=tuple(
-                    DailySpend(_as_date(d), int(s), int(b), int(n)) for d, s, b, n in days_rows
-                ),
+                days=tuple(DailySpend(d, int(s), int(b), int(n)) for d, s, b, n in days_rows),
                 top_members=tuple(MemberSpend(int(u), int(s), int(n)) for u, s, n in members),
                 members=int(await scalar(conn, spenders)),
             )

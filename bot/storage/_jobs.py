@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import timedelta
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy import BigInteger, bindparam, exists, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -157,11 +157,8 @@ class JobOps(Ops):
         return await self._db.write(lambda conn: scalar(conn, query)) is not None
 
     async def get_job(self, job_id: int) -> JobRecord | None:
-        rows = await self._jobs(select(*JOB_COLUMNS).where(jobs.c.id == job_id))
+        rows = await self._all(select(*JOB_COLUMNS).where(jobs.c.id == job_id), job_from_row)
         return rows[0] if rows else None
-
-    async def _jobs(self, query: Any) -> list[JobRecord]:
-        return await self._all(query, job_from_row)
 
     async def list_jobs(
         self, *, statuses: Collection[JobStatus], guild_id: int | None = None
@@ -169,7 +166,7 @@ class JobOps(Ops):
         query = select(*JOB_COLUMNS).where(jobs.c.status.in_([str(s) for s in statuses]))
         if guild_id is not None:
             query = query.where(jobs.c.guild_id == guild_id)
-        return await self._jobs(query.order_by(jobs.c.id))
+        return await self._all(query.order_by(jobs.c.id), job_from_row)
 
     async def recoverable_jobs(self, owner: str | None, *, stale_after: float) -> list[JobRecord]:
         query = select(*JOB_COLUMNS).where(jobs.c.status.in_(OPEN)).order_by(jobs.c.id)
@@ -188,5 +185,3 @@ class JobOps(Ops):
             return [job_from_row(row) for row in await conn.execute(found)]
 
         return await self._db.read(work)
-
-    # -- ledger --------------------------------------------------------------------

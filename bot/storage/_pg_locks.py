@@ -1,18 +1,10 @@
 """PostgreSQL session advisory locks that live exactly as long as this process.
 
-An API slot, and a process's own liveness, is a session-level advisory lock
-held on a connection of its own: the server releases it the moment that
-connection ends (a clean exit, a crash, a kill -9, or, through the TCP
-keepalives set on every connection, a lost host), so nothing a dead process
-held outlives it by more than a few seconds.
-
-Session locks belong to one connection and stack within it, so each held lock
-has a dedicated raw asyncpg connection (outside the SQLAlchemy pool), and a
-connection goes back to its owner's idle list only after its lock was released
-(one whose unlock failed is closed instead). An owner's connections all carry
-one tag of its own (their application_name), so that another process can end
-them all if this one freezes. PostgreSQL-only by nature: :class:`PgStorage`
-adds it to the shared query layer.
+API slots and each process's liveness are session locks, one per dedicated raw
+asyncpg connection (outside the SQLAlchemy pool): the server frees them when that
+connection ends (exit, crash, kill -9, or a lost host through TCP keepalives).
+An owner's connections share one application_name tag, so a frozen owner's can
+be ended by another process.
 """
 
 from __future__ import annotations
@@ -22,34 +14,23 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Final
+from typing import Final, TypeVar
+from weakref import WeakValueDictionary
 
 import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.storage._engine import KEEPALIVE, Database
+from bot.storage._engine import Database
 from bot.storage._pg_setup import DATABASE_ERRORS
-from bot.storage._settings import RATE_LOCK_CLASS
-from bot.storage._turns import Turns
 from bot.storage.base import Reserved, ReserveRejected, StorageError
 from bot.storage.records import JobRecord, NewJob
 from bot.storage.sql import SQLStorage
 
-__all__ = [
-    "API_SLOT_LOCK_CLASS",
-    "KEEPALIVE",
-    "LOCKS_APPLICATION",
-    "OWNER_LOCK_CLASS",
-    "RATE_LOCK_CLASS",
-    "PgStorage",
-    "SessionLocks",
-]
+__all__ = ["API_SLOT_LOCK_CLASS", "LOCKS_APPLICATION", "OWNER_LOCK_CLASS", "PgStorage"]
 
 log = logging.getLogger("bot.storage")
-
-Connect = Callable[[str], Awaitable[asyncpg.Connection]]
-"""Opens a connection tagged with the given string."""
+T = TypeVar("T")
 
 #: The application_name of the lock connections, before their owner's own tag.
 LOCKS_APPLICATION: Final = "imagine-bot locks "
@@ -103,7 +84,7 @@ FENCE_SILENT_OWNERS: Final = text(f"""
 class SessionLocks:
     """Advisory locks on dedicated connections: API slots and owner liveness locks."""
 
-    def __init__(self, connect: Connect) -> None:
+    def __init__(self, connect: Callable[[str], Awaitable[asyncpg.Connection]]) -> None:
         self._connect = connect
         self._tags: dict[str, str] = {}
         self._idle: dict[str, list[asyncpg.Connection]] = {}
@@ -137,8 +118,9 @@ class SessionLocks:
             await self._give_back(owner, conn, UNLOCK_SLOT, slot)
 
     async def release_owner_slots(self, owner: str) -> None:
-        for owner_name, slot in [key for key in self._slots if key[0] == owner]:
-            await self.release_slot(owner_name, slot)
+        for holder, slot in list(self._slots):
+            if holder == owner:
+                await self.release_slot(owner, slot)
 
     def _tag(self, owner: str) -> str:
         return self._tags.setdefault(owner, secrets.token_hex(8))
@@ -223,7 +205,9 @@ class PgStorage(SQLStorage):
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
-        self._guild_turns = Turns()
+        # A guild's reservations queue here, two at a time, rather than each holding a
+        # pooled connection while the database serialises them on the guild's row.
+        self._guild_turns: WeakValueDictionary[int, asyncio.Semaphore] = WeakValueDictionary()
         assert db.raw_connect is not None
         raw_connect = db.raw_connect
         self._locks = SessionLocks(lambda tag: raw_connect(LOCKS_APPLICATION + tag))
@@ -232,7 +216,7 @@ class PgStorage(SQLStorage):
         await self._locks.close()
         await super().close()
 
-    async def _guarded(self, work: Awaitable[object]) -> object:
+    async def _guarded(self, work: Awaitable[T]) -> T:
         if self._db.closed:
             raise StorageError(f"The database {self._db.where} is already closed.")
         try:
@@ -243,9 +227,7 @@ class PgStorage(SQLStorage):
     async def reserve_job(
         self, job: NewJob, *, default_credits: int, note: str | None
     ) -> Reserved | ReserveRejected:
-        # A guild's reservations wait for the guild's row one after another anyway:
-        # from this process they wait here, holding two pooled connections, not all.
-        async with self._guild_turns.turn(job.guild_id):
+        async with self._guild_turns.setdefault(job.guild_id, asyncio.Semaphore(2)):
             return await super().reserve_job(job, default_credits=default_credits, note=note)
 
     async def _held_owner_keys(self, conn: AsyncConnection) -> list[int]:
@@ -256,11 +238,11 @@ class PgStorage(SQLStorage):
         """The first heartbeat (or the first after its lock connection was lost) takes
         the owner's liveness lock and forgets the owners whose lock is gone."""
         key = await self._guarded(self._locks.owner_key(owner))
-        fresh = key is None
         if key is None:
             key = await self._guarded(self._locks.hold_owner(owner))
-        assert isinstance(key, int)
-        await self._beat(owner, key, forget_dead=fresh)
+            await self._beat(owner, key, forget_dead=True)
+        else:
+            await self._beat(owner, key, forget_dead=False)
 
     async def release_owner(self, owner: str) -> None:
         await self._guarded(self._locks.release_owner_slots(owner))
@@ -291,9 +273,7 @@ class PgStorage(SQLStorage):
         ``ttl`` (for leases) is unused."""
         if limit < 0 or not ttl > 0:
             raise ValueError("acquire_slot needs limit >= 0 and ttl > 0")
-        slot = await self._guarded(self._locks.take_slot(owner, limit))
-        assert slot is None or isinstance(slot, int)
-        return slot
+        return await self._guarded(self._locks.take_slot(owner, limit))
 
     async def release_slot(self, owner: str, slot: int) -> None:
         await self._guarded(self._locks.release_slot(owner, slot))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from sqlalchemy import Row, Table
 from sqlalchemy.dialects import postgresql, sqlite
@@ -15,12 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.storage._engine import Database
 from bot.storage._schema import guild_settings, jobs, ledger
-from bot.storage.records import GuildSettings, JobRecord, JobStatus, LedgerEntry, LedgerKind
+from bot.storage.records import GuildSettings, JobRecord, LedgerEntry
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 T = TypeVar("T")
+R = TypeVar("R", bound="DataclassInstance")
 
 JOB_COLUMNS: Final = [jobs.c[field.name] for field in fields(JobRecord)]
-_JOB_FIELDS: Final = [field.name for field in fields(JobRecord) if field.name != "status"]
 LEDGER_COLUMNS: Final = [ledger.c[field.name] for field in fields(LedgerEntry)]
 SETTINGS_COLUMNS: Final = [guild_settings.c[field.name] for field in fields(GuildSettings)]
 
@@ -48,22 +52,15 @@ async def scalar(conn: AsyncConnection, query: Any) -> Any:
     return (await conn.execute(query)).scalar_one_or_none()
 
 
-def job_from_row(row: Row[Any]) -> JobRecord:
+def from_row(record: type[R], row: Row[Any]) -> R:
+    """The record made of the row's columns of the same names (the row may hold more)."""
     values = row._mapping
-    return JobRecord(
-        **{name: values[name] for name in _JOB_FIELDS}, status=JobStatus(values["status"])
-    )
+    return record(**{field.name: values[field.name] for field in fields(record)})
 
 
-def entry_from_row(row: Row[Any]) -> LedgerEntry:
-    values = dict(row._mapping)
-    values["kind"] = LedgerKind(values["kind"])
-    return LedgerEntry(**values)
-
-
-def settings_from_row(row: Row[Any]) -> GuildSettings:
-    values = row._mapping
-    return GuildSettings(**{field.name: values[field.name] for field in fields(GuildSettings)})
+job_from_row: Final = partial(from_row, JobRecord)
+entry_from_row: Final = partial(from_row, LedgerEntry)
+settings_from_row: Final = partial(from_row, GuildSettings)
 
 
 class Ops:

@@ -9,7 +9,8 @@ value differently (timestamps, id lists), a column type below hides it.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -35,6 +37,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from bot.storage.records import JobStatus, LedgerKind
 
 __all__ = ["OPEN", "api_calls", "api_slots", "guilds", "jobs", "ledger", "metadata", "utc_day"]
 
@@ -83,6 +87,20 @@ class Note(TypeDecorator[str]):
         return _no_nul(value) if dialect.name == "postgresql" else value
 
 
+class Choice(TypeDecorator[StrEnum]):
+    """One value of a string enum (a job's status, a ledger entry's kind), stored as text."""
+
+    impl = Text
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> StrEnum | None:
+        return None if value is None else self.enum(value)
+
+
 class ListOf(TypeDecorator[tuple[Any, ...]]):
     """A list of ids or words: an array on PostgreSQL, JSON text on SQLite."""
 
@@ -109,9 +127,10 @@ class ListOf(TypeDecorator[tuple[Any, ...]]):
         return tuple(value or ())
 
 
-class utc_day(FunctionElement[Any]):  # noqa: N801 - reads as a SQL function
-    """The UTC calendar day of a Timestamp column (text on SQLite, a date on PostgreSQL)."""
+class utc_day(FunctionElement[date]):  # noqa: N801 - reads as a SQL function
+    """The UTC calendar day of a Timestamp column, as a date on either database."""
 
+    type = Date()
     inherit_cache = True
 
 
@@ -126,7 +145,7 @@ def _utc_day_pg(element: utc_day, compiler: Any, **kw: Any) -> str:
 
 
 Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: an alias of the rowid
-Owner = Text()
+Owner = Text()  # the name of the process running a job
 OPEN = ("queued", "running")
 _OPEN_SQL = "status IN ('queued', 'running')"
 
@@ -155,7 +174,7 @@ jobs = Table(
     Column("units_per_image", BigInteger, nullable=False),
     Column("images_total", BigInteger, nullable=False),
     Column("images_delivered", BigInteger, nullable=False, server_default="0"),
-    Column("status", Text, nullable=False, server_default="queued"),
+    Column("status", Choice(JobStatus), nullable=False, server_default="queued"),
     Column("message_id", BigInteger),
     Column("error", Note),
     Column("parent_job_id", BigInteger, ForeignKey("jobs.id")),
@@ -196,7 +215,7 @@ ledger = Table(
     Column("user_id", BigInteger),
     Column("job_id", BigInteger, ForeignKey("jobs.id")),
     Column("delta", BigInteger, nullable=False),
-    Column("kind", Text, nullable=False),
+    Column("kind", Choice(LedgerKind), nullable=False),
     Column("actor_id", BigInteger),
     Column("note", Note),
     Column("balance_after", BigInteger, nullable=False),

@@ -22,11 +22,13 @@ class StorageError(Exception):
 
 
 @dataclass(frozen=True)
-class Reserved:
-    """Credits were taken and the job recorded; ``balance`` is what the guild has left."""
-
+class _JobWrite:
     job: JobRecord
     balance: int
+
+
+class Reserved(_JobWrite):
+    """Credits were taken and the job recorded; ``balance`` is what the guild has left."""
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,8 @@ class ReserveRejected:
     message: str | None = None  # refused: what ``NewJob.admit`` said
 
 
-@dataclass(frozen=True)
-class Settled:
+class Settled(_JobWrite):
     """A job left the open states; ``balance`` is the guild's balance afterwards."""
-
-    job: JobRecord
-    balance: int
 
 
 @dataclass(frozen=True)

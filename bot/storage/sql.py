@@ -25,18 +25,8 @@ class SQLStorage(MoneyOps, JobOps, SettingsOps, InsightOps):
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
-        #: Several bot processes may share a PostgreSQL database: they then coordinate
-        #: API slots and the request rate through it.
+        #: Processes sharing a PostgreSQL database coordinate API slots and the rate through it.
         self.shared = db.dialect == "postgresql"
-
-    @property
-    def where(self) -> str:
-        """The database (for messages and logs; never a password)."""
-        return self._db.where
-
-    @property
-    def dialect(self) -> str:
-        return self._db.dialect
 
     async def ping(self) -> None:
         """One round trip to the database (the health check)."""

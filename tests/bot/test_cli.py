@@ -258,7 +258,7 @@ def test_a_grant_past_the_maximum_is_refused(db: str, capsys: pytest.CaptureFixt
             {"DATABASE_URL": "postgresql://bot:pw@127.0.0.1:1/imagine"},
             "Cannot reach the PostgreSQL server at 127.0.0.1:1",
         ),
-        ({"DATABASE_URL": "postgresql://bot:pw@127.0.0.1:x/imagine"}, "not a valid PostgreSQL"),
+        ({"DATABASE_URL": "postgresql://bot:pw@127.0.0.1:x/imagine"}, "port is not a number"),
         ({"DATABASE_URL": "mysql://db/imagine"}, "scheme 'mysql' is not supported"),
         ({"DATABASE_URL": "sqlite:///"}, "no file name"),
     ],

@@ -1,7 +1,7 @@
 """PostgreSQL: a flood of reservations for one guild does not hold up everything else.
 
 Each reservation locks its guild's row, so a guild's reservations run one after
-another whatever happens; they queue in the process (bot/storage/_turns.py)
+another whatever happens; they queue in the process (PgStorage.reserve_job)
 rather than each on a pooled connection, which would leave none for a job's
 start, a commit, or another guild.
 """

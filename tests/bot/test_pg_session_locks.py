@@ -21,7 +21,9 @@ import pytest
 from bot.coordination import owner_name
 from bot.storage import Storage, open_storage
 from bot.storage import _pg_locks as sql
-from bot.storage._pg_locks import KEEPALIVE, PgStorage
+from bot.storage._engine import KEEPALIVE
+from bot.storage._pg_locks import PgStorage
+from bot.storage._settings import RATE_LOCK_CLASS
 from tests.bot.test_storage_coordination import ids, new_job, raw_fetch, reserved
 
 # Ends the sessions holding advisory locks of one class (optionally one key) in
@@ -253,9 +255,9 @@ async def test_a_dead_process_inside_the_rate_window_blocks_nobody(
     try:
         await dying.execute("BEGIN")
         await dying.execute(
-            f"SELECT pg_advisory_xact_lock({sql.RATE_LOCK_CLASS:d}, hashtext('segmind'))"
+            f"SELECT pg_advisory_xact_lock({RATE_LOCK_CLASS:d}, hashtext('segmind'))"
         )
-        assert await terminate_holders(pg_url, sql.RATE_LOCK_CLASS) == 1
+        assert await terminate_holders(pg_url, RATE_LOCK_CLASS) == 1
     finally:
         dying.terminate()
     assert await first.take_rate_token("segmind", limit=1, period=60) == 0

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import re
 import shutil
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -26,7 +27,7 @@ import pytest
 from bot.credits import CreditLedger, NewJob
 from bot.storage import Storage, StorageError, open_storage
 from bot.storage._migrate import head
-from bot.storage._pg_setup import parse_url
+from bot.storage._pg_setup import describe_error, parse_url
 from bot.storage._sqlite_setup import sqlite_path
 from bot.storage.sql import SQLStorage
 from tests.pg import PgServer
@@ -224,8 +225,8 @@ def test_malformed_sqlite_urls(url: str, fragment: str) -> None:
     [
         ("mysql://bot:s3cret@db.example/imagine", "scheme 'mysql' is not supported"),
         ("postgresql+psycopg2://bot:s3cret@db/imagine", "is not supported"),
-        ("postgresql:/bot:s3cret@db/imagine", "must look like postgresql://"),
-        ("postgresql://bot:s3cret@127.0.0.1:port/imagine", "not a valid PostgreSQL URL"),
+        ("postgresql:/bot:s3cret@db/imagine", "not a database URL"),
+        ("postgresql://bot:s3cret@127.0.0.1:port/imagine", "port is not a number"),
         ("postgresql://bot:s3cret@127.0.0.1:5432/db?sslmode=bogus", "not a valid PostgreSQL URL"),
         ("imagine.db", "not a database URL"),
         ("", "not a database URL"),
@@ -252,6 +253,39 @@ def test_postgres_url_forms() -> None:
     secret = parse_url("postgresql://db/imagine?password=s3cret&user=bot")
     assert secret.user == "bot"
     assert "s3cret" not in secret.redact(f"failed for {secret.dsn} (password s3cret)")
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        # a bad option is the URL's fault, though asyncpg raises it as an interface error
+        (
+            asyncpg.ClientConfigurationError("sslmode is invalid"),
+            "DATABASE_URL is not a valid PostgreSQL URL (sslmode is invalid).",
+        ),
+        # an unknown host is an OSError, not a timeout or a server message
+        (
+            socket.gaierror(-2, "Name or service not known"),
+            "Cannot reach the PostgreSQL server at db.example:6543 (Name or service not known): "
+            "check that it is running and that DATABASE_URL names the right host and port.",
+        ),
+        (
+            asyncpg.LockNotAvailableError("lock timeout"),
+            "The PostgreSQL database 'imagine' at db.example:6543 stayed locked by another "
+            "process for more than 2.5 s; try again, and check that nothing keeps a "
+            "transaction open on it.",
+        ),
+        # anything else: the server's own words, in one line, without the password
+        (
+            asyncpg.DiskFullError("could not extend file\nfor p@ss"),
+            "Database error on the PostgreSQL database 'imagine' at db.example:6543: "
+            "could not extend file for ***.",
+        ),
+    ],
+)
+def test_postgres_errors_are_described_in_one_line(error: BaseException, expected: str) -> None:
+    target = parse_url("postgresql://bot:p%40ss@db.example:6543/imagine")
+    assert describe_error(error, target, 2.5) == expected
 
 
 async def test_an_unreachable_postgres_server(unused_tcp_port: int) -> None:
