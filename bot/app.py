@@ -23,6 +23,7 @@ from bot.balance_watch import STATE_KEY, BalanceNotice, BalanceState, BalanceWat
 from bot.config import Settings
 from bot.coordination import Presence, SharedRateLimiter, SharedSlots, owner_name
 from bot.credits import CreditLedger, JobRecord
+from bot.guild_settings import GuildSettingsService
 from bot.health import HealthServer
 from bot.i18n import CatalogTranslator, tn
 from bot.image_store import ImageStore
@@ -97,6 +98,7 @@ class ImagineBot(commands.AutoShardedBot):
         self._session: aiohttp.ClientSession | None = None
         self._ledger: CreditLedger | None = None
         self._state: AppState | None = None
+        self._guild_settings: GuildSettingsService | None = None
         self._presence: Presence | None = None
         self._segmind: SegmindClient | None = None
         self._jobs: JobQueue | None = None
@@ -121,6 +123,12 @@ class ImagineBot(commands.AutoShardedBot):
         if self._ledger is None:
             raise RuntimeError("the ledger is created in setup_hook")
         return self._ledger
+
+    @property
+    def guild_settings(self) -> GuildSettingsService:
+        if self._guild_settings is None:
+            raise RuntimeError("the guild settings are created in setup_hook")
+        return self._guild_settings
 
     @property
     def state(self) -> AppState:
@@ -165,6 +173,10 @@ class ImagineBot(commands.AutoShardedBot):
             storage, default_credits=settings.default_guild_credits
         )
         self._state = AppState(storage)
+        self._guild_settings = GuildSettingsService(
+            storage, default_credits=settings.default_guild_credits
+        )
+        await self._guild_settings.start()
         if storage.shared:
             # Other processes use this database: refund only what no live one runs.
             self._presence = Presence(storage, self.owner)
@@ -313,6 +325,8 @@ class ImagineBot(commands.AutoShardedBot):
         await super().close()
         if self._session is not None:
             await self._session.close()
+        if self._guild_settings is not None:
+            await self._guild_settings.close()
         if self._storage is not None:
             await self._storage.close()
         if self._images is not None:

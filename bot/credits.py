@@ -19,16 +19,14 @@ Storage does the atomic work; this module owns the rules and the wording.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
-from types import EllipsisType
 from typing import Final
 
 from bot.amount_texts import AMOUNT_TEXTS, MAX_CREDITS
 from bot.errors import UserFacingError
 from bot.i18n import _N, _NP
 from bot.storage import Storage, StorageError
-from bot.storage.base import Reserved, SettingsChanges
+from bot.storage.base import Reserved
 from bot.storage.records import (
     OPEN_STATUSES,
     GuildSettings,
@@ -55,7 +53,6 @@ __all__ = [
     "LedgerEntry",
     "LedgerKind",
     "NewJob",
-    "RequestRefused",
     "StorageError",
     "TooManyJobs",
     "UnknownJob",
@@ -67,9 +64,6 @@ _NOBODY = "(no live process)"
 
 MAX_HISTORY_PAGE: Final = 1000
 MAX_NOTE_LENGTH: Final = 500
-MAX_CHANNELS: Final = 500
-MAX_BLOCKED_WORDS: Final = 500
-MAX_BLOCKED_WORD_LENGTH: Final = 100
 RECOVERY_REASON: Final = "interrupted by a restart"
 _MAX_SNOWFLAKE: Final = 2**63 - 1  # SQLite and PostgreSQL BIGINT hold ids up to here
 
@@ -158,10 +152,6 @@ class InvalidSetting(CreditError):
     """A guild setting other than an amount (channels, words) is malformed."""
 
 
-class RequestRefused(CreditError):
-    """The guild's own rules (``NewJob.admit``) refused the job; nothing was spent."""
-
-
 class UnknownJob(CreditError):
     """No job has this id."""
 
@@ -227,45 +217,6 @@ def _note(note: str | None) -> str | None:
     if len(text) > MAX_NOTE_LENGTH:
         text = text[: MAX_NOTE_LENGTH - 1] + "…"
     return text or None
-
-
-def _channel_ids(value: object) -> tuple[int, ...]:
-    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise InvalidSetting(_N("Allowed channels must be a list of channel ids."))
-    channels: list[int] = []
-    for item in value:
-        if not _is_int(item) or not 0 < item <= _MAX_SNOWFLAKE:
-            raise InvalidSetting(_N("{item} is not a channel id.", item=repr(item)))
-        if item not in channels:
-            channels.append(item)
-    if len(channels) > MAX_CHANNELS:
-        raise InvalidSetting(_N("At most {limit} channels can be allowed.", limit=MAX_CHANNELS))
-    return tuple(channels)
-
-
-def _blocked_words(value: object) -> tuple[str, ...]:
-    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise InvalidSetting(_N("Blocked words must be a list of words."))
-    words: list[str] = []
-    seen: set[str] = set()
-    for item in value:
-        if not isinstance(item, str):
-            raise InvalidSetting(_N("{item} is not a word.", item=repr(item)))
-        word = " ".join(item.split())
-        if not word or word.casefold() in seen:
-            continue
-        if len(word) > MAX_BLOCKED_WORD_LENGTH:
-            raise InvalidSetting(
-                _N(
-                    "Blocked words can be at most {limit} characters long.",
-                    limit=MAX_BLOCKED_WORD_LENGTH,
-                )
-            )
-        seen.add(word.casefold())
-        words.append(word)
-    if len(words) > MAX_BLOCKED_WORDS:
-        raise InvalidSetting(_N("At most {limit} words can be blocked.", limit=MAX_BLOCKED_WORDS))
-    return tuple(words)
 
 
 # -- the service -------------------------------------------------------------------
@@ -359,9 +310,7 @@ class CreditLedger:
     async def reserve(self, job: NewJob) -> JobRecord:
         """Take the job's cost from the guild and record the job as queued, atomically.
 
-        ``job.admit`` (the guild's own rules) sees the guild's settings inside the same
-        transaction; its refusal raises :class:`RequestRefused`. Raises
-        :class:`DailyCapReached` or :class:`InsufficientCredits` (with the figures)
+        Raises :class:`DailyCapReached` or :class:`InsufficientCredits` (with the figures)
         when the member or the guild cannot afford it. A refused job changes nothing.
         """
         _snowflake(job.guild_id, "guild_id")
@@ -401,9 +350,6 @@ class CreditLedger:
             outcome.used,
             extra=ids,
         )
-        if outcome.reason == "refused":
-            assert outcome.message is not None
-            raise RequestRefused(outcome.message)
         if outcome.reason == "daily_cap":
             assert outcome.cap is not None
             raise DailyCapReached(cap=outcome.cap, used=outcome.used, cost=cost)
@@ -637,61 +583,3 @@ class CreditLedger:
                 extra={"guild_id": problem.guild_id},
             )
         return not problems
-
-    # -- settings --------------------------------------------------------------------
-
-    async def get_settings(self, guild_id: int) -> GuildSettings:
-        return await self._storage.get_settings(_snowflake(guild_id, "guild_id"))
-
-    async def update_settings(
-        self,
-        guild_id: int,
-        *,
-        daily_user_cap: int | EllipsisType | None = ...,
-        allowed_channel_ids: Iterable[int] | EllipsisType = ...,
-        blocked_words: Iterable[str] | EllipsisType = ...,
-        low_balance_threshold: int | EllipsisType | None = ...,
-        notice_channel_id: int | EllipsisType | None = ...,
-    ) -> GuildSettings:
-        """Change only the settings passed (``...`` = leave as is); returns the result."""
-        guild_id = _snowflake(guild_id, "guild_id")
-        changes: SettingsChanges = {}
-        if daily_user_cap is not ...:
-            changes["daily_user_cap"] = (
-                None
-                if daily_user_cap is None
-                else _amount(daily_user_cap, minimum=0, what="daily limit")
-            )
-        if allowed_channel_ids is not ...:
-            changes["allowed_channel_ids"] = _channel_ids(allowed_channel_ids)
-        if blocked_words is not ...:
-            changes["blocked_words"] = _blocked_words(blocked_words)
-        if low_balance_threshold is not ...:
-            changes["low_balance_threshold"] = (
-                None
-                if low_balance_threshold is None
-                else _amount(low_balance_threshold, minimum=0, what="low-balance threshold")
-            )
-        if notice_channel_id is not ...:
-            if notice_channel_id is not None and (
-                not _is_int(notice_channel_id) or not 0 < notice_channel_id <= _MAX_SNOWFLAKE
-            ):
-                raise InvalidSetting(
-                    _N("{item} is not a channel id.", item=repr(notice_channel_id))
-                )
-            changes["notice_channel_id"] = notice_channel_id
-        settings = await self._storage.update_settings(
-            guild_id, changes, default_credits=self._default
-        )
-        if changes:
-            log.info(
-                "guild %d settings changed: %s",
-                guild_id,
-                ", ".join(sorted(changes)),
-                extra={"guild_id": guild_id},
-            )
-        return settings
-
-    async def claim_low_balance_notice(self, guild_id: int) -> bool:
-        """True exactly once each time the balance falls below the guild's threshold."""
-        return await self._storage.claim_low_balance_notice(_snowflake(guild_id, "guild_id"))

@@ -34,7 +34,7 @@ log = logging.getLogger("bot.storage")
 LEGACY: Final = {3: "0001", 4: "0002", 5: "0003"}
 #: The newest revision (tests check it is Alembic's head): a database already there, or a
 #: fresh one, is opened without loading Alembic at all (it costs ~11 MB of memory).
-HEAD: Final = "0003"
+HEAD: Final = "0004"
 RETIRED: Final = 1000
 """The legacy version left on a database Alembic took over (newer than old code knows)."""
 

@@ -9,7 +9,8 @@ import discord
 import pytest
 from discord import app_commands
 
-from bot.credits import MAX_CREDITS, InvalidAmount, InvalidSetting, _amount, _blocked_words
+from bot.credits import MAX_CREDITS, InvalidAmount, InvalidSetting, _amount
+from bot.guild_settings import _blocked_words
 from bot.i18n import render
 from bot.replies import describe_error
 from bot.segmind import InvalidRequest, build_request
