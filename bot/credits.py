@@ -29,7 +29,6 @@ from bot.storage import Storage, StorageError
 from bot.storage.base import Reserved
 from bot.storage.records import (
     OPEN_STATUSES,
-    GuildSettings,
     JobRecord,
     JobStatus,
     LedgerEntry,
@@ -43,7 +42,6 @@ __all__ = [
     "CreditError",
     "CreditLedger",
     "DailyCapReached",
-    "GuildSettings",
     "InsufficientCredits",
     "InvalidAmount",
     "InvalidSetting",
