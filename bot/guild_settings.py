@@ -87,6 +87,11 @@ def _blocked_words(value: object) -> tuple[str, ...]:
     return tuple(words)
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("the guild settings refresh stopped", exc_info=error)
+
+
 def _optional_amount(value: int | None, what: str) -> int | None:
     return None if value is None else _amount(value, minimum=0, what=what)
 
@@ -121,6 +126,7 @@ class GuildSettingsService:
             self._loop = asyncio.get_running_loop().create_task(
                 self._follow(), name="guild settings refresh"
             )
+            self._loop.add_done_callback(_log_failure)
 
     async def close(self) -> None:
         if self._loop is not None:
