@@ -23,6 +23,7 @@ from bot.config import Settings
 from bot.coordination import SharedRateLimiter, SharedSlots, owner_name
 from bot.crash_recovery import CrashRecovery
 from bot.credits import CreditLedger
+from bot.guild_settings import GuildSettingsService
 from bot.health import HealthServer
 from bot.i18n import CatalogTranslator
 from bot.image_store import ImageStore
@@ -89,6 +90,7 @@ class ImagineBot(commands.AutoShardedBot):
     storage = _Built[Storage]()
     ledger = _Built[CreditLedger]()
     state = _Built[AppState]()
+    guild_settings = _Built[GuildSettingsService]()
     recovery = _Built[CrashRecovery]()
     segmind = _Built[SegmindClient]()
     jobs = _Built[JobQueue]()
@@ -120,6 +122,7 @@ class ImagineBot(commands.AutoShardedBot):
         self._session: aiohttp.ClientSession | None = None
         self._ledger: CreditLedger | None = None
         self._state: AppState | None = None
+        self._guild_settings: GuildSettingsService | None = None
         self._recovery: CrashRecovery | None = None
         self._segmind: SegmindClient | None = None
         self._jobs: JobQueue | None = None
@@ -147,6 +150,10 @@ class ImagineBot(commands.AutoShardedBot):
             storage, default_credits=settings.default_guild_credits
         )
         self._state = AppState(storage)
+        self._guild_settings = GuildSettingsService(
+            storage, default_credits=settings.default_guild_credits
+        )
+        await self._guild_settings.start()
         self._recovery = CrashRecovery(self, storage, ledger, owner=self.owner, spawn=self.spawn)
         await self._recovery.start()
         self._insight = Insight(self._storage)
@@ -261,6 +268,8 @@ class ImagineBot(commands.AutoShardedBot):
         await super().close()
         if self._session is not None:
             await self._session.close()
+        if self._guild_settings is not None:
+            await self._guild_settings.close()
         if self._storage is not None:
             await self._storage.close()
         if self._images is not None:

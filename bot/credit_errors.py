@@ -13,7 +13,6 @@ __all__ = [
     "InvalidAmount",
     "InvalidSetting",
     "JobNotActive",
-    "RequestRefused",
     "TooManyJobs",
     "UnknownJob",
 ]
@@ -94,10 +93,6 @@ class InvalidAmount(CreditError):
 
 class InvalidSetting(CreditError):
     """A guild setting other than an amount (channels, words) is malformed."""
-
-
-class RequestRefused(CreditError):
-    """The guild's own rules (``NewJob.admit``) refused the job; nothing was spent."""
 
 
 class UnknownJob(CreditError):

@@ -8,28 +8,24 @@ entry written with it, so ``sum(ledger deltas) == balance``. Storage does the at
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
-from types import EllipsisType
-from typing import Final, TypeGuard
+from typing import Final
 
-from bot.amount_texts import AMOUNT_TEXTS, MAX_CREDITS
+from bot.amount_texts import MAX_CREDITS
+from bot.checks import is_int, optional_snowflake, snowflake, whole_amount
 from bot.credit_errors import (
     DailyCapReached,
     InsufficientCredits,
     InvalidAmount,
-    InvalidSetting,
     JobNotActive,
-    RequestRefused,
     TooManyJobs,
     UnknownJob,
 )
 from bot.i18n import _N
 from bot.storage import Storage, StorageError
-from bot.storage.base import Reserved, SettingsChanges
+from bot.storage.base import Reserved
 from bot.storage.records import (
     OPEN_STATUSES,
-    GuildSettings,
     JobRecord,
     JobStatus,
     LedgerEntry,
@@ -41,7 +37,6 @@ __all__ = [
     "MAX_CREDITS",
     "CommitResult",
     "CreditLedger",
-    "GuildSettings",
     "JobRecord",
     "JobStatus",
     "LedgerEntry",
@@ -56,11 +51,7 @@ _NOBODY = "(no live process)"
 
 MAX_HISTORY_PAGE: Final = 1000
 MAX_NOTE_LENGTH: Final = 500
-MAX_CHANNELS: Final = 500
-MAX_BLOCKED_WORDS: Final = 500
-MAX_BLOCKED_WORD_LENGTH: Final = 100
 RECOVERY_REASON: Final = "interrupted by a restart"
-_MAX_SNOWFLAKE: Final = 2**63 - 1  # SQLite and PostgreSQL BIGINT hold ids up to here
 
 
 def _plural(count: int, word: str) -> str:
@@ -83,39 +74,13 @@ class CommitResult:
 # -- validation --------------------------------------------------------------------
 
 
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _amount(value: object, *, minimum: int, what: str) -> int:
-    texts = AMOUNT_TEXTS[what]
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidAmount(texts.not_whole)
-    if value < minimum:
-        raise InvalidAmount(texts.too_small)
-    if value > MAX_CREDITS:
-        raise InvalidAmount(texts.too_large)
-    return value
-
-
 def _job_size(value: object, what: str) -> int:
     """A job's sizes come from a checked request: a bad one is the caller's bug, told in English."""
-    if _is_int(value) and 1 <= value <= MAX_CREDITS:
+    if is_int(value) and 1 <= value <= MAX_CREDITS:
         return value
     raise InvalidAmount(
         f"The {what} must be a whole number from 1 to {MAX_CREDITS}, not {value!r}."
     )
-
-
-def _snowflake(value: object, what: str) -> int:
-    """Ids come from Discord; a bad one is a bug in the caller, not a user error."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _MAX_SNOWFLAKE:
-        return value
-    raise ValueError(f"{what} must be a positive 64-bit integer, got {value!r}")
-
-
-def _optional_snowflake(value: object, what: str) -> int | None:
-    return None if value is None else _snowflake(value, what)
 
 
 def _owner_change(
@@ -123,9 +88,9 @@ def _owner_change(
 ) -> tuple[int, int, int | None]:
     """A grant's or a set's guild, amount and actor, checked."""
     return (
-        _snowflake(guild_id, "guild_id"),
-        _amount(amount, minimum=minimum, what=what),
-        _optional_snowflake(actor_id, "actor_id"),
+        snowflake(guild_id, "guild_id"),
+        whole_amount(amount, minimum=minimum, what=what),
+        optional_snowflake(actor_id, "actor_id"),
     )
 
 
@@ -138,53 +103,11 @@ def _note(note: str | None) -> str | None:
     return text or None
 
 
-def _channel_ids(value: object) -> tuple[int, ...]:
-    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise InvalidSetting(_N("Allowed channels must be a list of channel ids."))
-    channels: list[int] = []
-    for item in value:
-        if not _is_int(item) or not 0 < item <= _MAX_SNOWFLAKE:
-            raise InvalidSetting(_N("{item} is not a channel id.", item=repr(item)))
-        if item not in channels:
-            channels.append(item)
-    if len(channels) > MAX_CHANNELS:
-        raise InvalidSetting(_N("At most {limit} channels can be allowed.", limit=MAX_CHANNELS))
-    return tuple(channels)
-
-
-def _blocked_words(value: object) -> tuple[str, ...]:
-    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise InvalidSetting(_N("Blocked words must be a list of words."))
-    words: list[str] = []
-    seen: set[str] = set()
-    for item in value:
-        if not isinstance(item, str):
-            raise InvalidSetting(_N("{item} is not a word.", item=repr(item)))
-        word = " ".join(item.split())
-        if not word or word.casefold() in seen:
-            continue
-        if len(word) > MAX_BLOCKED_WORD_LENGTH:
-            raise InvalidSetting(
-                _N(
-                    "Blocked words can be at most {limit} characters long.",
-                    limit=MAX_BLOCKED_WORD_LENGTH,
-                )
-            )
-        seen.add(word.casefold())
-        words.append(word)
-    if len(words) > MAX_BLOCKED_WORDS:
-        raise InvalidSetting(_N("At most {limit} words can be blocked.", limit=MAX_BLOCKED_WORDS))
-    return tuple(words)
-
-
-# -- the service -------------------------------------------------------------------
-
-
 class CreditLedger:
     """Business rules for credits on top of a :class:`~bot.storage.Storage`."""
 
     def __init__(self, storage: Storage, *, default_credits: int) -> None:
-        if not _is_int(default_credits) or not 0 <= default_credits <= MAX_CREDITS:
+        if not is_int(default_credits) or not 0 <= default_credits <= MAX_CREDITS:
             raise ValueError(f"default_credits must be 0 to {MAX_CREDITS}, got {default_credits!r}")
         self._storage = storage
         self._default = default_credits
@@ -197,7 +120,7 @@ class CreditLedger:
 
     async def ensure_guild(self, guild_id: int) -> int:
         """The balance; a new guild is created with one GRANT of ``default_credits``."""
-        guild_id = _snowflake(guild_id, "guild_id")
+        guild_id = snowflake(guild_id, "guild_id")
         balance, created = await self._storage.ensure_guild(guild_id, default_credits=self._default)
         if created:
             log.info(
@@ -268,15 +191,13 @@ class CreditLedger:
     async def reserve(self, job: NewJob) -> JobRecord:
         """Take the job's cost from the guild and record the job as queued, atomically.
 
-        ``job.admit`` (the guild's own rules) sees the guild's settings inside the same
-        transaction; its refusal raises :class:`RequestRefused`. Raises
-        :class:`DailyCapReached` or :class:`InsufficientCredits` (with the figures)
+        Raises :class:`DailyCapReached` or :class:`InsufficientCredits` (with the figures)
         when the member or the guild cannot afford it. A refused job changes nothing.
         """
-        _snowflake(job.guild_id, "guild_id")
-        _snowflake(job.channel_id, "channel_id")
-        _snowflake(job.user_id, "user_id")
-        _optional_snowflake(job.parent_job_id, "parent_job_id")
+        snowflake(job.guild_id, "guild_id")
+        snowflake(job.channel_id, "channel_id")
+        snowflake(job.user_id, "user_id")
+        optional_snowflake(job.parent_job_id, "parent_job_id")
         units = _job_size(job.units_per_image, "cost per image")
         images = _job_size(job.images_total, "number of images")
         cost = _job_size(units * images, "cost")
@@ -310,9 +231,6 @@ class CreditLedger:
             outcome.used,
             extra=ids,
         )
-        if outcome.reason == "refused":
-            assert outcome.message is not None
-            raise RequestRefused(outcome.message)
         if outcome.reason == "daily_cap":
             assert outcome.cap is not None
             raise DailyCapReached(cap=outcome.cap, used=outcome.used, cost=cost)
@@ -329,7 +247,7 @@ class CreditLedger:
         Raises :class:`JobNotActive` for a job already settled (for example
         refunded while it waited): it must not be generated.
         """
-        job = await self._storage.start_job(_snowflake(job_id, "job_id"))
+        job = await self._storage.start_job(snowflake(job_id, "job_id"))
         if job is None:
             raise UnknownJob(job_id)
         if job.status is not JobStatus.RUNNING:
@@ -341,7 +259,7 @@ class CreditLedger:
         cost and sizes never change, and the settle itself only applies to an open job."""
         if isinstance(job, JobRecord):
             return job
-        job_id = _snowflake(job, "job_id")
+        job_id = snowflake(job, "job_id")
         record = await self._storage.get_job(job_id)
         if record is None:
             raise UnknownJob(job_id)
@@ -353,7 +271,7 @@ class CreditLedger:
         ``delivered == 0`` is a full refund. Idempotent: a job already settled is
         returned unchanged with ``committed == refunded == 0``.
         """
-        if delivered is not None and (not _is_int(delivered) or delivered < 0):
+        if delivered is not None and (not is_int(delivered) or delivered < 0):
             raise InvalidAmount("The number of delivered images must be 0 or more.")
         job = await self._job(job)
         job_id = job.id
@@ -451,18 +369,18 @@ class CreditLedger:
         return record
 
     async def set_message(self, job_id: int, message_id: int) -> None:
-        job_id = _snowflake(job_id, "job_id")
-        if not await self._storage.set_job_message(job_id, _snowflake(message_id, "message_id")):
+        job_id = snowflake(job_id, "job_id")
+        if not await self._storage.set_job_message(job_id, snowflake(message_id, "message_id")):
             raise UnknownJob(job_id)
 
     async def get_job(self, job_id: int) -> JobRecord | None:
-        if not _is_int(job_id) or job_id <= 0:
+        if not is_int(job_id) or job_id <= 0:
             return None
         return await self._storage.get_job(job_id)
 
     async def active_jobs(self, *, guild_id: int | None = None) -> list[JobRecord]:
         """Queued and running jobs, oldest first."""
-        gid = _optional_snowflake(guild_id, "guild_id")
+        gid = optional_snowflake(guild_id, "guild_id")
         return await self._storage.list_jobs(statuses=OPEN_STATUSES, guild_id=gid)
 
     async def recover(
@@ -513,7 +431,7 @@ class CreditLedger:
     async def usage_today(self, guild_id: int, user_id: int) -> int:
         """Credits the member spent in the guild today (UTC), net of refunds."""
         return await self._storage.usage_today(
-            _snowflake(guild_id, "guild_id"), _snowflake(user_id, "user_id")
+            snowflake(guild_id, "guild_id"), snowflake(user_id, "user_id")
         )
 
     # -- statements ------------------------------------------------------------------
@@ -522,19 +440,19 @@ class CreditLedger:
         self, guild_id: int, *, limit: int = 10, offset: int = 0
     ) -> list[LedgerEntry]:
         """Ledger entries, newest first."""
-        guild_id = _snowflake(guild_id, "guild_id")
-        if not _is_int(limit) or not 1 <= limit <= MAX_HISTORY_PAGE:
+        guild_id = snowflake(guild_id, "guild_id")
+        if not is_int(limit) or not 1 <= limit <= MAX_HISTORY_PAGE:
             raise InvalidAmount(f"The page size must be 1 to {MAX_HISTORY_PAGE}.")
-        if not _is_int(offset) or offset < 0:
+        if not is_int(offset) or offset < 0:
             raise InvalidAmount("The page offset cannot be negative.")
         return await self._storage.ledger_entries(guild_id, limit=limit, offset=offset)
 
     async def count_history(self, guild_id: int) -> int:
-        return await self._storage.count_ledger_entries(_snowflake(guild_id, "guild_id"))
+        return await self._storage.count_ledger_entries(snowflake(guild_id, "guild_id"))
 
     async def verify(self, guild_id: int | None = None) -> bool:
         """True when every (or this) guild's ledger sums to its balance and jobs add up."""
-        problems = await self._storage.audit(_optional_snowflake(guild_id, "guild_id"))
+        problems = await self._storage.audit(optional_snowflake(guild_id, "guild_id"))
         for problem in problems:
             log.error(
                 "ledger check failed for guild %d: %s",
@@ -543,61 +461,3 @@ class CreditLedger:
                 extra={"guild_id": problem.guild_id},
             )
         return not problems
-
-    # -- settings --------------------------------------------------------------------
-
-    async def get_settings(self, guild_id: int) -> GuildSettings:
-        return await self._storage.get_settings(_snowflake(guild_id, "guild_id"))
-
-    async def update_settings(
-        self,
-        guild_id: int,
-        *,
-        daily_user_cap: int | EllipsisType | None = ...,
-        allowed_channel_ids: Iterable[int] | EllipsisType = ...,
-        blocked_words: Iterable[str] | EllipsisType = ...,
-        low_balance_threshold: int | EllipsisType | None = ...,
-        notice_channel_id: int | EllipsisType | None = ...,
-    ) -> GuildSettings:
-        """Change only the settings passed (``...`` = leave as is); returns the result."""
-        guild_id = _snowflake(guild_id, "guild_id")
-        changes: SettingsChanges = {}
-        if daily_user_cap is not ...:
-            changes["daily_user_cap"] = (
-                None
-                if daily_user_cap is None
-                else _amount(daily_user_cap, minimum=0, what="daily limit")
-            )
-        if allowed_channel_ids is not ...:
-            changes["allowed_channel_ids"] = _channel_ids(allowed_channel_ids)
-        if blocked_words is not ...:
-            changes["blocked_words"] = _blocked_words(blocked_words)
-        if low_balance_threshold is not ...:
-            changes["low_balance_threshold"] = (
-                None
-                if low_balance_threshold is None
-                else _amount(low_balance_threshold, minimum=0, what="low-balance threshold")
-            )
-        if notice_channel_id is not ...:
-            if notice_channel_id is not None and (
-                not _is_int(notice_channel_id) or not 0 < notice_channel_id <= _MAX_SNOWFLAKE
-            ):
-                raise InvalidSetting(
-                    _N("{item} is not a channel id.", item=repr(notice_channel_id))
-                )
-            changes["notice_channel_id"] = notice_channel_id
-        settings = await self._storage.update_settings(
-            guild_id, changes, default_credits=self._default
-        )
-        if changes:
-            log.info(
-                "guild %d settings changed: %s",
-                guild_id,
-                ", ".join(sorted(changes)),
-                extra={"guild_id": guild_id},
-            )
-        return settings
-
-    async def claim_low_balance_notice(self, guild_id: int) -> bool:
-        """True exactly once each time the balance falls below the guild's threshold."""
-        return await self._storage.claim_low_balance_notice(_snowflake(guild_id, "guild_id"))

@@ -13,13 +13,13 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 
 from bot.backlog import Backlog
 from bot.config import Settings
 from bot.coordination import LocalSlots, SlotPool
 from bot.credit_errors import CreditError, JobNotActive
-from bot.credits import CreditLedger, GuildSettings, NewJob, StorageError
+from bot.credits import CreditLedger, NewJob, StorageError
 from bot.i18n import _N
 from bot.image_store import ImageStore
 from bot.job_model import (
@@ -131,14 +131,11 @@ class JobQueue:
         request: Txt2ImgRequest,
         delivery: JobDelivery,
         parent_job_id: int | None = None,
-        admit: Callable[[GuildSettings], str | None] | None = None,
     ) -> Job:
         """Check the member's queue cap, reserve the credits and queue the job.
 
-        ``admit``: the guild's own rules, checked inside the reservation (see
-        :attr:`NewJob.admit`). Raises :class:`QueueFull`, :class:`QueueBusy`,
-        :class:`ShuttingDown` or a ledger error (refused by ``admit``, not enough
-        credits, daily cap) before anything is spent.
+        Raises :class:`QueueFull`, :class:`QueueBusy`, :class:`ShuttingDown` or a
+        ledger error (not enough credits, daily cap) before anything is spent.
         """
         if self._closing:
             raise ShuttingDown()
@@ -160,7 +157,6 @@ class JobQueue:
                     # The in-memory count above covers this process; the database
                     # counts the member's jobs in every process.
                     max_active=self._members.limit,
-                    admit=admit,
                 )
             )
         except BaseException:

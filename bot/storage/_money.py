@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import fields
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Final, TypedDict, Unpack
@@ -27,7 +26,7 @@ from bot.storage._rows import (
 )
 from bot.storage._schema import OPEN, guild_settings, guilds, jobs, ledger
 from bot.storage.base import Reserved, ReserveRejected
-from bot.storage.records import GuildSettings, JobRecord, JobStatus, LedgerKind, NewJob
+from bot.storage.records import JobRecord, JobStatus, LedgerKind, NewJob
 
 __all__ = ["MoneyOps"]
 
@@ -274,13 +273,6 @@ class MoneyOps(Ops):
         """Why the job may not be reserved (other than the balance), under the guild lock;
         ``balance`` is the guild's before this job."""
         cost = job.cost
-        if job.admit is not None:
-            settings = GuildSettings(
-                job.guild_id, **{name: view._mapping[name] for name in _SETTINGS}
-            )
-            message = job.admit(settings)
-            if message is not None:
-                return ReserveRejected("refused", balance, cost, message=message)
         if job.parent_job_id is not None and not view.parent_ok:
             return ReserveRejected("unknown_parent", balance, cost)
         if job.max_active is not None and view.active >= job.max_active:
@@ -294,20 +286,12 @@ class MoneyOps(Ops):
         return None
 
 
-_SETTINGS = [field.name for field in fields(GuildSettings) if field.name != "guild_id"]
-
-
 def _checks(active: bool, parent: bool) -> list[Any]:
-    """What a job's checks need: the guild's settings, the member's open jobs, whether
-    the parent exists (``:g`` guild, ``:u`` member, ``:p`` parent job)."""
+    """What a job's checks need: the member's daily cap, open jobs, whether the parent
+    exists (``:g`` guild, ``:u`` member, ``:p`` parent job)."""
     settings = guild_settings.c
-    columns: list[Any] = [
-        select(settings[name])
-        .where(settings.guild_id == bindparam("g"))
-        .scalar_subquery()
-        .label(name)
-        for name in _SETTINGS
-    ]
+    cap = select(settings.daily_user_cap).where(settings.guild_id == bindparam("g"))
+    columns: list[Any] = [cap.scalar_subquery().label("daily_user_cap")]
     if active:
         # The member's open jobs in the guild, in every process; a posted one no longer counts.
         count = select(func.count()).where(

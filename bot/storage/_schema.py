@@ -278,9 +278,12 @@ guild_settings = Table(
     Column("notice_channel_id", BigInteger),
     Column("low_balance_notified", Boolean, nullable=False, server_default=text("false")),
     Column("updated_at", Timestamp, nullable=False),
+    # every change takes the next number: other processes ask for what is newer than they saw
+    Column("version", BigInteger, nullable=False, server_default="0"),
     CheckConstraint("daily_user_cap >= 0 AND low_balance_threshold >= 0"),
     CheckConstraint("array_position(allowed_channel_ids, NULL) IS NULL").ddl_if("postgresql"),
 )
+Index("guild_settings_version", guild_settings.c.version)
 
 app_state = Table(
     "app_state",

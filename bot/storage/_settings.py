@@ -20,10 +20,23 @@ __all__ = ["SettingsOps"]
 
 _MIN_WAIT: Final = 0.001
 """take_rate_token never returns a wait below this when it refuses (a clock tie)."""
-WRITABLE_SETTINGS: Final = frozenset(GuildSettings.__dataclass_fields__) - {"guild_id"}
+WRITABLE_SETTINGS: Final = frozenset(GuildSettings.__dataclass_fields__) - {"guild_id", "version"}
 
 
 RATE_LOCK_CLASS: Final = int.from_bytes(b"rate", "big")
+SETTINGS_LOCK_CLASS: Final = int.from_bytes(b"sets", "big")
+
+
+_NEWEST_VERSION: Final = select(func.coalesce(func.max(guild_settings.c.version), 0))
+
+
+async def _next_version(conn: AsyncConnection) -> int:
+    """The number of a settings change. PostgreSQL: one change at a time, so numbers follow
+    commit order and a reader that saw number n saw every change before it (SQLite: the
+    write lock already does that)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(func.pg_advisory_xact_lock(SETTINGS_LOCK_CLASS, 0)))
+    return int(await scalar(conn, _NEWEST_VERSION)) + 1
 
 
 class SettingsOps(Ops):
@@ -37,6 +50,16 @@ class SettingsOps(Ops):
     async def get_settings(self, guild_id: int) -> GuildSettings:
         return await self._db.read(lambda conn: self._settings(conn, guild_id))
 
+    async def settings_version(self) -> int:
+        """The newest settings change's number (0: none yet)."""
+        return int(await self._db.read(lambda conn: scalar(conn, _NEWEST_VERSION)))
+
+    async def settings_changed_since(self, version: int, *, limit: int) -> list[GuildSettings]:
+        """Up to ``limit`` guilds' settings changed after change number ``version``, in order."""
+        s = guild_settings.c
+        query = select(*SETTINGS_COLUMNS).where(s.version > version).order_by(s.version)
+        return await self._all(query.limit(limit), settings_from_row)
+
     async def update_settings(
         self, guild_id: int, changes: SettingsChanges, *, default_credits: int
     ) -> GuildSettings:
@@ -47,10 +70,16 @@ class SettingsOps(Ops):
         async def work(conn: AsyncConnection) -> GuildSettings:
             balance, _ = await lock_guild(conn, guild_id, default_credits, self._now)
             now = self._now()
+            version = await _next_version(conn)
             # A new row gets the defaults for what is not given; a stored one keeps them.
-            values = {**asdict(GuildSettings(guild_id)), **changes, "updated_at": now}
+            values = {
+                **asdict(GuildSettings(guild_id)),
+                **changes,
+                "updated_at": now,
+                "version": version,
+            }
             insert = upsert(conn, guild_settings).values(**values)
-            kept = {name: insert.excluded[name] for name in [*changes, "updated_at"]}
+            kept = {name: insert.excluded[name] for name in [*changes, "updated_at", "version"]}
             await conn.execute(insert.on_conflict_do_update(index_elements=["guild_id"], set_=kept))
             await rearm_notice(conn, guild_id, balance)
             return await self._settings(conn, guild_id)

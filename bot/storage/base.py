@@ -35,12 +35,11 @@ class Reserved(_JobWrite):
 class ReserveRejected:
     """Nothing changed. ``reason`` says which condition failed; the figures explain it."""
 
-    reason: Literal["insufficient", "daily_cap", "unknown_parent", "too_many_jobs", "refused"]
+    reason: Literal["insufficient", "daily_cap", "unknown_parent", "too_many_jobs"]
     balance: int
     cost: int
     cap: int | None = None
     used: int = 0  # daily_cap: credits used today; too_many_jobs: the member's open jobs
-    message: str | None = None  # refused: what ``NewJob.admit`` said
 
 
 class Settled(_JobWrite):

@@ -6,8 +6,7 @@ imports them from. They live here so that a backend never imports the service.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -112,6 +111,8 @@ class GuildSettings:
     blocked_words: tuple[str, ...] = ()
     low_balance_threshold: int | None = None
     notice_channel_id: int | None = None
+    #: Which change of the guild's settings this is (0: never changed); newer is larger.
+    version: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -130,11 +131,6 @@ class NewJob:
     #: Refuse the reservation when the member already has this many open jobs in
     #: the guild, across every process sharing the database. None: no limit.
     max_active: int | None = None
-    #: The guild's own rules (allowed channels, blocked words), checked inside the
-    #: reservation's transaction against the settings as they are then, so that a job
-    #: takes one trip to the database. Returns the refusal to show, or None to go on.
-    #: It must be quick and must not touch the database.
-    admit: Callable[[GuildSettings], str | None] | None = None
 
     @property
     def cost(self) -> int:

@@ -116,7 +116,7 @@ class CreditsCog(commands.Cog, name="Credits"):
             return
         ledger = self.bot.ledger
         balance = await ledger.balance(guild_id)
-        settings = await ledger.get_settings(guild_id)
+        settings = await self.bot.guild_settings.get(guild_id)
         used = await ledger.usage_today(guild_id, interaction.user.id)
         locale = interaction.locale
         amount = credit_amount(balance, locale)
@@ -196,8 +196,8 @@ class CreditsCog(commands.Cog, name="Credits"):
                 interaction, _N("You need the Manage Server permission to see or change limits.")
             )
             return
-        ledger = self.bot.ledger
-        current = await ledger.get_settings(guild_id)
+        service = self.bot.guild_settings
+        current = await service.get(guild_id)
         changes: dict[str, Any] = {}
         if daily_cap is not None:
             changes["daily_user_cap"] = daily_cap or None
@@ -222,7 +222,7 @@ class CreditsCog(commands.Cog, name="Credits"):
             changes["low_balance_threshold"] = low_balance_alert or None
         if alert_channel is not None:
             changes["notice_channel_id"] = alert_channel.id
-        settings = await ledger.update_settings(guild_id, **changes) if changes else current
+        settings = await service.update(guild_id, **changes) if changes else current
         if changes:
             log.info(
                 "limits changed: %s",

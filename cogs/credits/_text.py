@@ -7,7 +7,8 @@ import re
 
 import discord
 
-from bot.credits import GuildSettings, LedgerEntry
+from bot.credits import LedgerEntry
+from bot.guild_settings import GuildSettings
 from bot.i18n import _N, LocaleLike, render, t, tn
 
 __all__ = [

@@ -1,8 +1,9 @@
 """The ``/imagine`` command and the shared path every new job takes (command, Reroll, Edit).
 
 Checks that need nothing answer at once; then the private defer goes out inside
-Discord's 3 seconds while the rules are read, credits reserved and the job queued.
-Nothing is spent until every check has passed.
+Discord's 3 seconds, the server's rules are checked against its cached settings, and
+only then are credits reserved and the job queued. Nothing is spent until every
+check has passed.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.credits import GuildSettings, JobRecord
+from bot.credits import JobRecord
 from bot.errors import UserFacingError
-from bot.i18n import _N, _NP
+from bot.guild_settings import GuildSettings
+from bot.i18n import _N, _NP, Message
 from bot.jobs import QueueBusy
 from bot.logs import job_context
 from bot.permission_names import permission_names
@@ -68,13 +70,8 @@ def _missing_bot_permissions(interaction: discord.Interaction[Any]) -> list[str]
 
 @functools.lru_cache(maxsize=256)
 def _blocked_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
-    """One pattern for a server's whole list (up to 500 words), compiled once per list.
-
-    One search per request instead of one per word: the check runs inside the
-    reservation's write transaction, and 500 separate patterns would also overflow
-    the ``re`` module's cache (measured: ~1 ms warm, ~12 ms when recompiled).
-    Longest words first, so "blood bath" is named rather than "blood".
-    """
+    """One pattern for a server's whole list, compiled once per list: one search per request,
+    and up to 500 words would overflow ``re``'s own cache. Longest first: "blood bath" wins."""
     alternatives = "|".join(re.escape(word) for word in sorted(words, key=len, reverse=True))
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
@@ -91,37 +88,23 @@ def _blocked_word(settings: GuildSettings, request: Txt2ImgRequest) -> str | Non
     return next((w for w in settings.blocked_words if w.casefold() == matched), found.group(0))
 
 
-class _ServerRules:
-    """The server's own rules for one request: allowed channels and blocked words.
-
-    Given to the reservation as ``admit``, so the rules are read in the same
-    database transaction that reserves the credits (one trip instead of two);
-    it keeps the settings it was shown for the low-balance notice. It may run on
-    the database's thread, so it holds plain values, not Discord objects.
-    """
-
-    def __init__(self, channel: discord.abc.Messageable, request: Txt2ImgRequest) -> None:
-        # A thread counts as the channel it lives in.
-        self._here = {getattr(channel, "id", None), getattr(channel, "parent_id", None)}
-        self._request = request
-        self.settings: GuildSettings | None = None
-
-    def __call__(self, settings: GuildSettings) -> str | None:
-        self.settings = settings
-        allowed = settings.allowed_channel_ids
-        if allowed and not self._here & set(allowed):
-            where = ", ".join(f"<#{cid}>" for cid in allowed[:10])
-            return _N(
-                "Image generation is turned off in this channel. Try {channels}.", channels=where
-            )
-        word = _blocked_word(settings, self._request)
-        if word is not None:
-            return _N(
-                "Your prompt contains “{word}”, which this server has blocked. "
-                "Nothing was charged.",
-                word=word,
-            )
-        return None
+def server_rules_refusal(
+    settings: GuildSettings, channel: discord.abc.Messageable, request: Txt2ImgRequest
+) -> Message | None:
+    """Why the server's own rules (allowed channels, blocked words) refuse this request."""
+    allowed = settings.allowed_channel_ids
+    # A thread counts as the channel it lives in.
+    here = {getattr(channel, "id", None), getattr(channel, "parent_id", None)}
+    if allowed and not here & set(allowed):
+        where = ", ".join(f"<#{cid}>" for cid in allowed[:10])
+        return _N("Image generation is turned off in this channel. Try {channels}.", channels=where)
+    word = _blocked_word(settings, request)
+    if word is not None:
+        return _N(
+            "Your prompt contains “{word}”, which this server has blocked. Nothing was charged.",
+            word=word,
+        )
+    return None
 
 
 async def _defer(interaction: discord.Interaction[Any]) -> bool:
@@ -247,7 +230,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
             return
         if not await _defer(interaction):
             return  # nobody to answer any more; nothing was spent
-        refusal = await self._queue(interaction, guild, channel, request, parent_job_id)
+        settings = await self.bot.guild_settings.get(guild.id)
+        refusal: str | None = server_rules_refusal(settings, channel, request)
+        if refusal is None:
+            refusal = await self._queue(
+                interaction, guild, channel, request, settings, parent_job_id
+            )
         if refusal is not None:
             await reply_private(interaction, refusal)
 
@@ -257,11 +245,10 @@ class ImagineCog(commands.Cog, name="Imagine"):
         guild: discord.Guild,
         channel: discord.abc.Messageable,
         request: Txt2ImgRequest,
+        settings: GuildSettings,
         parent_job_id: int | None,
     ) -> str | None:
-        """Reserve and queue (the server's rules are checked inside the reservation, see
-        :class:`_ServerRules`); the refusal to send privately, if any."""
-        rules = _ServerRules(channel, request)
+        """Reserve and queue; the refusal to send privately, if any."""
         try:
             await self.bot.jobs.enqueue(
                 guild_id=guild.id,
@@ -270,13 +257,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 request=request,
                 delivery=ChannelDelivery(interaction, channel),
                 parent_job_id=parent_job_id,
-                admit=rules,
             )
         except UserFacingError as error:
             return error.message(interaction.locale)
-        settings = rules.settings
-        if settings is None:  # a reservation that succeeded has always shown them
-            return None
         try:
             await low_balance_notice(self.bot, guild, settings)
         except StorageError as error:

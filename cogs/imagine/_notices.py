@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.credits import GuildSettings
+from bot.guild_settings import GuildSettings
 from bot.i18n import tn
 from bot.logs import job_context
 
@@ -28,7 +28,7 @@ async def low_balance_notice(
     channel = guild.get_channel(settings.notice_channel_id)
     if not isinstance(channel, discord.abc.Messageable):
         return
-    if not await bot.ledger.claim_low_balance_notice(guild.id):
+    if not await bot.guild_settings.claim_low_balance_notice(guild.id):
         return
     balance = await bot.ledger.balance(guild.id)
     try:

@@ -1,4 +1,4 @@
-"""The credit ledger: reserve -> commit/refund, caps, grants, history, settings, recovery.
+"""The credit ledger: reserve -> commit/refund, caps, grants, history, notices, recovery.
 
 Invariants checked throughout: a balance never goes below zero, the ledger of
 every guild sums to its balance, and a job is never settled twice.
@@ -17,7 +17,7 @@ import os
 import random
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,21 +30,19 @@ from bot.credit_errors import (
     DailyCapReached,
     InsufficientCredits,
     InvalidAmount,
-    InvalidSetting,
     JobNotActive,
-    RequestRefused,
     UnknownJob,
 )
 from bot.credits import (
     MAX_CREDITS,
     CommitResult,
     CreditLedger,
-    GuildSettings,
     JobRecord,
     JobStatus,
     LedgerKind,
     NewJob,
 )
+from bot.guild_settings import GuildSettingsService
 from bot.storage import Storage, open_storage
 
 GUILD = 111_111_111_111_111_111
@@ -119,6 +117,11 @@ async def storage(database_url: str, clock: FakeClock) -> AsyncIterator[Storage]
 @pytest.fixture
 def ledger(storage: Storage) -> CreditLedger:
     return CreditLedger(storage, default_credits=100)
+
+
+@pytest.fixture
+def service(storage: Storage) -> GuildSettingsService:
+    return GuildSettingsService(storage, default_credits=100)
 
 
 # -- guilds and balances -----------------------------------------------------------------
@@ -299,7 +302,7 @@ async def test_two_connections_share_one_budget_and_one_cap(database_url: str) -
         assert sum(isinstance(outcome, JobRecord) for outcome in outcomes) == 50
         assert all(isinstance(o, JobRecord | InsufficientCredits) for o in outcomes)
         await ledgers[1].set_balance(OTHER_GUILD, 1000, actor_id=None)
-        await ledgers[1].update_settings(OTHER_GUILD, daily_user_cap=30)
+        await GuildSettingsService(second, default_credits=0).update(OTHER_GUILD, daily_user_cap=30)
         outcomes = await asyncio.wait_for(
             asyncio.gather(
                 *(ledgers[index % 2].reserve(new_job(OTHER_GUILD)) for index in range(120)),
@@ -408,63 +411,13 @@ async def test_a_reroll_names_its_parent(ledger: CreditLedger) -> None:
     assert await ledger.balance(GUILD) == 98
 
 
-# -- the guild's own rules, inside the reservation -----------------------------------------
-
-
-async def test_the_rules_see_the_settings_of_the_moment_and_a_refusal_changes_nothing(
-    ledger: CreditLedger,
-) -> None:
-    shown: list[GuildSettings] = []
-
-    def no_gore(settings: GuildSettings) -> str | None:
-        shown.append(settings)
-        return "Gore is blocked here." if "gore" in settings.blocked_words else None
-
-    allowed = await ledger.reserve(replace(new_job(), admit=no_gore))
-    assert allowed.status is JobStatus.QUEUED
-    current = await ledger.update_settings(GUILD, blocked_words=["gore"])
-    entries = await ledger.count_history(GUILD)
-    with pytest.raises(RequestRefused) as caught:
-        await ledger.reserve(replace(new_job(units=5), admit=no_gore))
-    assert caught.value.user_message == "Gore is blocked here."
-    assert shown == [GuildSettings(GUILD), current]
-    assert await ledger.balance(GUILD) == 99
-    assert await ledger.count_history(GUILD) == entries
-    assert [job.id for job in await ledger.active_jobs()] == [allowed.id]
-    await assert_invariants(ledger, GUILD)
-
-
-async def test_a_job_refused_by_the_rules_does_not_even_create_the_guild(
-    ledger: CreditLedger, storage: Storage
-) -> None:
-    with pytest.raises(RequestRefused):
-        await ledger.reserve(replace(new_job(OTHER_GUILD), admit=lambda settings: "No."))
-    assert await storage.get_balance(OTHER_GUILD) is None
-    assert await ledger.count_history(OTHER_GUILD) == 0
-
-
-async def test_the_rules_come_before_the_balance(ledger: CreditLedger) -> None:
-    # The more useful answer: more credits would not help a request the server forbids.
-    with pytest.raises(RequestRefused, match="Not in this channel"):
-        await ledger.reserve(replace(new_job(units=500), admit=lambda s: "Not in this channel."))
-
-
-async def test_rules_that_crash_change_nothing(ledger: CreditLedger) -> None:
-    def broken(settings: GuildSettings) -> str | None:
-        raise RuntimeError("a bug in the rules")
-
-    with pytest.raises(RuntimeError, match="a bug in the rules"):
-        await ledger.reserve(replace(new_job(), admit=broken))
-    assert await ledger.active_jobs() == []
-    assert await ledger.reserve(new_job())  # the database is still usable
-    assert await ledger.balance(GUILD) == 99
-
-
 # -- daily caps ----------------------------------------------------------------------------
 
 
-async def test_daily_cap(ledger: CreditLedger, clock: FakeClock) -> None:
-    await ledger.update_settings(GUILD, daily_user_cap=10)
+async def test_daily_cap(
+    ledger: CreditLedger, clock: FakeClock, service: GuildSettingsService
+) -> None:
+    await service.update(GUILD, daily_user_cap=10)
     jobs = [await ledger.reserve(new_job(units=3)) for _ in range(3)]
     assert await ledger.usage_today(GUILD, USER) == 9
     balance = await ledger.balance(GUILD)
@@ -496,8 +449,10 @@ async def test_daily_cap(ledger: CreditLedger, clock: FakeClock) -> None:
     await assert_invariants(ledger, GUILD)
 
 
-async def test_daily_cap_counts_only_what_was_charged(ledger: CreditLedger) -> None:
-    await ledger.update_settings(GUILD, daily_user_cap=16)
+async def test_daily_cap_counts_only_what_was_charged(
+    ledger: CreditLedger, service: GuildSettingsService
+) -> None:
+    await service.update(GUILD, daily_user_cap=16)
     job = await ledger.reserve(new_job(units=4, images=4))
     assert await ledger.usage_today(GUILD, USER) == 16
     await ledger.commit(job.id, delivered=2)
@@ -507,8 +462,10 @@ async def test_daily_cap_counts_only_what_was_charged(ledger: CreditLedger) -> N
         await ledger.reserve(new_job(units=1))
 
 
-async def test_daily_cap_is_checked_before_the_balance(ledger: CreditLedger) -> None:
-    await ledger.update_settings(GUILD, daily_user_cap=2)
+async def test_daily_cap_is_checked_before_the_balance(
+    ledger: CreditLedger, service: GuildSettingsService
+) -> None:
+    await service.update(GUILD, daily_user_cap=2)
     await ledger.set_balance(GUILD, 1, actor_id=None)
     with pytest.raises(DailyCapReached):
         await ledger.reserve(new_job(units=3))
@@ -516,16 +473,20 @@ async def test_daily_cap_is_checked_before_the_balance(ledger: CreditLedger) -> 
         await ledger.reserve(new_job(units=2))
 
 
-async def test_a_zero_cap_stops_spending(ledger: CreditLedger) -> None:
-    await ledger.update_settings(GUILD, daily_user_cap=0)
+async def test_a_zero_cap_stops_spending(
+    ledger: CreditLedger, service: GuildSettingsService
+) -> None:
+    await service.update(GUILD, daily_user_cap=0)
     with pytest.raises(DailyCapReached, match="daily limit per member is 0"):
         await ledger.reserve(new_job())
-    await ledger.update_settings(GUILD, daily_user_cap=None)
+    await service.update(GUILD, daily_user_cap=None)
     await ledger.reserve(new_job())
 
 
-async def test_concurrent_reservations_respect_the_cap(ledger: CreditLedger) -> None:
-    await ledger.update_settings(GUILD, daily_user_cap=7)
+async def test_concurrent_reservations_respect_the_cap(
+    ledger: CreditLedger, service: GuildSettingsService
+) -> None:
+    await service.update(GUILD, daily_user_cap=7)
     outcomes = await asyncio.gather(
         *(ledger.reserve(new_job()) for _ in range(30)), return_exceptions=True
     )
@@ -786,81 +747,38 @@ async def test_bad_history_pages(ledger: CreditLedger, limit: int, offset: int) 
 # -- settings, notices, state ----------------------------------------------------------------
 
 
-async def test_settings_round_trip(ledger: CreditLedger) -> None:
-    assert await ledger.get_settings(GUILD) == GuildSettings(GUILD, None, (), (), None, None)
-    updated = await ledger.update_settings(
-        GUILD,
-        daily_user_cap=20,
-        allowed_channel_ids=[CHANNEL, 999_999_999_999_999_999, CHANNEL],
-        blocked_words=[" gore ", "Gore", "", "blood  bath"],
-        low_balance_threshold=10,
-        notice_channel_id=CHANNEL,
-    )
-    assert updated == GuildSettings(
-        GUILD, 20, (CHANNEL, 999_999_999_999_999_999), ("gore", "blood bath"), 10, CHANNEL
-    )
-    assert await ledger.get_settings(GUILD) == updated
-    # only what is passed changes
-    partial = await ledger.update_settings(GUILD, daily_user_cap=None, blocked_words=())
-    assert partial == GuildSettings(
-        GUILD, None, (CHANNEL, 999_999_999_999_999_999), (), 10, CHANNEL
-    )
-    assert await ledger.update_settings(GUILD) == partial
-    assert await ledger.get_settings(OTHER_GUILD) == GuildSettings(OTHER_GUILD)
-
-
-@pytest.mark.parametrize(
-    ("changes", "error"),
-    [
-        ({"daily_user_cap": -1}, InvalidAmount),
-        ({"daily_user_cap": 2.5}, InvalidAmount),
-        ({"low_balance_threshold": -5}, InvalidAmount),
-        ({"allowed_channel_ids": "123"}, InvalidSetting),
-        ({"allowed_channel_ids": [0]}, InvalidSetting),
-        ({"allowed_channel_ids": ["123"]}, InvalidSetting),
-        ({"blocked_words": "gore"}, InvalidSetting),
-        ({"blocked_words": [42]}, InvalidSetting),
-        ({"blocked_words": ["x" * 101]}, InvalidSetting),
-        ({"notice_channel_id": -3}, InvalidSetting),
-    ],
-)
-async def test_bad_settings_change_nothing(
-    ledger: CreditLedger, changes: dict[str, Any], error: type[CreditError]
+async def test_low_balance_notice_once_per_crossing(
+    ledger: CreditLedger, service: GuildSettingsService
 ) -> None:
-    before = await ledger.update_settings(GUILD, daily_user_cap=5, blocked_words=["gore"])
-    with pytest.raises(error):
-        await ledger.update_settings(GUILD, **changes)
-    assert await ledger.get_settings(GUILD) == before
-
-
-async def test_low_balance_notice_once_per_crossing(ledger: CreditLedger) -> None:
-    assert not await ledger.claim_low_balance_notice(GUILD)  # no threshold
-    await ledger.update_settings(GUILD, low_balance_threshold=50)
-    assert not await ledger.claim_low_balance_notice(GUILD)  # 100: above
+    assert not await service.claim_low_balance_notice(GUILD)  # no threshold
+    await service.update(GUILD, low_balance_threshold=50)
+    assert not await service.claim_low_balance_notice(GUILD)  # 100: above
     big = await ledger.reserve(new_job(units=30, images=2))  # 40 left
-    claims = await asyncio.gather(*(ledger.claim_low_balance_notice(GUILD) for _ in range(10)))
+    claims = await asyncio.gather(*(service.claim_low_balance_notice(GUILD) for _ in range(10)))
     assert claims.count(True) == 1
     await ledger.reserve(new_job(units=5))  # 35: still below, already told
-    assert not await ledger.claim_low_balance_notice(GUILD)
+    assert not await service.claim_low_balance_notice(GUILD)
     await ledger.grant(GUILD, 10, actor_id=None)  # 45: below, not re-armed
-    assert not await ledger.claim_low_balance_notice(GUILD)
+    assert not await service.claim_low_balance_notice(GUILD)
     await ledger.grant(GUILD, 5, actor_id=None)  # 50: back at the threshold, re-armed
-    assert not await ledger.claim_low_balance_notice(GUILD)
+    assert not await service.claim_low_balance_notice(GUILD)
     await ledger.reserve(new_job(units=1))  # 49
-    assert await ledger.claim_low_balance_notice(GUILD)
+    assert await service.claim_low_balance_notice(GUILD)
     await ledger.refund(big.id, "failed")  # 109: a refund re-arms
     await ledger.set_balance(GUILD, 10, actor_id=None)
-    assert await ledger.claim_low_balance_notice(GUILD)
+    assert await service.claim_low_balance_notice(GUILD)
     await ledger.set_balance(GUILD, 60, actor_id=None)  # a set re-arms
     await ledger.set_balance(GUILD, 0, actor_id=None)
-    assert await ledger.claim_low_balance_notice(GUILD)
-    await ledger.update_settings(GUILD, low_balance_threshold=0)  # 0 < 0 never
-    assert not await ledger.claim_low_balance_notice(GUILD)
-    await ledger.update_settings(GUILD, low_balance_threshold=5)  # changing it re-arms
-    assert await ledger.claim_low_balance_notice(GUILD)
+    assert await service.claim_low_balance_notice(GUILD)
+    await service.update(GUILD, low_balance_threshold=0)  # 0 < 0 never
+    assert not await service.claim_low_balance_notice(GUILD)
+    await service.update(GUILD, low_balance_threshold=5)  # changing it re-arms
+    assert await service.claim_low_balance_notice(GUILD)
 
 
-async def test_unusual_text_is_stored(ledger: CreditLedger, storage: Storage) -> None:
+async def test_unusual_text_is_stored(
+    ledger: CreditLedger, storage: Storage, service: GuildSettingsService
+) -> None:
     # A NUL cannot live in PostgreSQL text: notes show U+FFFD there; prompts
     # (JSON) keep it exactly on both backends.
     params = {"prompt": 'a\x00b ü 🦊 \\ "quoted"', "n": 2**53 + 1, "x": 0.1}
@@ -872,8 +790,8 @@ async def test_unusual_text_is_stored(ledger: CreditLedger, storage: Storage) ->
     await ledger.grant(GUILD, 1, actor_id=None, note="top\x00up ü")
     note = (await ledger.history(GUILD, limit=1))[0].note
     assert note in {"top\x00up ü", "top\ufffdup ü"}
-    await ledger.update_settings(GUILD, blocked_words=["gore\x00"])
-    assert (await ledger.get_settings(GUILD)).blocked_words[0] in {"gore\x00", "gore\ufffd"}
+    await service.update(GUILD, blocked_words=["gore\x00"])
+    assert (await service.get(GUILD)).blocked_words[0] in {"gore\x00", "gore\ufffd"}
     await ledger.refund(job.id, "failed\x00")
     await assert_invariants(ledger, GUILD)
 
@@ -916,6 +834,7 @@ async def test_random_operations_keep_the_invariants(storage: Storage, seed: int
     rng = random.Random(seed)
     default = 30
     ledger = CreditLedger(storage, default_credits=default)
+    service = GuildSettingsService(storage, default_credits=default)
     guilds = [GUILD, OTHER_GUILD]
     users = [USER, OTHER_USER]
     model = Model()
@@ -938,7 +857,7 @@ async def test_random_operations_keep_the_invariants(storage: Storage, seed: int
         guild = rng.choice(guilds)
         cap = rng.choice([None, 0, 5, 20, 40])
         balance_of(guild)
-        await ledger.update_settings(guild, daily_user_cap=cap)
+        await service.update(guild, daily_user_cap=cap)
         model.caps[guild] = cap
 
     async def reserve() -> None:

@@ -9,8 +9,10 @@ import discord
 import pytest
 from discord import app_commands
 
+from bot.checks import whole_amount
 from bot.credit_errors import InvalidAmount, InvalidSetting
-from bot.credits import MAX_CREDITS, _amount, _blocked_words
+from bot.credits import MAX_CREDITS
+from bot.guild_settings import _blocked_words
 from bot.i18n import render
 from bot.replies import describe_error
 from bot.segmind import InvalidRequest, build_request
@@ -60,11 +62,11 @@ def test_custom_request_errors_and_seed_are_translated() -> None:
 
 def test_amount_errors_are_whole_sentences_english_for_the_cli() -> None:
     with pytest.raises(InvalidAmount) as caught:
-        _amount(-1, minimum=0, what="daily limit")
+        whole_amount(-1, minimum=0, what="daily limit")
     assert str(caught.value) == "The daily limit cannot be negative."
     assert render(DE, caught.value.user_message) == "Das Tageslimit darf nicht negativ sein."
     with pytest.raises(InvalidAmount) as caught:
-        _amount(MAX_CREDITS + 1, minimum=1, what="amount to add")
+        whole_amount(MAX_CREDITS + 1, minimum=1, what="amount to add")
     assert str(caught.value) == "The amount to add can be at most 1,000,000,000,000 credits."
     assert render(DE, caught.value.user_message) == (
         "Der hinzuzufügende Betrag darf höchstens 1.000.000.000.000 Credits betragen."

@@ -132,6 +132,11 @@ async def test_a_legacy_database_moves_to_alembic_with_its_data(
         assert await storage.count_ledger_entries(GUILD) == 4
         assert await storage.audit() == []
         assert (await storage.get_settings(GUILD)).daily_user_cap == 50
+        # the old settings row is change 0; the next change is numbered and can be asked for
+        assert await storage.settings_version() == 0
+        changed = await storage.update_settings(GUILD, {"daily_user_cap": 40}, default_credits=5)
+        [seen] = await storage.settings_changed_since(0, limit=10)
+        assert (seen, seen.version, changed.version) == (changed, 1, 1)
         assert await storage.get_state("command-hash") == "abc"
         [old] = await storage.list_jobs(statuses={JobStatus.QUEUED})
         assert (old.owner, old.params, old.created_at) == ("me", {"prompt": "old"}, T0)

@@ -1,18 +1,19 @@
 """The server's own rules for /imagine: allowed channels and blocked words.
 
-They run inside the reservation's transaction (``NewJob.admit``), so they are
-plain functions of the settings; these tests call them directly.
+They are plain functions of the server's cached settings, checked before the queue is
+asked for anything; these tests call them directly.
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from bot.credits import GuildSettings
+from bot.guild_settings import GuildSettings
 from bot.segmind import build_request
-from cogs.imagine._cog import _blocked_word, _ServerRules
+from cogs.imagine._cog import _blocked_word, server_rules_refusal
 
 GUILD = 111_111_111_111_111_111
 ART, OTHER, THREAD = 501, 502, 503
@@ -50,30 +51,30 @@ def test_a_long_list_is_searched_whole() -> None:
     assert blocked(words, "a cat and word500x") is None
 
 
-def channel(channel_id: int, parent_id: int | None = None) -> SimpleNamespace:
+def channel(channel_id: int, parent_id: int | None = None) -> Any:
     return SimpleNamespace(id=channel_id, parent_id=parent_id)
 
 
-def test_rules_remember_the_settings_they_were_shown() -> None:
-    rules = _ServerRules(channel(ART), build_request(prompt="a cat"))  # type: ignore[arg-type]
-    settings = GuildSettings(GUILD, allowed_channel_ids=(ART,))
-    assert rules(settings) is None
-    assert rules.settings == settings
+def refusal(where: Any, prompt: str, settings: GuildSettings) -> str | None:
+    return server_rules_refusal(settings, where, build_request(prompt=prompt))
+
+
+def test_an_allowed_channel_and_a_clean_prompt_pass() -> None:
+    settings = GuildSettings(GUILD, allowed_channel_ids=(ART,), blocked_words=("gore",))
+    assert refusal(channel(ART), "a cat", settings) is None
 
 
 def test_a_channel_outside_the_allowed_list_is_refused_with_where_to_go() -> None:
-    rules = _ServerRules(channel(OTHER), build_request(prompt="a cat"))  # type: ignore[arg-type]
-    refusal = rules(GuildSettings(GUILD, allowed_channel_ids=(ART,)))
-    assert refusal == f"Image generation is turned off in this channel. Try <#{ART}>."
+    text = refusal(channel(OTHER), "a cat", GuildSettings(GUILD, allowed_channel_ids=(ART,)))
+    assert text == f"Image generation is turned off in this channel. Try <#{ART}>."
 
 
 def test_a_thread_counts_as_its_channel() -> None:
-    rules = _ServerRules(channel(THREAD, ART), build_request(prompt="a cat"))  # type: ignore[arg-type]
-    assert rules(GuildSettings(GUILD, allowed_channel_ids=(ART,))) is None
+    settings = GuildSettings(GUILD, allowed_channel_ids=(ART,))
+    assert refusal(channel(THREAD, ART), "a cat", settings) is None
 
 
 def test_a_blocked_word_is_refused_saying_nothing_was_charged() -> None:
-    rules = _ServerRules(channel(ART), build_request(prompt="so much gore"))  # type: ignore[arg-type]
-    refusal = rules(GuildSettings(GUILD, blocked_words=("gore",)))
-    assert refusal is not None
-    assert "“gore”" in refusal and "Nothing was charged" in refusal
+    text = refusal(channel(ART), "so much gore", GuildSettings(GUILD, blocked_words=("gore",)))
+    assert text is not None
+    assert "“gore”" in text and "Nothing was charged" in text

@@ -59,7 +59,7 @@ async def test_a_refusal_is_a_private_followup_after_a_slow_defer(
     async with world.running() as bot:
         guild_id = world.discord.guild.id
         if reason == "blocked word":
-            await bot.ledger.update_settings(guild_id, blocked_words=("gore",))
+            await bot.guild_settings.update(guild_id, blocked_words=("gore",))
             call = await world.imagine({"prompt": "lots of gore"})
             reply = await world.reply(call, "blocked")
         else:
@@ -85,7 +85,7 @@ async def test_a_rejected_defer_spends_and_says_nothing(
     caplog.set_level(logging.INFO, logger=COG_LOGGER)
     reject_the_defer(world)
     async with world.running() as bot:
-        await bot.ledger.update_settings(world.discord.guild.id, blocked_words=("gore",))
+        await bot.guild_settings.update(world.discord.guild.id, blocked_words=("gore",))
         call = await world.imagine({"prompt": prompt})
         await world.discord.wait_for(
             lambda: world.discord.requests_to("POST", CALLBACK), what="the rejected defer"

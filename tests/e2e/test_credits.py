@@ -210,7 +210,7 @@ async def test_history_pages_work_after_a_restart_and_only_for_moderators(world:
 async def test_limits_are_refused_for_plain_members(world: World) -> None:
     discord = world.discord
     async with world.running() as bot:
-        before = await bot.ledger.get_settings(discord.guild.id)
+        before = await bot.guild_settings.get(discord.guild.id)
         shown = await answer(world, await credits(world, "limits", user=discord.member))
         changed = await answer(
             world,
@@ -218,7 +218,7 @@ async def test_limits_are_refused_for_plain_members(world: World) -> None:
                 world, "limits", {"daily_cap": 1, "block_word": "cats"}, user=discord.member
             ),
         )
-        assert await bot.ledger.get_settings(discord.guild.id) == before
+        assert await bot.guild_settings.get(discord.guild.id) == before
     for reply in (shown, changed):
         assert NEEDS_MANAGE_SERVER in reply.content
         assert "Daily cap" not in reply.content
@@ -286,7 +286,7 @@ async def test_moderator_sets_limits_and_they_are_enforced(world: World) -> None
         )
         assert "**Blocked words:** none" in off.content
         assert "**Low-balance alert:** off" in off.content
-        settings = await bot.ledger.get_settings(discord.guild.id)
+        settings = await bot.guild_settings.get(discord.guild.id)
         assert settings.daily_user_cap is None and settings.allowed_channel_ids == ()
         assert settings.blocked_words == () and settings.low_balance_threshold is None
         assert await bot.ledger.verify()
@@ -310,7 +310,7 @@ async def test_limits_say_when_the_alert_cannot_be_posted(world: World) -> None:
             world, await credits(world, "limits", {"block_word": "   "}, user=discord.moderator)
         )
         assert blank.content.startswith("Current limits")
-        settings = await bot.ledger.get_settings(discord.guild.id)
+        settings = await bot.guild_settings.get(discord.guild.id)
         assert (settings.low_balance_threshold, settings.notice_channel_id) == (10, locked.id)
         assert settings.blocked_words == ()
     discord.assert_no_pings()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bot.storage import StorageError
-from tests.e2e.conftest import World, embed_field, is_result
+from tests.e2e.conftest import World, embed_field, is_result, on_both_databases
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -106,22 +106,26 @@ async def test_happy_path_posts_one_image_and_spends_one_credit(world: World) ->
 async def test_the_database_is_asked_once_before_the_api_call(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The server's rules are read inside the reservation's transaction: one trip to
-    # the database ahead of the API call instead of two (mark_running goes alongside
-    # the call, so it is not counted).
+    # The server's rules come from its settings cached in memory: with them cached, one
+    # trip to the database (the reservation) comes before the API call (mark_running goes
+    # alongside the call, so it is not counted).
     async with world.running() as bot:
+        await world.imagine({"prompt": "a first lighthouse"})
+        await world.result()  # the guild's settings are cached from here on
+        await bot.jobs.wait_idle()
         asked: list[tuple[str, float]] = []
-        for name in ("get_settings", "reserve", "balance", "get_job", "usage_today"):
-            original = getattr(bot.ledger, name)
+        spied = [(bot.ledger, n) for n in ("reserve", "balance", "get_job", "usage_today")]
+        for owner, name in [*spied, (bot.storage, "get_settings")]:
+            original = getattr(owner, name)
 
             async def spy(*args: Any, _name: str = name, _original: Any = original) -> Any:
                 asked.append((_name, time.monotonic()))
                 return await _original(*args)
 
-            monkeypatch.setattr(bot.ledger, name, spy)
+            monkeypatch.setattr(owner, name, spy)
         await world.imagine({"prompt": "a lighthouse"})
-        await world.result()
-    [sent] = world.segmind.requests
+        await world.result(predicate=lambda m: "a lighthouse" in json.dumps(m.embeds))
+    sent = world.segmind.requests[-1]
     assert [name for name, at in asked if at < sent.received_at] == ["reserve"]
 
 
@@ -288,19 +292,37 @@ async def test_blank_prompt_is_refused_before_spending(world: World) -> None:
     assert world.segmind.calls == 0
 
 
-async def test_channel_rules_and_blocked_words(world: World) -> None:
+@on_both_databases
+async def test_channel_rules_and_blocked_words(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     discord = world.discord
     async with world.running() as bot:
         guild_id = discord.guild.id
-        await bot.ledger.update_settings(
+        await bot.guild_settings.update(
             guild_id, allowed_channel_ids=(discord.art_channel.id,), blocked_words=("gore",)
         )
+        entries = await bot.ledger.count_history(guild_id)
+        queued: list[object] = []
+        original = bot.jobs.enqueue
+
+        async def enqueue(**job: Any) -> Any:
+            queued.append(job)
+            return await original(**job)
+
+        # Refused before the queue is asked, so before any reservation.
+        monkeypatch.setattr(bot.jobs, "enqueue", enqueue)
         wrong_channel = await world.imagine({"prompt": "a cat"})
         reply = await world.reply(wrong_channel, "turned off in this channel")
-        assert f"<#{discord.art_channel.id}>" in reply.content
+        assert reply.ephemeral and f"<#{discord.art_channel.id}>" in reply.content
         blocked = await world.imagine({"prompt": "lots of GORE"}, channel=discord.art_channel)
-        await world.reply(blocked, "blocked")
+        reply = await world.reply(blocked, "blocked")
+        assert reply.ephemeral and "“gore”" in reply.content
+        assert "Nothing was charged" in reply.content
+        assert queued == []
         assert await balance(world, bot) == 100
+        assert await bot.ledger.count_history(guild_id) == entries
+        assert await bot.ledger.active_jobs() == []
     assert world.segmind.calls == 0
 
 
@@ -348,14 +370,14 @@ async def test_a_low_balance_check_that_fails_does_not_spoil_a_queued_job(
 ) -> None:
     async with world.running() as bot:
         guild = world.discord.guild.id
-        await bot.ledger.update_settings(
+        await bot.guild_settings.update(
             guild, low_balance_threshold=500, notice_channel_id=world.discord.channel.id
         )
 
         async def database_down(guild_id: int) -> bool:
             raise StorageError("The database is locked.")
 
-        monkeypatch.setattr(bot.ledger, "claim_low_balance_notice", database_down)
+        monkeypatch.setattr(bot.guild_settings, "claim_low_balance_notice", database_down)
         await world.imagine({"prompt": "still fine"})
         await world.result()
         await bot.jobs.wait_idle()
