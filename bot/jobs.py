@@ -285,8 +285,10 @@ class JobQueue:
             if images:
                 try:
                     # Recorded before the post: after a crash the channel decides.
-                    await self._ledger.mark_delivering(job.record)
-                    posted = await job.delivery.deliver(job, images, await self._balance_after(job))
+                    marked = await self._ledger.mark_delivering(job.record)
+                    posted = await job.delivery.deliver(
+                        job, images, self._balance_after(job, marked.balance)
+                    )
                 except JobNotActive:
                     # Settled elsewhere (another process's recovery refunded it).
                     log.warning("job settled elsewhere: images not posted", extra=job.context)
@@ -321,10 +323,10 @@ class JobQueue:
         finally:
             self._forget(job)
 
-    async def _balance_after(self, job: Job) -> int:
+    @staticmethod
+    def _balance_after(job: Job, balance: int) -> int:
         """The server's balance once ``job`` is settled: the images not made are refunded."""
         missing = job.total - len(job.succeeded_images())
-        balance = await self._ledger.balance(job.record.guild_id)
         return balance + missing * job.record.units_per_image
 
     async def _record_message(self, job: Job, message_id: int | None) -> None:
