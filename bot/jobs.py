@@ -237,11 +237,11 @@ class JobQueue:
             freed = True
             self._in_flight -= 1
             self._dispatch()
-            if job.marking is not None:
-                # JobNotActive: the job was settled elsewhere meanwhile (another
-                # process recovered it); its credits are back, so the image is dropped.
-                await job.marking
-            job.images[index] = await self._store.hold(result.images[0])
+            # Stored first (memory budget, else a file): images waiting for the job's start
+            # write, which may queue behind other writes, must not pile up in memory.
+            held = await self._store.hold(result.images[0])
+            del result  # the store has the image: no reference to its bytes is left here
+            await job.keep(index, held)
         except SegmindRateLimited as error:
             # The API's own limit: the whole queue waits as it says, and this image
             # goes first again for its member. Waiting never fails a job.
@@ -286,9 +286,8 @@ class JobQueue:
                 try:
                     # Recorded before the post: after a crash the channel decides.
                     marked = await self._ledger.mark_delivering(job.record)
-                    posted = await job.delivery.deliver(
-                        job, images, self._balance_after(job, marked.balance)
-                    )
+                    balance = job.balance_after(marked.balance)
+                    posted = await job.delivery.deliver(job, images, balance)
                 except JobNotActive:
                     # Settled elsewhere (another process's recovery refunded it).
                     log.warning("job settled elsewhere: images not posted", extra=job.context)
@@ -322,12 +321,6 @@ class JobQueue:
                 await self._tell_failed(job, message, result.refunded)
         finally:
             self._forget(job)
-
-    @staticmethod
-    def _balance_after(job: Job, balance: int) -> int:
-        """The server's balance once ``job`` is settled: the images not made are refunded."""
-        missing = job.total - len(job.succeeded_images())
-        return balance + missing * job.record.units_per_image
 
     async def _record_message(self, job: Job, message_id: int | None) -> None:
         if message_id is None:
