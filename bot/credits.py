@@ -23,7 +23,7 @@ from bot.credit_errors import (
 )
 from bot.i18n import _N
 from bot.storage import Storage, StorageError
-from bot.storage.base import Reserved
+from bot.storage.base import Delivering, Reserved
 from bot.storage.records import (
     OPEN_STATUSES,
     JobRecord,
@@ -356,17 +356,18 @@ class CreditLedger:
         balance = await self._storage.get_balance(job.guild_id)
         return CommitResult(job, 0, 0, balance or 0)
 
-    async def mark_delivering(self, job: JobRecord) -> JobRecord:
-        """Record, before the result is posted, that it is being posted.
+    async def mark_delivering(self, job: JobRecord) -> Delivering:
+        """Record, before the result is posted, that it is being posted; the guild's
+        balance comes with it, for the result to show.
 
         After a crash such a job is decided from the channel (:mod:`bot.recovery`),
         never refunded blindly. Raises :class:`JobNotActive` when the job was
         settled meanwhile (its credits are back): it must not be posted.
         """
-        record = await self._storage.mark_delivering(job.id)
-        if record is None:
+        marked = await self._storage.mark_delivering(job.id)
+        if marked is None:
             raise JobNotActive(await self._job(job.id))
-        return record
+        return marked
 
     async def set_message(self, job_id: int, message_id: int) -> None:
         job_id = snowflake(job_id, "job_id")

@@ -117,6 +117,25 @@ class Job:
     def succeeded_images(self) -> list[HeldImage]:
         return [image for image in self.images if image is not None]
 
+    def balance_after(self, balance: int) -> int:
+        """The server's balance once settled, from ``balance`` now: the images not made
+        are refunded."""
+        return balance + (self.total - len(self.succeeded_images())) * self.record.units_per_image
+
+    async def keep(self, index: int, image: HeldImage) -> None:
+        """Count ``image`` as image ``index`` once the job's start is written; else drop it.
+
+        JobNotActive from that write: the job was settled elsewhere meanwhile (another
+        process recovered it); its credits are back, so the image is dropped.
+        """
+        try:
+            if self.marking is not None:
+                await self.marking
+        except BaseException:
+            image.release()
+            raise
+        self.images[index] = image
+
 
 @dataclass(frozen=True)
 class ImageFailure:

@@ -234,11 +234,11 @@ class JobQueue:
             freed = True
             self._in_flight -= 1
             self._dispatch()
-            if job.marking is not None:
-                # JobNotActive: the job was settled elsewhere meanwhile (another
-                # process recovered it); its credits are back, so the image is dropped.
-                await job.marking
-            job.images[index] = await self._store.hold(result.images[0])
+            # Stored first (memory budget, else a file): images waiting for the job's start
+            # write, which may queue behind other writes, must not pile up in memory.
+            held = await self._store.hold(result.images[0])
+            del result  # the store has the image: no reference to its bytes is left here
+            await job.keep(index, held)
         except SegmindRateLimited as error:
             # The API's own limit: the whole queue waits as it says, and this image
             # goes first again for its member. Waiting never fails a job.
@@ -282,8 +282,9 @@ class JobQueue:
             if images:
                 try:
                     # Recorded before the post: after a crash the channel decides.
-                    await self._ledger.mark_delivering(job.record)
-                    posted = await job.delivery.deliver(job, images, await self._balance_after(job))
+                    marked = await self._ledger.mark_delivering(job.record)
+                    balance = job.balance_after(marked.balance)
+                    posted = await job.delivery.deliver(job, images, balance)
                 except JobNotActive:
                     # Settled elsewhere (another process's recovery refunded it).
                     log.warning("job settled elsewhere: images not posted", extra=job.context)
@@ -317,12 +318,6 @@ class JobQueue:
                 await self._tell_failed(job, message, result.refunded)
         finally:
             self._forget(job)
-
-    async def _balance_after(self, job: Job) -> int:
-        """The server's balance once ``job`` is settled: the images not made are refunded."""
-        missing = job.total - len(job.succeeded_images())
-        balance = await self._ledger.balance(job.record.guild_id)
-        return balance + missing * job.record.units_per_image
 
     async def _record_message(self, job: Job, message_id: int | None) -> None:
         if message_id is None:

@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 
 from bot.storage import _pg_setup as pg
-from bot.storage._aiosqlite import use_one_trip_cursors
 from bot.storage._sqlite_setup import MIN_SQLITE_VERSION, sqlite_path
 from bot.storage._sqlite_setup import describe_error as describe_sqlite
 from bot.storage.base import StorageError
@@ -228,7 +227,6 @@ def _sqlite_engine(database_url: str, clock: Clock, lock_timeout: float) -> Data
     @event.listens_for(engine.sync_engine, "connect")
     def configure(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
-        use_one_trip_cursors(dbapi_connection)
         cursor = dbapi_connection.cursor()
         for pragma in (f"busy_timeout = {busy_ms:d}", "foreign_keys = ON"):
             cursor.execute(f"PRAGMA {pragma}")

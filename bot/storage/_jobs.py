@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.storage._money import add_entry, rearm_notice
 from bot.storage._rows import JOB_COLUMNS, Ops, job_from_row, scalar
 from bot.storage._schema import OPEN, guilds, job_owners, jobs
-from bot.storage.base import Settled
+from bot.storage.base import Delivering, Settled
 from bot.storage.records import JobRecord, JobStatus
 
 __all__ = ["JobOps"]
@@ -24,6 +24,11 @@ _LOCK_JOB_GUILD: Final = (
     .where(jobs.c.id == bindparam("job"))
     .with_for_update(of=guilds)
 )
+# The guild's balance, beside a job's columns in a RETURNING (written out: SQLAlchemy
+# leaves RETURNING's columns unqualified on SQLite).
+_GUILD_BALANCE: Final = literal_column(
+    "(SELECT g.balance FROM guilds AS g WHERE g.guild_id = jobs.guild_id)", BigInteger
+).label("balance")
 # Settle an open job, if the amounts add up.
 _FINISH: Final = (
     update(jobs)
@@ -40,13 +45,7 @@ _FINISH: Final = (
         updated_at=bindparam("now"),
         finished_at=bindparam("now"),
     )
-    .returning(
-        *JOB_COLUMNS,
-        # written out: SQLAlchemy leaves RETURNING's columns unqualified on SQLite
-        literal_column(
-            "(SELECT g.balance FROM guilds AS g WHERE g.guild_id = jobs.guild_id)", BigInteger
-        ).label("balance"),
-    )
+    .returning(*JOB_COLUMNS, _GUILD_BALANCE)
 )
 _REFUND: Final = (
     update(guilds)
@@ -132,18 +131,18 @@ class JobOps(Ops):
 
         return await self._db.write(work)
 
-    async def mark_delivering(self, job_id: int) -> JobRecord | None:
+    async def mark_delivering(self, job_id: int) -> Delivering | None:
         now = self._now()
         query = (
             update(jobs)
             .where(jobs.c.id == job_id, jobs.c.status.in_(OPEN))
             .values(delivering_at=now, updated_at=now)
-            .returning(*JOB_COLUMNS)
+            .returning(*JOB_COLUMNS, _GUILD_BALANCE)
         )
 
-        async def work(conn: AsyncConnection) -> JobRecord | None:
+        async def work(conn: AsyncConnection) -> Delivering | None:
             row = (await conn.execute(query)).first()
-            return None if row is None else job_from_row(row)
+            return None if row is None else Delivering(job_from_row(row), int(row.balance))
 
         return await self._db.write(work)
 

@@ -8,6 +8,7 @@ from typing import Literal, TypedDict
 from bot.storage.records import JobRecord
 
 __all__ = [
+    "Delivering",
     "Discrepancy",
     "ReserveRejected",
     "Reserved",
@@ -44,6 +45,14 @@ class ReserveRejected:
 
 class Settled(_JobWrite):
     """A job left the open states; ``balance`` is the guild's balance afterwards."""
+
+
+@dataclass(frozen=True)
+class Delivering:
+    """A job marked as being posted; ``balance`` is the guild's balance at that moment."""
+
+    job: JobRecord
+    balance: int
 
 
 @dataclass(frozen=True)

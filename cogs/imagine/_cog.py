@@ -30,7 +30,7 @@ from bot.segmind import MAX_SEED, InvalidRequest, Txt2ImgRequest, build_request
 from bot.storage import StorageError
 
 from ._buttons import DYNAMIC_ITEMS
-from ._delivery import ChannelDelivery
+from ._delivery import ChannelDelivery, tell_in_channel
 from ._notices import low_balance_notice
 
 if TYPE_CHECKING:
@@ -228,16 +228,16 @@ class ImagineCog(commands.Cog, name="Imagine"):
         except QueueBusy as error:
             await reply_private(interaction, error.user_message)
             return
-        if not await _defer(interaction):
-            return  # nobody to answer any more; nothing was spent
+        # Refused (usually as too late): the job still runs and the channel hears the rest.
+        deferred = await _defer(interaction)
         settings = await self.bot.guild_settings.get(guild.id)
         refusal: str | None = server_rules_refusal(settings, channel, request)
         if refusal is None:
             refusal = await self._queue(
                 interaction, guild, channel, request, settings, parent_job_id
             )
-        if refusal is not None:
-            await reply_private(interaction, refusal)
+        if refusal is not None and not (deferred and await reply_private(interaction, refusal)):
+            await tell_in_channel(channel, interaction.user.id, interaction.guild_locale, refusal)
 
     async def _queue(
         self,

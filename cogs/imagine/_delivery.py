@@ -23,11 +23,20 @@ from bot.recovery import delivery_nonce
 from ._buttons import result_view
 from ._render import pack_files, prepare_files, result_embed, status_text
 
-__all__ = ["ChannelDelivery", "StatusMessage"]
+__all__ = ["ChannelDelivery", "StatusMessage", "tell_in_channel"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+
+
+async def tell_in_channel(
+    channel: discord.abc.Messageable, user_id: int, locale: discord.Locale | None, text: str
+) -> None:
+    """``text`` for the member, in the channel: Discord no longer takes a private answer."""
+    await channel.send(
+        f"<@{user_id}> {render(locale, text)}", allowed_mentions=discord.AllowedMentions.none()
+    )
 
 
 class StatusMessage:
@@ -81,9 +90,11 @@ class ChannelDelivery:
     def __init__(
         self, interaction: discord.Interaction[Any], channel: discord.abc.Messageable
     ) -> None:
-        """``interaction``: already deferred; its response is the status line."""
+        """``interaction``: deferred, its response is the status line; or refused as too
+        late by Discord, and then whatever the member must hear goes to the channel."""
         self._channel = channel
         self._status = StatusMessage(interaction)
+        self._status.alive = interaction.response.is_done()
         # The requester reads the status line; everyone in the channel reads the result.
         self._locale = interaction.locale
         self._guild_locale = interaction.guild_locale
@@ -181,11 +192,9 @@ class ChannelDelivery:
     async def failed(self, job: Job, message: str, refunded: int) -> None:
         if await self._status.final(self._failure(job, message, refunded, self._locale)):
             return
-        # The private status is gone (token expired): tell the requester in the channel.
+        # No private status (token expired, or never acknowledged): tell them in the channel.
         text = self._failure(job, message, refunded, self._guild_locale)
-        await self._channel.send(
-            f"<@{job.record.user_id}> {text}", allowed_mentions=discord.AllowedMentions.none()
-        )
+        await tell_in_channel(self._channel, job.record.user_id, self._guild_locale, text)
 
     @staticmethod
     def _failure(job: Job, message: str, refunded: int, locale: discord.Locale | None) -> str:

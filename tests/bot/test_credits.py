@@ -993,7 +993,7 @@ async def test_recover_leaves_deliveries_for_the_channel_to_decide(database_url:
         posting = await ledger.reserve(new_job(units=2))
         await ledger.mark_running(posting.id)
         marked = await ledger.mark_delivering(posting)
-        assert marked.delivering
+        assert marked.job.delivering and marked.balance == 97
         recovered = await ledger.recover()
         # Refunding it blindly could give away an image already in the channel.
         assert [job.id for job in recovered] == [running.id]
@@ -1016,7 +1016,7 @@ async def test_a_silent_process_deliveries_are_swept_not_a_live_ones(database_ur
         for owner in ("alive", "dead"):
             job = await ledger.reserve(dataclasses.replace(new_job(), owner=owner))
             await ledger.mark_running(job.id)
-            posting[owner] = await ledger.mark_delivering(job)
+            posting[owner] = (await ledger.mark_delivering(job)).job
         await Presence(storage, "alive").beat()
         # A sweep neither refunds a delivery (the channel decides) nor touches a live one.
         assert await ledger.recover_stale(stale_after=60) == []

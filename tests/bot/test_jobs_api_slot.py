@@ -2,17 +2,24 @@
 
 With PostgreSQL a job's queued -> running write can wait behind a crowd of
 reservations for a connection (the guild's row serialises them); the next image
-must not wait for it too.
+must not wait for it too, and the images that wait for it wait in the image store.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bot.credits import CreditLedger
+from bot.image_store import HeldImage, ImageStore
+from bot.jobs import JobQueue
+from bot.segmind import GeneratedImage, GenerationResult, Txt2ImgRequest
 from bot.storage import open_storage
 from tests.bot.test_jobs import (
     ALICE,
@@ -52,4 +59,51 @@ async def test_the_next_call_starts_while_the_previous_job_is_still_being_marked
     await settle(second)
     assert generator.peak == 1
     assert await ledger.balance(GUILD) == 98
+    assert await ledger.verify()
+
+
+class Answer(GenerationResult):
+    """A GenerationResult one can take a weak reference to."""
+
+
+class RememberingGenerator(ScriptedGenerator):
+    """Keeps a weak reference to every answer it gave."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers: list[weakref.ref[Answer]] = []
+
+    async def generate(self, request: Txt2ImgRequest) -> GenerationResult:
+        result = await super().generate(request)
+        answer = Answer(**{f.name: getattr(result, f.name) for f in dataclasses.fields(result)})
+        self.answers.append(weakref.ref(answer))
+        return answer
+
+
+async def test_images_waiting_for_the_start_write_wait_in_the_store(
+    ledger: CreditLedger, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    marked = hold_marks(ledger, monkeypatch)
+    generator = RememberingGenerator()
+    store = ImageStore(memory_budget=0, directory=tmp_path)  # every image goes to a file
+    queue = JobQueue(generator, ledger, max_concurrent=2, max_per_user=3, image_store=store)
+    both_stored = asyncio.Event()
+    real_hold = store.hold
+
+    async def hold(image: GeneratedImage) -> HeldImage:
+        held = await real_hold(image)
+        if store.files == 2:
+            both_stored.set()
+        return held
+
+    monkeypatch.setattr(store, "hold", hold)
+    job, delivery = await submit(queue, samples=2, size=512)
+    await asyncio.wait_for(both_stored.wait(), 5)  # both answered, their start not written
+    assert not job.settled.is_set()
+    gc.collect()
+    # The queue keeps no answer (nor its bytes) while it waits for the write.
+    assert len(generator.answers) == 2 and all(ref() is None for ref in generator.answers)
+    marked.set()
+    await settle(job)
+    assert len(delivery.delivered) == 2 and store.files == 0
     assert await ledger.verify()

@@ -503,7 +503,7 @@ async def test_a_posted_job_no_longer_counts_against_max_active(storage: Storage
     first = await reserved(storage, new_job(max_active=1))
     assert isinstance(await reserve(storage, new_job(max_active=1)), ReserveRejected)
     marked = await storage.mark_delivering(first.id)
-    assert marked is not None and marked.delivering and marked.status.is_open
+    assert marked is not None and marked.job.delivering and marked.job.status.is_open
     # Being posted still counts (the post may fail); posted, it no longer does.
     assert isinstance(await reserve(storage, new_job(max_active=1)), ReserveRejected)
     assert await storage.set_job_message(first.id, 42)

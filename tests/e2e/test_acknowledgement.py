@@ -1,5 +1,6 @@
 """/imagine awaits its private defer before it reserves anything or calls the API, so every
-later word is a follow-up; a defer Discord refuses (too late: 10062) spends and says nothing."""
+later word is a follow-up; after a defer Discord refuses (too late: 10062) the job still runs,
+and its result or refusal is posted in the channel."""
 
 from __future__ import annotations
 
@@ -78,34 +79,49 @@ async def test_a_refusal_is_a_private_followup_after_a_slow_defer(
     assert world.segmind.calls == 0
 
 
-@pytest.mark.parametrize("prompt", ["still wanted", "lots of gore"])
-async def test_a_rejected_defer_spends_and_says_nothing(
-    world: World, caplog: pytest.LogCaptureFixture, prompt: str
+async def test_a_rejected_defer_still_delivers_and_charges_in_the_channel(
+    world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger=COG_LOGGER)
     reject_the_defer(world)
     async with world.running() as bot:
-        await bot.guild_settings.update(world.discord.guild.id, blocked_words=("gore",))
-        call = await world.imagine({"prompt": prompt})
-        await world.discord.wait_for(
-            lambda: world.discord.requests_to("POST", CALLBACK), what="the rejected defer"
-        )
-        with pytest.raises(TimeoutError):  # nothing is said, anywhere
-            await world.discord.wait_for(
-                lambda: interaction_webhooks(world) or world.discord.messages, timeout=0.3
-            )
-        assert await balance(world, bot) == 100
-        assert await bot.ledger.active_jobs() == []
+        call = await world.imagine({"prompt": "still wanted"})
+        result = await world.result()
+        await bot.jobs.wait_idle()
+        assert await balance(world, bot) == 99
         assert await bot.ledger.verify()
+        assert await bot.ledger.active_jobs() == []
+        entries = await bot.ledger.history(world.discord.guild.id, limit=2)
+        assert [(e.kind, e.delta) for e in entries] == [("commit", 0), ("reserve", -1)]
     assert not call.acknowledged
+    assert str(world.discord.member.id) in result.content
+    # Nothing more on the dead token: no status edits, no follow-ups.
+    assert interaction_webhooks(world) == []
     assert [r.injected for r in world.discord.requests_to("POST", CALLBACK)] == [True]
-    assert world.discord.ephemeral_messages() == []
-    assert world.segmind.calls == 0
     [warning] = [r for r in caplog.records if r.name == COG_LOGGER]
     assert warning.levelno == logging.WARNING and warning.exc_info is None
     assert "could not acknowledge" in warning.getMessage() and "404 10062" in warning.getMessage()
     assert getattr(warning, "guild_id", None) == world.discord.guild.id
     assert getattr(warning, "user_id", None) == world.discord.member.id
+
+
+async def test_a_refusal_after_a_rejected_defer_is_said_in_the_channel(world: World) -> None:
+    reject_the_defer(world)
+    async with world.running() as bot:
+        await bot.guild_settings.update(world.discord.guild.id, blocked_words=("gore",))
+        call = await world.imagine({"prompt": "lots of gore"})
+        notice = await world.discord.wait_for_message(
+            world.discord.channel, lambda m: "blocked" in m.content
+        )
+        assert await balance(world, bot) == 100
+        assert await bot.ledger.active_jobs() == []
+        assert await bot.ledger.verify()
+    assert not call.acknowledged
+    assert notice.content.startswith(f"<@{world.discord.member.id}>")
+    assert "Nothing was charged" in notice.content
+    assert interaction_webhooks(world) == []
+    assert world.discord.ephemeral_messages() == []
+    assert world.segmind.calls == 0
 
 
 async def test_an_unexpected_error_is_apologised_for_after_the_defer(

@@ -152,7 +152,7 @@ async def test_recovery_counts_every_part_and_refunds_a_vanished_channel(world: 
                 )
             )
             await ledger.mark_running(job.id)
-            jobs.append(await ledger.mark_delivering(job))
+            jobs.append((await ledger.mark_delivering(job)).job)
     finally:
         await storage.close()
     posted, vanished = jobs
