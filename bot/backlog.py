@@ -44,7 +44,9 @@ class Backlog:
     ) -> None:
         """``wake``: called (from a timer) when an image held back by the pace may start."""
         self._wake = wake
-        self._timer: asyncio.TimerHandle | None = None
+        # uvloop answers call_at with a plain Handle (no .when()) when under 1 ms away.
+        self._timer: asyncio.Handle | None = None
+        self._timer_due = 0.0
         self._max_waiting = max_waiting
         self.pace = Pace(max_concurrent=max_concurrent, rpm=rpm)
         self._scheduler: FairScheduler[tuple[Job, int]] = FairScheduler()
@@ -143,10 +145,11 @@ class Backlog:
         loop = asyncio.get_running_loop()
         when = loop.time() + delay
         if self._timer is not None:
-            if self._timer.when() <= when:
+            if self._timer_due <= when:
                 return  # already due as early
             self._timer.cancel()
         self._timer = loop.call_at(when, self._fire)
+        self._timer_due = when
 
     def _fire(self) -> None:
         self._timer = None
