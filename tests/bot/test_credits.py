@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from bot.coordination import Presence
+from bot.crash_recovery import recover
 from bot.credit_errors import (
     CreditError,
     DailyCapReached,
@@ -657,8 +658,8 @@ async def test_recover_refunds_interrupted_jobs_exactly_once(
     storage = await open_storage(database_url)
     try:
         ledger = CreditLedger(storage, default_credits=100)
-        caplog.set_level(logging.INFO, logger="bot.credits")
-        recovered = await ledger.recover()
+        caplog.set_level(logging.INFO, logger="bot.crash_recovery")
+        recovered = (await recover(storage, ledger)).refunded
         assert sorted(job.id for job in recovered) == [queued.id, running.id]
         assert all(job.status is JobStatus.REFUNDED for job in recovered)
         assert all(job.error == "interrupted by a restart" for job in recovered)
@@ -666,7 +667,7 @@ async def test_recover_refunds_interrupted_jobs_exactly_once(
         assert await ledger.balance(GUILD) == 99
         assert await ledger.balance(OTHER_GUILD) == 100
         entries = await ledger.count_history(GUILD)
-        assert await ledger.recover() == []
+        assert (await recover(storage, ledger)).refunded == []
         assert await ledger.count_history(GUILD) == entries
         await assert_invariants(ledger, GUILD, OTHER_GUILD)
     finally:
@@ -709,10 +710,10 @@ async def test_recover_after_a_real_crash(database_url: str) -> None:
     try:
         ledger = CreditLedger(storage, default_credits=100)
         assert await ledger.balance(GUILD) == 92
-        recovered = await ledger.recover()
+        recovered = (await recover(storage, ledger)).refunded
         assert [job.id for job in recovered] == [job_id]
         assert await ledger.balance(GUILD) == 100
-        assert await ledger.recover() == []
+        assert (await recover(storage, ledger)).refunded == []
         await assert_invariants(ledger, GUILD)
     finally:
         await storage.close()
@@ -979,7 +980,7 @@ async def test_random_concurrent_operations_keep_the_invariants(
     for _ in range(10):
         await asyncio.wait_for(asyncio.gather(*(operation() for _ in range(25))), timeout=60)
         await assert_invariants(ledger, *guilds)
-    await ledger.recover()
+    await recover(storage, ledger)
     assert await ledger.active_jobs() == []
     await assert_invariants(ledger, *guilds)
 
@@ -994,15 +995,15 @@ async def test_recover_leaves_deliveries_for_the_channel_to_decide(database_url:
         await ledger.mark_running(posting.id)
         marked = await ledger.mark_delivering(posting)
         assert marked.delivering
-        recovered = await ledger.recover()
+        left = await recover(storage, ledger)
         # Refunding it blindly could give away an image already in the channel.
-        assert [job.id for job in recovered] == [running.id]
-        assert [job.id for job in await ledger.interrupted_deliveries()] == [posting.id]
+        assert [job.id for job in left.refunded] == [running.id]
+        assert [job.id for job in left.delivering] == [posting.id]
         assert await ledger.balance(GUILD) == 98
         await ledger.refund(posting.id, "test")
         with pytest.raises(JobNotActive):
             await ledger.mark_delivering(posting)
-        assert await ledger.interrupted_deliveries() == []
+        assert (await recover(storage, ledger)).delivering == []
         assert await ledger.verify()
     finally:
         await storage.close()
@@ -1019,10 +1020,9 @@ async def test_a_silent_process_deliveries_are_swept_not_a_live_ones(database_ur
             posting[owner] = await ledger.mark_delivering(job)
         await Presence(storage, "alive").beat()
         # A sweep neither refunds a delivery (the channel decides) nor touches a live one.
-        assert await ledger.recover_stale(stale_after=60) == []
-        assert [job.id for job in await ledger.stale_deliveries(stale_after=60)] == [
-            posting["dead"].id
-        ]
+        swept = await recover(storage, ledger, stale_only=True, stale_after=60)
+        assert swept.refunded == []
+        assert [job.id for job in swept.delivering] == [posting["dead"].id]
         assert await ledger.balance(GUILD) == 98
     finally:
         await storage.close()
