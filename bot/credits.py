@@ -47,7 +47,6 @@ __all__ = [
 
 log = logging.getLogger("bot.credits")
 
-MAX_HISTORY_PAGE: Final = 1000
 MAX_NOTE_LENGTH: Final = 500
 
 
@@ -385,22 +384,6 @@ class CreditLedger:
         return await self._storage.usage_today(
             snowflake(guild_id, "guild_id"), snowflake(user_id, "user_id")
         )
-
-    # -- statements ------------------------------------------------------------------
-
-    async def history(
-        self, guild_id: int, *, limit: int = 10, offset: int = 0
-    ) -> list[LedgerEntry]:
-        """Ledger entries, newest first."""
-        guild_id = snowflake(guild_id, "guild_id")
-        if not is_int(limit) or not 1 <= limit <= MAX_HISTORY_PAGE:
-            raise InvalidAmount(f"The page size must be 1 to {MAX_HISTORY_PAGE}.")
-        if not is_int(offset) or offset < 0:
-            raise InvalidAmount("The page offset cannot be negative.")
-        return await self._storage.ledger_entries(guild_id, limit=limit, offset=offset)
-
-    async def count_history(self, guild_id: int) -> int:
-        return await self._storage.count_ledger_entries(snowflake(guild_id, "guild_id"))
 
     async def verify(self, guild_id: int | None = None) -> bool:
         """True when every (or this) guild's ledger sums to its balance and jobs add up."""
