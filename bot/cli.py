@@ -22,7 +22,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.config import Settings
 from bot.credit_errors import CreditError
-from bot.credits import MAX_CREDITS, MAX_HISTORY_PAGE, MAX_NOTE_LENGTH, CreditLedger
+from bot.credits import MAX_CREDITS, MAX_NOTE_LENGTH, CreditLedger
+from bot.insight import MAX_HISTORY_PAGE, Insight
 from bot.storage import StorageError, open_storage
 from bot.storage.records import LedgerEntry
 
@@ -250,8 +251,9 @@ async def _run_credits(command: CreditsCommand, settings: CliSettings) -> int:
             change = ""
         print(f"Guild {guild}: {balance} {_credits_word(balance)}{change}")
         if command.history:
-            entries = await ledger.history(guild, limit=command.limit)
-            total = await ledger.count_history(guild)
+            statement = Insight(storage)
+            entries = await statement.history(guild, limit=command.limit)
+            total = await statement.count_history(guild)
             print()
             print("\n".join(format_history(entries, total)))
     finally:

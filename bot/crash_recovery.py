@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
 import discord
 
@@ -15,10 +16,10 @@ from bot.coordination import Presence
 from bot.credits import CreditLedger, JobRecord
 from bot.i18n import tn
 from bot.logs import job_context
-from bot.recovery import settle_deliveries
+from bot.recovery import RECOVERY_REASON, settle_deliveries
 from bot.storage import Storage, StorageError
 
-__all__ = ["HEARTBEAT_INTERVAL", "STALE_AFTER", "CrashRecovery", "Spawn"]
+__all__ = ["HEARTBEAT_INTERVAL", "STALE_AFTER", "CrashRecovery", "Leftovers", "Spawn", "recover"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,55 @@ HEARTBEAT_INTERVAL = 10.0
 STALE_AFTER = 60.0
 SWEEP_EVERY = 6
 PROMPT_SHOWN = 80
+#: No process has this name, so asking for its leftovers finds only unowned jobs and those
+#: of silent processes.
+_NO_LIVE_PROCESS: Final = "(no live process)"
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """One recovery pass: the jobs refunded now, and those whose result was being posted
+    (their channel decides: :mod:`bot.recovery`)."""
+
+    refunded: list[JobRecord]
+    delivering: list[JobRecord]
+
+
+async def recover(
+    storage: Storage,
+    ledger: CreditLedger,
+    owner: str | None = None,
+    *,
+    stale_only: bool = False,
+    stale_after: float = STALE_AFTER,
+) -> Leftovers:
+    """Read once the open jobs a dead run left and refund, exactly once, those not being posted.
+
+    ``owner`` None: every open job (one process owns the database); else this process's earlier
+    jobs, unowned ones and those of processes silent for ``stale_after`` seconds.
+    ``stale_only``: only unowned jobs and silent processes' (live processes' jobs, ours included,
+    stay), for the sweep of processes that died for good.
+    """
+    jobs = await storage.recoverable_jobs(
+        _NO_LIVE_PROCESS if stale_only else owner, stale_after=stale_after
+    )
+    refunded: list[JobRecord] = []
+    for job in jobs:
+        if job.delivering:
+            continue
+        result = await ledger.refund(job, RECOVERY_REASON)
+        if result.refunded:  # 0: settled meanwhile by someone else
+            refunded.append(result.job)
+    if refunded:
+        log.warning(
+            "refunded %d %s interrupted by a restart: %s",
+            len(refunded),
+            "job" if len(refunded) == 1 else "jobs",
+            ", ".join(str(job.id) for job in refunded),
+        )
+    else:
+        log.info("no interrupted jobs to refund")
+    return Leftovers(refunded, [job for job in jobs if job.delivering])
 
 
 class Spawn(Protocol):
@@ -66,14 +116,13 @@ class CrashRecovery:
             self._presence = Presence(self._storage, self._owner)
             await self._presence.beat()
             owner = self._owner
-        recovered = await self._ledger.recover(owner, stale_after=STALE_AFTER)
-        deliveries = await self._ledger.interrupted_deliveries(owner, stale_after=STALE_AFTER)
+        left = await recover(self._storage, self._ledger, owner)
         if self._presence is not None:
             self._spawn(self._keep_alive(self._presence), name="heartbeat")
-        if recovered:
-            self._spawn(self._announce(recovered))
-        if deliveries:
-            self._settling = self._spawn(self._settle(deliveries), name="deliveries")
+        if left.refunded:
+            self._spawn(self._announce(left.refunded))
+        if left.delivering:
+            self._settling = self._spawn(self._settle(left.delivering), name="deliveries")
 
     async def wait_settled(self) -> None:
         """Wait until the deliveries a dead run left were settled (tests, benchmarks)."""
@@ -98,12 +147,11 @@ class CrashRecovery:
                 await presence.beat()
                 beats += 1
                 if beats % SWEEP_EVERY == 0:
-                    swept = await self._ledger.recover_stale(stale_after=STALE_AFTER)
-                    if swept:
-                        await self._announce(swept)
-                    stale = await self._ledger.stale_deliveries(stale_after=STALE_AFTER)
-                    if stale:
-                        await self._settle(stale)
+                    swept = await recover(self._storage, self._ledger, stale_only=True)
+                    if swept.refunded:
+                        await self._announce(swept.refunded)
+                    if swept.delivering:
+                        await self._settle(swept.delivering)
             except StorageError as error:
                 # Keep beating: a database blip must not make others refund our jobs.
                 log.warning("heartbeat to the shared database failed: %s", error)

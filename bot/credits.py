@@ -47,11 +47,7 @@ __all__ = [
 
 log = logging.getLogger("bot.credits")
 
-_NOBODY = "(no live process)"
-
-MAX_HISTORY_PAGE: Final = 1000
 MAX_NOTE_LENGTH: Final = 500
-RECOVERY_REASON: Final = "interrupted by a restart"
 
 
 def _plural(count: int, word: str) -> str:
@@ -384,72 +380,11 @@ class CreditLedger:
         gid = optional_snowflake(guild_id, "guild_id")
         return await self._storage.list_jobs(statuses=OPEN_STATUSES, guild_id=gid)
 
-    async def recover(
-        self, owner: str | None = None, *, stale_after: float = 60.0
-    ) -> list[JobRecord]:
-        """Refund, exactly once, the open jobs a dead run left; returns those refunded now.
-
-        ``owner`` None: every open job (one process owns the database); else this process's
-        earlier jobs, unowned ones and those of processes silent for ``stale_after`` seconds.
-        Jobs whose result was being posted are left to their channel (:mod:`bot.recovery`).
-        """
-        refunded: list[JobRecord] = []
-        for job in await self._storage.recoverable_jobs(owner, stale_after=stale_after):
-            if job.delivering:
-                continue
-            result = await self.refund(job, RECOVERY_REASON)
-            if result.refunded:
-                refunded.append(result.job)
-        if refunded:
-            log.warning(
-                "refunded %s interrupted by a restart: %s",
-                _plural(len(refunded), "job"),
-                ", ".join(str(job.id) for job in refunded),
-            )
-        else:
-            log.info("no interrupted jobs to refund")
-        return refunded
-
-    async def interrupted_deliveries(
-        self, owner: str | None = None, *, stale_after: float = 60.0
-    ) -> list[JobRecord]:
-        """Open jobs a dead run was posting (the same jobs :meth:`recover` looks at),
-        oldest first: whether the result reached the channel decides their fate."""
-        jobs = await self._storage.recoverable_jobs(owner, stale_after=stale_after)
-        return [job for job in jobs if job.delivering]
-
-    async def recover_stale(self, *, stale_after: float) -> list[JobRecord]:
-        """Refund the open jobs of processes silent for ``stale_after`` seconds (a shard
-        that died and did not come back); live processes' jobs, ours included, stay."""
-        # No process is named like this, so only unowned and stale jobs match.
-        return await self.recover(_NOBODY, stale_after=stale_after)
-
-    async def stale_deliveries(self, *, stale_after: float) -> list[JobRecord]:
-        """The deliveries of processes silent for ``stale_after`` seconds (see
-        :meth:`recover_stale`), for the channel to decide."""
-        return await self.interrupted_deliveries(_NOBODY, stale_after=stale_after)
-
     async def usage_today(self, guild_id: int, user_id: int) -> int:
         """Credits the member spent in the guild today (UTC), net of refunds."""
         return await self._storage.usage_today(
             snowflake(guild_id, "guild_id"), snowflake(user_id, "user_id")
         )
-
-    # -- statements ------------------------------------------------------------------
-
-    async def history(
-        self, guild_id: int, *, limit: int = 10, offset: int = 0
-    ) -> list[LedgerEntry]:
-        """Ledger entries, newest first."""
-        guild_id = snowflake(guild_id, "guild_id")
-        if not is_int(limit) or not 1 <= limit <= MAX_HISTORY_PAGE:
-            raise InvalidAmount(f"The page size must be 1 to {MAX_HISTORY_PAGE}.")
-        if not is_int(offset) or offset < 0:
-            raise InvalidAmount("The page offset cannot be negative.")
-        return await self._storage.ledger_entries(guild_id, limit=limit, offset=offset)
-
-    async def count_history(self, guild_id: int) -> int:
-        return await self._storage.count_ledger_entries(snowflake(guild_id, "guild_id"))
 
     async def verify(self, guild_id: int | None = None) -> bool:
         """True when every (or this) guild's ledger sums to its balance and jobs add up."""

@@ -1,5 +1,5 @@
-"""Insight over storage for admins and members: a guild's spending over a period
-(``/credits usage``) and a member's own results, page by page (``/gallery``).
+"""Insight over storage for admins and members: a guild's ledger entries (``/credits history``),
+its spending over a period (``/credits usage``) and a member's own results (``/gallery``).
 
 Read only; the ledger (money) stays in :mod:`bot.credits`.
 """
@@ -9,14 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from bot.checks import is_int, snowflake
+from bot.credit_errors import InvalidAmount
 from bot.i18n import _N
 from bot.storage import Storage
-from bot.storage.records import JobRecord, UsageSummary
+from bot.storage.records import JobRecord, LedgerEntry, UsageSummary
 
 __all__ = [
     "DEFAULT_DAYS",
     "GALLERY_PAGE_SIZE",
     "MAX_DAYS",
+    "MAX_HISTORY_PAGE",
     "GalleryEntry",
     "GalleryPage",
     "Insight",
@@ -27,6 +30,7 @@ DEFAULT_DAYS: Final = 30
 MAX_DAYS: Final = 90
 TOP_MEMBERS: Final = 5
 GALLERY_PAGE_SIZE: Final = 5
+MAX_HISTORY_PAGE: Final = 1000
 
 
 class InvalidPeriod(ValueError):
@@ -96,6 +100,20 @@ class Insight:
 
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
+
+    async def history(
+        self, guild_id: int, *, limit: int = 10, offset: int = 0
+    ) -> list[LedgerEntry]:
+        """The guild's ledger entries, newest first."""
+        guild_id = snowflake(guild_id, "guild_id")
+        if not is_int(limit) or not 1 <= limit <= MAX_HISTORY_PAGE:
+            raise InvalidAmount(f"The page size must be 1 to {MAX_HISTORY_PAGE}.")
+        if not is_int(offset) or offset < 0:
+            raise InvalidAmount("The page offset cannot be negative.")
+        return await self._storage.ledger_entries(guild_id, limit=limit, offset=offset)
+
+    async def count_history(self, guild_id: int) -> int:
+        return await self._storage.count_ledger_entries(snowflake(guild_id, "guild_id"))
 
     async def usage(
         self, guild_id: int, days: int = DEFAULT_DAYS, *, top: int = TOP_MEMBERS

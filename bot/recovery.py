@@ -17,10 +17,10 @@ from typing import Any, Final
 
 import discord
 
-from bot.credits import RECOVERY_REASON, CreditLedger, JobRecord
+from bot.credits import CreditLedger, JobRecord
 from bot.logs import job_context
 
-__all__ = ["delivery_nonce", "result_job_id", "settle_deliveries"]
+__all__ = ["RECOVERY_REASON", "delivery_nonce", "result_job_id", "settle_deliveries"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ RESULT_ID_PREFIX: Final = "imagine:"
 #: Discord), and at most this many messages: recovery must not read a whole channel.
 HISTORY_SLACK: Final = timedelta(seconds=2)
 HISTORY_LIMIT: Final = 1000
+#: Why a job a stopped run left open was refunded (its ``error``).
+RECOVERY_REASON: Final = "interrupted by a restart"
 NOT_FOUND_REASON: Final = f"{RECOVERY_REASON}; its result was not found in the channel"
 
 

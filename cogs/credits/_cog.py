@@ -32,7 +32,6 @@ from ._usage import send_usage_chart
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
-    from bot.credits import CreditLedger
 
 __all__ = ["CreditsCog", "HistoryPageButton"]
 
@@ -46,14 +45,14 @@ HISTORY_NEEDS_MANAGE_SERVER = _N("You need the Manage Server permission to see t
 
 
 async def history_page(
-    ledger: CreditLedger, guild_id: int, page: int, locale: LocaleLike = None
+    bot: ImagineBot, guild_id: int, page: int, locale: LocaleLike = None
 ) -> tuple[discord.Embed, discord.ui.View]:
     """Page ``page`` of the guild's ledger, newest first, with its Newer/Older buttons."""
-    total = await ledger.count_history(guild_id)
+    total = await bot.insight.count_history(guild_id)
     pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
     page = min(max(page, 0), pages - 1)
-    entries = await ledger.history(guild_id, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
-    balance = await ledger.balance(guild_id)
+    entries = await bot.insight.history(guild_id, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
+    balance = await bot.ledger.balance(guild_id)
     embed = discord.Embed(
         title=t(locale, "Credit history"),
         description="\n".join(entry_line(e, locale) for e in entries)
@@ -85,7 +84,7 @@ class HistoryPageButton(PageButton, prefix="credits:history"):
         self, interaction: discord.Interaction[Any]
     ) -> tuple[discord.Embed, discord.ui.View]:
         bot: ImagineBot = interaction.client
-        return await history_page(bot.ledger, self.owner_id, self.page, interaction.locale)
+        return await history_page(bot, self.owner_id, self.page, interaction.locale)
 
 
 class CreditsCog(commands.Cog, name="Credits"):
@@ -145,9 +144,7 @@ class CreditsCog(commands.Cog, name="Credits"):
             await reply_private(interaction, HISTORY_NEEDS_MANAGE_SERVER)
             return
         await interaction.response.defer(ephemeral=True)
-        embed, view = await history_page(
-            self.bot.ledger, interaction.guild_id, 0, interaction.locale
-        )
+        embed, view = await history_page(self.bot, interaction.guild_id, 0, interaction.locale)
         await interaction.followup.send(
             embed=embed, view=view, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
         )

@@ -19,6 +19,7 @@ import pytest
 from bot import cli
 from bot.config import Settings
 from bot.credits import CreditLedger
+from bot.insight import Insight
 from bot.storage import open_storage
 from tests.bot.test_storage import read_only, write_locked
 from tests.pg import PgServer
@@ -66,8 +67,7 @@ def state(target: Path | str, guild: int = int(GUILD)) -> tuple[int | None, int]
     async def read() -> tuple[int | None, int]:
         storage = await open_storage(url_of(target))
         try:
-            ledger = CreditLedger(storage, default_credits=0)
-            return await storage.get_balance(guild), await ledger.count_history(guild)
+            return await storage.get_balance(guild), await Insight(storage).count_history(guild)
         finally:
             await storage.close()
 
@@ -121,7 +121,7 @@ def test_add_and_set_go_through_the_ledger(db: str, capsys: pytest.CaptureFixtur
             assert await ledger.verify()
             return [
                 (e.kind.value, e.delta, e.actor_id, e.note)
-                for e in await ledger.history(int(GUILD))
+                for e in await Insight(storage).history(int(GUILD))
             ]
         finally:
             await storage.close()
@@ -389,7 +389,8 @@ async def _balance_and_check(url: str) -> tuple[int | None, int]:
     try:
         ledger = CreditLedger(storage, default_credits=0)
         assert await ledger.verify()
-        return await storage.get_balance(int(GUILD)), await ledger.count_history(int(GUILD))
+        entries = await Insight(storage).count_history(int(GUILD))
+        return await storage.get_balance(int(GUILD)), entries
     finally:
         await storage.close()
 

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from bot.coordination import Presence
+from bot.crash_recovery import recover
 from bot.credit_errors import (
     CreditError,
     DailyCapReached,
@@ -43,6 +44,7 @@ from bot.credits import (
     NewJob,
 )
 from bot.guild_settings import GuildSettingsService
+from bot.insight import Insight
 from bot.storage import Storage, open_storage
 
 GUILD = 111_111_111_111_111_111
@@ -86,10 +88,15 @@ def new_job(
     )
 
 
+def statement(ledger: CreditLedger) -> Insight:
+    """The ledger's entries as ``/credits history`` reads them, over the ledger's own storage."""
+    return Insight(ledger._storage)
+
+
 async def ledger_sum(ledger: CreditLedger, guild: int) -> int:
     """Sum of the guild's ledger deltas, read through the public history API."""
-    total = await ledger.count_history(guild)
-    entries = await ledger.history(guild, limit=1000) if total else []
+    total = await statement(ledger).count_history(guild)
+    entries = await statement(ledger).history(guild, limit=1000) if total else []
     assert len(entries) == total
     return sum(entry.delta for entry in entries)
 
@@ -131,7 +138,7 @@ async def test_a_new_guild_gets_the_default_grant_exactly_once(ledger: CreditLed
     balances = await asyncio.gather(*(ledger.ensure_guild(GUILD) for _ in range(20)))
     assert balances == [100] * 20
     assert await ledger.balance(GUILD) == 100
-    (entry,) = await ledger.history(GUILD)
+    (entry,) = await statement(ledger).history(GUILD)
     assert entry.kind is LedgerKind.GRANT
     assert entry.delta == 100
     assert entry.actor_id is None
@@ -157,7 +164,7 @@ async def test_grant(ledger: CreditLedger) -> None:
     assert (
         await ledger.grant(GUILD, 25, actor_id=ADMIN, note="  thanks  for   the\nsupport ") == 125
     )
-    latest = (await ledger.history(GUILD, limit=1))[0]
+    latest = (await statement(ledger).history(GUILD, limit=1))[0]
     assert (latest.kind, latest.delta, latest.actor_id) == (LedgerKind.GRANT, 25, ADMIN)
     assert latest.note == "thanks for the support"
     assert latest.balance_after == 125
@@ -166,7 +173,7 @@ async def test_grant(ledger: CreditLedger) -> None:
 
 async def test_grant_to_an_unseen_guild_creates_it_first(ledger: CreditLedger) -> None:
     assert await ledger.grant(OTHER_GUILD, 5, actor_id=None) == 105
-    kinds = [entry.kind for entry in await ledger.history(OTHER_GUILD)]
+    kinds = [entry.kind for entry in await statement(ledger).history(OTHER_GUILD)]
     assert kinds == [LedgerKind.GRANT, LedgerKind.GRANT]
 
 
@@ -177,7 +184,7 @@ async def test_bad_grant_amounts_change_nothing(ledger: CreditLedger, amount: An
         await ledger.grant(GUILD, amount, actor_id=ADMIN)
     assert caught.value.user_message
     assert await ledger.balance(GUILD) == 100
-    assert await ledger.count_history(GUILD) == 1
+    assert await statement(ledger).count_history(GUILD) == 1
 
 
 async def test_a_grant_cannot_push_the_balance_past_the_maximum(ledger: CreditLedger) -> None:
@@ -193,7 +200,7 @@ async def test_a_refused_grant_to_a_new_guild_changes_nothing(storage: Storage) 
     with pytest.raises(InvalidAmount):
         await ledger.grant(GUILD, 1, actor_id=None)
     assert await storage.get_balance(GUILD) is None
-    assert await ledger.count_history(GUILD) == 0
+    assert await statement(ledger).count_history(GUILD) == 0
 
 
 async def test_set_balance_is_an_adjustment_entry(ledger: CreditLedger) -> None:
@@ -201,7 +208,7 @@ async def test_set_balance_is_an_adjustment_entry(ledger: CreditLedger) -> None:
     assert await ledger.set_balance(GUILD, 130, actor_id=ADMIN) == 130
     assert await ledger.set_balance(GUILD, 130, actor_id=None) == 130
     assert await ledger.set_balance(GUILD, 0, actor_id=None) == 0
-    entries = await ledger.history(GUILD)
+    entries = await statement(ledger).history(GUILD)
     sets = [(e.delta, e.balance_after) for e in entries if e.kind is LedgerKind.SET]
     assert sets == [(-130, 0), (0, 130), (100, 130), (-70, 30)]
     assert entries[-2].note == "reset"
@@ -215,7 +222,7 @@ async def test_bad_set_amounts_change_nothing(ledger: CreditLedger, amount: Any)
     with pytest.raises(InvalidAmount):
         await ledger.set_balance(GUILD, amount, actor_id=None)
     assert await ledger.balance(GUILD) == 100
-    assert await ledger.count_history(GUILD) == 1
+    assert await statement(ledger).count_history(GUILD) == 1
 
 
 async def test_set_balance_while_jobs_are_reserved(ledger: CreditLedger) -> None:
@@ -255,7 +262,7 @@ async def test_reserve_records_the_job_and_takes_the_cost(
     assert job.parent_job_id is None
     assert job.created_at == clock.now == job.updated_at
     assert await ledger.balance(GUILD) == 94
-    reserve = (await ledger.history(GUILD, limit=1))[0]
+    reserve = (await statement(ledger).history(GUILD, limit=1))[0]
     assert (reserve.kind, reserve.delta, reserve.job_id, reserve.user_id) == (
         LedgerKind.RESERVE,
         -6,
@@ -335,8 +342,8 @@ async def test_entries_are_in_the_order_they_were_committed(database_url: str) -
                 await ledger.commit(job.id, delivered=index % 2)
 
         await asyncio.wait_for(asyncio.gather(*(operation(i) for i in range(60))), timeout=60)
-        entries = await ledgers[0].history(GUILD, limit=1000)
-        assert len(entries) == await ledgers[0].count_history(GUILD)
+        entries = await statement(ledgers[0]).history(GUILD, limit=1000)
+        assert len(entries) == await statement(ledgers[0]).count_history(GUILD)
         for newer, older in itertools.pairwise(entries):
             assert newer.balance_after is not None
             assert newer.balance_after - newer.delta == older.balance_after
@@ -350,7 +357,7 @@ async def test_entries_are_in_the_order_they_were_committed(database_url: str) -
 
 async def test_insufficient_credits_say_why_and_change_nothing(ledger: CreditLedger) -> None:
     await ledger.set_balance(GUILD, 3, actor_id=None)
-    entries = await ledger.count_history(GUILD)
+    entries = await statement(ledger).count_history(GUILD)
     with pytest.raises(InsufficientCredits) as caught:
         await ledger.reserve(new_job(units=4))
     assert caught.value.user_message == "This server has 3 credits left; this image costs 4."
@@ -362,7 +369,7 @@ async def test_insufficient_credits_say_why_and_change_nothing(ledger: CreditLed
     with pytest.raises(InsufficientCredits, match="has 1 credit left"):
         await ledger.reserve(new_job(units=2))
     assert await ledger.balance(GUILD) == 1
-    assert await ledger.count_history(GUILD) == entries + 1
+    assert await statement(ledger).count_history(GUILD) == entries + 1
     assert await ledger.active_jobs() == []
     await assert_invariants(ledger, GUILD)
 
@@ -374,14 +381,14 @@ async def test_a_refused_reservation_does_not_even_create_the_guild(
         await ledger.reserve(new_job(units=101))
     assert caught.value.balance == 100
     assert await storage.get_balance(GUILD) is None
-    assert await ledger.count_history(GUILD) == 0
+    assert await statement(ledger).count_history(GUILD) == 0
 
 
 async def test_first_reservation_of_a_new_guild(ledger: CreditLedger) -> None:
     job = await ledger.reserve(new_job(OTHER_GUILD, units=4))
     assert job.cost == 4
     assert await ledger.balance(OTHER_GUILD) == 96
-    kinds = [entry.kind for entry in await ledger.history(OTHER_GUILD)]
+    kinds = [entry.kind for entry in await statement(ledger).history(OTHER_GUILD)]
     assert kinds == [LedgerKind.RESERVE, LedgerKind.GRANT]
 
 
@@ -519,7 +526,7 @@ async def test_commit_everything(ledger: CreditLedger) -> None:
     assert (result.committed, result.refunded, result.balance) == (8, 0, 92)
     assert result.job.status is JobStatus.SUCCEEDED
     assert result.job.images_delivered == 2
-    commit = (await ledger.history(GUILD, limit=1))[0]
+    commit = (await statement(ledger).history(GUILD, limit=1))[0]
     assert (commit.kind, commit.delta, commit.job_id) == (LedgerKind.COMMIT, 0, job.id)
     assert commit.note == "charged 8 credits for 2 of 2 images"
     await assert_invariants(ledger, GUILD)
@@ -532,7 +539,7 @@ async def test_partial_commit_refunds_the_undelivered_images(ledger: CreditLedge
     assert (result.committed, result.refunded, result.balance) == (8, 8, 92)
     assert result.job.images_delivered == 2
     assert result.job.status is JobStatus.SUCCEEDED
-    refund, commit = await ledger.history(GUILD, limit=2)
+    refund, commit = await statement(ledger).history(GUILD, limit=2)
     assert (commit.kind, commit.delta) == (LedgerKind.COMMIT, 0)
     assert (refund.kind, refund.delta, refund.job_id) == (LedgerKind.REFUND, 8, job.id)
     assert refund.note == "2 of 4 images not delivered"
@@ -545,13 +552,13 @@ async def test_commit_of_nothing_is_a_refund(ledger: CreditLedger) -> None:
     assert (result.committed, result.refunded, result.balance) == (0, 4, 100)
     assert result.job.status is JobStatus.REFUNDED
     assert result.job.error == "no images were delivered"
-    assert LedgerKind.COMMIT not in {entry.kind for entry in await ledger.history(GUILD)}
+    assert LedgerKind.COMMIT not in {entry.kind for entry in await statement(ledger).history(GUILD)}
 
 
 async def test_commit_is_idempotent(ledger: CreditLedger) -> None:
     job = await ledger.reserve(new_job(units=4, images=4))
     first = await ledger.commit(job.id, delivered=3)
-    entries = await ledger.count_history(GUILD)
+    entries = await statement(ledger).count_history(GUILD)
     for again in (
         await ledger.commit(job.id, delivered=3),
         await ledger.commit(job.id),
@@ -560,7 +567,7 @@ async def test_commit_is_idempotent(ledger: CreditLedger) -> None:
         assert (again.committed, again.refunded) == (0, 0)
         assert again.balance == first.balance
         assert again.job == first.job
-    assert await ledger.count_history(GUILD) == entries
+    assert await statement(ledger).count_history(GUILD) == entries
     await assert_invariants(ledger, GUILD)
 
 
@@ -570,11 +577,11 @@ async def test_refund_is_idempotent(ledger: CreditLedger) -> None:
     assert (first.committed, first.refunded, first.balance) == (0, 6, 100)
     assert first.job.status is JobStatus.REFUNDED
     assert first.job.error == "Segmind returned 500"
-    entries = await ledger.count_history(GUILD)
+    entries = await statement(ledger).count_history(GUILD)
     for again in (await ledger.refund(job.id, "again"), await ledger.commit(job.id)):
         assert (again.committed, again.refunded, again.balance) == (0, 0, 100)
         assert again.job.error == "Segmind returned 500"
-    assert await ledger.count_history(GUILD) == entries
+    assert await statement(ledger).count_history(GUILD) == entries
     await assert_invariants(ledger, GUILD)
 
 
@@ -657,17 +664,17 @@ async def test_recover_refunds_interrupted_jobs_exactly_once(
     storage = await open_storage(database_url)
     try:
         ledger = CreditLedger(storage, default_credits=100)
-        caplog.set_level(logging.INFO, logger="bot.credits")
-        recovered = await ledger.recover()
+        caplog.set_level(logging.INFO, logger="bot.crash_recovery")
+        recovered = (await recover(storage, ledger)).refunded
         assert sorted(job.id for job in recovered) == [queued.id, running.id]
         assert all(job.status is JobStatus.REFUNDED for job in recovered)
         assert all(job.error == "interrupted by a restart" for job in recovered)
         assert any("refunded 2 jobs" in record.getMessage() for record in caplog.records)
         assert await ledger.balance(GUILD) == 99
         assert await ledger.balance(OTHER_GUILD) == 100
-        entries = await ledger.count_history(GUILD)
-        assert await ledger.recover() == []
-        assert await ledger.count_history(GUILD) == entries
+        entries = await statement(ledger).count_history(GUILD)
+        assert (await recover(storage, ledger)).refunded == []
+        assert await statement(ledger).count_history(GUILD) == entries
         await assert_invariants(ledger, GUILD, OTHER_GUILD)
     finally:
         await storage.close()
@@ -709,10 +716,10 @@ async def test_recover_after_a_real_crash(database_url: str) -> None:
     try:
         ledger = CreditLedger(storage, default_credits=100)
         assert await ledger.balance(GUILD) == 92
-        recovered = await ledger.recover()
+        recovered = (await recover(storage, ledger)).refunded
         assert [job.id for job in recovered] == [job_id]
         assert await ledger.balance(GUILD) == 100
-        assert await ledger.recover() == []
+        assert (await recover(storage, ledger)).refunded == []
         await assert_invariants(ledger, GUILD)
     finally:
         await storage.close()
@@ -726,22 +733,22 @@ async def test_history_newest_first_with_paging(ledger: CreditLedger, clock: Fak
     for amount in range(1, 13):
         clock.advance(seconds=1)
         await ledger.grant(GUILD, amount, actor_id=ADMIN)
-    assert await ledger.count_history(GUILD) == 13
-    first_page = await ledger.history(GUILD)
+    assert await statement(ledger).count_history(GUILD) == 13
+    first_page = await statement(ledger).history(GUILD)
     assert [entry.delta for entry in first_page] == list(range(12, 2, -1))
-    second_page = await ledger.history(GUILD, limit=10, offset=10)
+    second_page = await statement(ledger).history(GUILD, limit=10, offset=10)
     assert [entry.delta for entry in second_page] == [2, 1, 100]
     assert [entry.created_at for entry in first_page] == sorted(
         (entry.created_at for entry in first_page), reverse=True
     )
-    assert await ledger.history(OTHER_GUILD) == []
-    assert await ledger.count_history(OTHER_GUILD) == 0
+    assert await statement(ledger).history(OTHER_GUILD) == []
+    assert await statement(ledger).count_history(OTHER_GUILD) == 0
 
 
 @pytest.mark.parametrize(("limit", "offset"), [(0, 0), (-1, 0), (1001, 0), (10, -1)])
 async def test_bad_history_pages(ledger: CreditLedger, limit: int, offset: int) -> None:
     with pytest.raises(InvalidAmount):
-        await ledger.history(GUILD, limit=limit, offset=offset)
+        await statement(ledger).history(GUILD, limit=limit, offset=offset)
 
 
 # -- settings, notices, state ----------------------------------------------------------------
@@ -788,7 +795,7 @@ async def test_unusual_text_is_stored(
     assert stored is not None
     assert stored.params == params
     await ledger.grant(GUILD, 1, actor_id=None, note="top\x00up ü")
-    note = (await ledger.history(GUILD, limit=1))[0].note
+    note = (await statement(ledger).history(GUILD, limit=1))[0].note
     assert note in {"top\x00up ü", "top\ufffdup ü"}
     await service.update(GUILD, blocked_words=["gore\x00"])
     assert (await service.get(GUILD)).blocked_words[0] in {"gore\x00", "gore\ufffd"}
@@ -979,7 +986,7 @@ async def test_random_concurrent_operations_keep_the_invariants(
     for _ in range(10):
         await asyncio.wait_for(asyncio.gather(*(operation() for _ in range(25))), timeout=60)
         await assert_invariants(ledger, *guilds)
-    await ledger.recover()
+    await recover(storage, ledger)
     assert await ledger.active_jobs() == []
     await assert_invariants(ledger, *guilds)
 
@@ -994,15 +1001,15 @@ async def test_recover_leaves_deliveries_for_the_channel_to_decide(database_url:
         await ledger.mark_running(posting.id)
         marked = await ledger.mark_delivering(posting)
         assert marked.job.delivering and marked.balance == 97
-        recovered = await ledger.recover()
+        left = await recover(storage, ledger)
         # Refunding it blindly could give away an image already in the channel.
-        assert [job.id for job in recovered] == [running.id]
-        assert [job.id for job in await ledger.interrupted_deliveries()] == [posting.id]
+        assert [job.id for job in left.refunded] == [running.id]
+        assert [job.id for job in left.delivering] == [posting.id]
         assert await ledger.balance(GUILD) == 98
         await ledger.refund(posting.id, "test")
         with pytest.raises(JobNotActive):
             await ledger.mark_delivering(posting)
-        assert await ledger.interrupted_deliveries() == []
+        assert (await recover(storage, ledger)).delivering == []
         assert await ledger.verify()
     finally:
         await storage.close()
@@ -1019,10 +1026,9 @@ async def test_a_silent_process_deliveries_are_swept_not_a_live_ones(database_ur
             posting[owner] = (await ledger.mark_delivering(job)).job
         await Presence(storage, "alive").beat()
         # A sweep neither refunds a delivery (the channel decides) nor touches a live one.
-        assert await ledger.recover_stale(stale_after=60) == []
-        assert [job.id for job in await ledger.stale_deliveries(stale_after=60)] == [
-            posting["dead"].id
-        ]
+        swept = await recover(storage, ledger, stale_only=True, stale_after=60)
+        assert swept.refunded == []
+        assert [job.id for job in swept.delivering] == [posting["dead"].id]
         assert await ledger.balance(GUILD) == 98
     finally:
         await storage.close()

@@ -91,7 +91,7 @@ async def test_a_rejected_defer_still_delivers_and_charges_in_the_channel(
         assert await balance(world, bot) == 99
         assert await bot.ledger.verify()
         assert await bot.ledger.active_jobs() == []
-        entries = await bot.ledger.history(world.discord.guild.id, limit=2)
+        entries = await bot.insight.history(world.discord.guild.id, limit=2)
         assert [(e.kind, e.delta) for e in entries] == [("commit", 0), ("reserve", -1)]
     assert not call.acknowledged
     assert str(world.discord.member.id) in result.content

@@ -200,7 +200,7 @@ async def test_history_pages_work_after_a_restart_and_only_for_moderators(world:
         reply = await answer(world, refused)
         assert NEEDS_MANAGE_SERVER in reply.content
         assert "page 1/2" in footer(discord.get_message(first.id))
-        assert await bot.ledger.count_history(discord.guild.id) == 13
+        assert await bot.insight.count_history(discord.guild.id) == 13
     discord.assert_no_pings()
 
 
@@ -333,8 +333,8 @@ async def test_grant_and_set_are_refused_for_non_owners(world: World, who: str) 
             ),
         )
         assert await bot.ledger.balance(discord.guild.id) == 100
-        assert await bot.ledger.count_history(discord.guild.id) == 1
-        assert await bot.ledger.count_history(discord.guild2.id) == 0
+        assert await bot.insight.count_history(discord.guild.id) == 1
+        assert await bot.insight.count_history(discord.guild2.id) == 0
     for reply in (granted, set_, remote):
         assert OWNERS_ONLY in reply.content
     discord.assert_no_pings()
@@ -355,7 +355,7 @@ async def test_application_owner_grants_and_sets(world: World) -> None:
         assert "10 credits" in set_.content
         assert await bot.ledger.balance(guild_id) == 10
 
-        [latest, grant] = (await bot.ledger.history(guild_id, limit=3))[:2]
+        [latest, grant] = (await bot.insight.history(guild_id, limit=3))[:2]
         assert (latest.kind.value, latest.delta, latest.actor_id) == ("set", -140, owner.id)
         assert (grant.kind.value, grant.delta, grant.note) == ("grant", 50, "launch")
         assert await bot.ledger.verify()
@@ -372,7 +372,7 @@ async def test_owner_funds_a_server_the_bot_has_not_seen(world: World) -> None:
         reply = await answer(world, call)
         assert f"Server `{unseen}` now has 125 credits" in reply.content
         assert "can't see that server" in reply.content
-        entries = await bot.ledger.history(unseen)
+        entries = await bot.insight.history(unseen)
         assert [(e.kind.value, e.delta) for e in entries] == [("grant", 25), ("grant", 100)]
         assert entries[0].actor_id == discord.app_owner.id
         assert await bot.ledger.balance(discord.guild.id) == 100  # this server untouched
@@ -407,10 +407,10 @@ async def test_malformed_guild_id_is_explained_and_changes_nothing(
             assert "is not a server id" in reply.content, reply.content
             assert "Sorry" not in reply.content
         assert await bot.ledger.balance(discord.guild.id) == 100
-        assert await bot.ledger.count_history(discord.guild.id) == 1
+        assert await bot.insight.count_history(discord.guild.id) == 1
         digits = "".join(ch for ch in bad_id if ch.isdigit())
         if digits and 0 < int(digits) < 2**63:
-            assert await bot.ledger.count_history(int(digits)) == 0
+            assert await bot.insight.count_history(int(digits)) == 0
         assert await bot.ledger.verify()
     discord.assert_no_pings()
 

@@ -302,7 +302,7 @@ async def test_channel_rules_and_blocked_words(
         await bot.guild_settings.update(
             guild_id, allowed_channel_ids=(discord.art_channel.id,), blocked_words=("gore",)
         )
-        entries = await bot.ledger.count_history(guild_id)
+        entries = await bot.insight.count_history(guild_id)
         queued: list[object] = []
         original = bot.jobs.enqueue
 
@@ -321,7 +321,7 @@ async def test_channel_rules_and_blocked_words(
         assert "Nothing was charged" in reply.content
         assert queued == []
         assert await balance(world, bot) == 100
-        assert await bot.ledger.count_history(guild_id) == entries
+        assert await bot.insight.count_history(guild_id) == entries
         assert await bot.ledger.active_jobs() == []
     assert world.segmind.calls == 0
 

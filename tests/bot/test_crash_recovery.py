@@ -1,0 +1,135 @@
+"""Crash recovery reads what a stopped run left once per start and once per sweep.
+
+Runs on both backends (``database_url``): a SQLite file and a fresh PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import discord
+import pytest
+
+from bot import crash_recovery
+from bot.coordination import Presence
+from bot.crash_recovery import CrashRecovery
+from bot.credits import CreditLedger, JobRecord, JobStatus, NewJob
+from bot.storage import Storage, open_storage
+
+GUILD = 111_111_111_111_111_111
+
+
+def new_job(*, units: int = 1, owner: str | None = None) -> NewJob:
+    return NewJob(GUILD, 1, 2, {"prompt": "a cat"}, units, 1, owner=owner)
+
+
+async def stored(ledger: CreditLedger, job_id: int) -> JobRecord:
+    job = await ledger.get_job(job_id)
+    assert job is not None
+    return job
+
+
+@pytest.fixture
+async def storage(database_url: str) -> AsyncIterator[Storage]:
+    opened = await open_storage(database_url)
+    yield opened
+    await opened.close()
+
+
+class Tasks:
+    """The recovery's ``spawn``: the tasks are kept and cancelled when the test ends."""
+
+    def __init__(self) -> None:
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def __call__(
+        self, coro: Coroutine[Any, Any, None], *, name: str | None = None
+    ) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.append(task)
+        return task
+
+    async def cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def count_reads(storage: Storage, monkeypatch: pytest.MonkeyPatch, reads: list[int]) -> None:
+    """Append ``len(reads)`` to ``reads`` at each read of the leftovers."""
+    read = storage.recoverable_jobs
+
+    async def counted(owner: str | None, *, stale_after: float) -> list[JobRecord]:
+        reads.append(len(reads))
+        return await read(owner, stale_after=stale_after)
+
+    monkeypatch.setattr(storage, "recoverable_jobs", counted)
+
+
+async def test_a_start_reads_the_leftovers_once(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = CreditLedger(storage, default_credits=100)
+    queued = await ledger.reserve(new_job())
+    posting = await ledger.reserve(new_job(units=2))
+    await ledger.mark_running(posting.id)
+    await ledger.mark_delivering(posting)
+    reads: list[int] = []
+    count_reads(storage, monkeypatch, reads)
+    tasks = Tasks()
+    recovery = CrashRecovery(
+        discord.Client(intents=discord.Intents.none()), storage, ledger, owner="me", spawn=tasks
+    )
+    try:
+        await recovery.start()
+    finally:
+        await tasks.cancel()
+    # Both kinds were found by that one read: one refunded, one left to its channel.
+    assert len(reads) == 1
+    assert (await stored(ledger, queued.id)).status is JobStatus.REFUNDED
+    assert (await stored(ledger, posting.id)).delivering
+
+
+async def test_a_sweep_reads_the_leftovers_once(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(crash_recovery, "HEARTBEAT_INTERVAL", 0)
+    monkeypatch.setattr(crash_recovery, "SWEEP_EVERY", 1)
+    ledger = CreditLedger(storage, default_credits=100)
+    # A live process's job (ours) is read by each sweep and stays open.
+    ours = await ledger.reserve(new_job(owner="me"))
+    presence = Presence(storage, "me")
+    beats: list[int] = []
+    third_beat = asyncio.Event()
+    beat = presence.beat
+
+    async def counted_beat() -> None:
+        await beat()
+        beats.append(len(beats) + 1)
+        if len(beats) == 3:
+            third_beat.set()
+
+    monkeypatch.setattr(presence, "beat", counted_beat)
+    reads: list[int] = []
+    read = storage.recoverable_jobs
+
+    async def counted(owner: str | None, *, stale_after: float) -> list[JobRecord]:
+        reads.append(len(beats))  # the sweep after this beat
+        return await read(owner, stale_after=stale_after)
+
+    monkeypatch.setattr(storage, "recoverable_jobs", counted)
+    tasks = Tasks()
+    recovery = CrashRecovery(
+        discord.Client(intents=discord.Intents.none()), storage, ledger, owner="me", spawn=tasks
+    )
+    tasks(recovery._keep_alive(presence), name="heartbeat")
+    try:
+        await third_beat.wait()
+    finally:
+        await tasks.cancel()
+    sweeps = Counter(reads)
+    assert sweeps[1] == 1 and sweeps[2] == 1
+    assert (await stored(ledger, ours.id)).status is JobStatus.QUEUED
