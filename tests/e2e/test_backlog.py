@@ -57,7 +57,9 @@ async def test_a_queued_line_shows_its_place_and_an_estimate(world: World) -> No
         world.segmind.pause()
         await world.imagine({"prompt": "first"}, user=members[0])
         await world.segmind.wait_for_requests(1)
-        await world.imagine({"prompt": "second"}, user=members[1])
+        second = await world.imagine({"prompt": "second"}, user=members[1])
+        # Queued before "third" is sent: each defer is awaited first, so they could swap.
+        await world.reply(second, "in line")
         third = await world.imagine({"prompt": "third"}, user=members[2])
         line = await world.reply(third, "in line")
         match = STATUS_LINE.search(line.content)
