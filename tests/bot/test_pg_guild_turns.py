@@ -22,6 +22,9 @@ async def test_another_guild_is_not_queued_behind_one_guilds_flood(pg_url: str) 
     try:
         await storage.ensure_guild(1, default_credits=10**6)
         await storage.ensure_guild(2, default_credits=10**6)
+        # Open the pool's connections first: on a loaded machine, opening one for guild 2
+        # could take longer than the flood's reservations on connections already open.
+        await asyncio.gather(*(storage.get_balance(2) for _ in range(POOL_MAX_SIZE)))
         finished: list[int] = []
 
         async def reserve(guild: int, user: int) -> None:
