@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 import bot.__main__ as entry
 from bot.config import Settings
+from bot.storage import Storage, open_storage
 
 Serve = Callable[[Settings], Awaitable[int]]
+
+
+@pytest.fixture
+async def storage(database_url: str) -> AsyncIterator[Storage]:
+    """The storage at ``database_url`` (SQLite file or throwaway PostgreSQL), closed after."""
+    opened = await open_storage(database_url)
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from bot.app_state import AppState
-from bot.storage import Storage, open_storage
-
-
-@pytest.fixture
-async def storage(database_url: str) -> AsyncIterator[Storage]:
-    opened = await open_storage(database_url)
-    yield opened
-    await opened.close()
+from bot.storage import Storage
 
 
 async def test_state_round_trip(storage: Storage) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 import discord
@@ -17,7 +17,7 @@ from bot import crash_recovery
 from bot.coordination import Presence
 from bot.crash_recovery import CrashRecovery
 from bot.credits import CreditLedger, JobRecord, JobStatus, NewJob
-from bot.storage import Storage, open_storage
+from bot.storage import Storage
 
 GUILD = 111_111_111_111_111_111
 
@@ -30,13 +30,6 @@ async def stored(ledger: CreditLedger, job_id: int) -> JobRecord:
     job = await ledger.get_job(job_id)
     assert job is not None
     return job
-
-
-@pytest.fixture
-async def storage(database_url: str) -> AsyncIterator[Storage]:
-    opened = await open_storage(database_url)
-    yield opened
-    await opened.close()
 
 
 class Tasks:

@@ -23,13 +23,6 @@ FAST = 0.05  # seconds between refreshes in these tests
 
 
 @pytest.fixture
-async def storage(database_url: str) -> AsyncIterator[Storage]:
-    opened = await open_storage(database_url)
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
 async def service(storage: Storage) -> AsyncIterator[GuildSettingsService]:
     started = GuildSettingsService(storage, default_credits=100, refresh_every=FAST)
     await started.start()

@@ -131,13 +131,6 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "imagine.db"
 
 
-@pytest.fixture
-async def storage(database_url: str) -> AsyncIterator[Storage]:
-    opened = await open_storage(database_url)
-    yield opened
-    await opened.close()
-
-
 # -- helpers shared with test_cli ---------------------------------------------------
 
 

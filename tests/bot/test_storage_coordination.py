@@ -115,13 +115,6 @@ def ids(jobs: list[JobRecord]) -> list[int]:
 
 
 @pytest.fixture
-async def storage(database_url: str) -> AsyncIterator[Storage]:
-    opened = await open_storage(database_url)
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(T0)
 
