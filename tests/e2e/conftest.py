@@ -26,6 +26,8 @@ from tests.fakes.fake_discord import (
 from tests.fakes.fake_segmind import FakeSegmind
 
 RESULT_TITLE = "Kandinsky 2.1"
+# SEGMIND_TIMEOUT for a test that holds the fake API: the test ends the hold, never the timeout.
+HELD = 60.0
 
 # The test runs on SQLite and on PostgreSQL (tests/pg.py); ``world`` uses that database.
 on_both_databases = pytest.mark.usefixtures("database_url")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import World, embed_field, on_both_databases
+from tests.e2e.conftest import HELD, World, embed_field, on_both_databases
 from tests.fakes.fake_discord import InteractionRecord
 
 pytestmark = pytest.mark.timeout(120)
@@ -53,7 +53,7 @@ def counting_tasks() -> Iterator[list[int]]:
 
 async def test_a_queued_line_shows_its_place_and_an_estimate(world: World) -> None:
     members = [world.discord.add_member(world.discord.guild, f"m{i}") for i in range(3)]
-    async with world.running(max_concurrent_jobs=1) as bot:
+    async with world.running(max_concurrent_jobs=1, segmind_timeout=HELD) as bot:
         world.segmind.pause()
         await world.imagine({"prompt": "first"}, user=members[0])
         await world.segmind.wait_for_requests(1)
@@ -75,7 +75,7 @@ async def test_a_queued_line_shows_its_place_and_an_estimate(world: World) -> No
 async def test_status_edits_stop_once_the_token_has_expired(world: World) -> None:
     members = [world.discord.add_member(world.discord.guild, f"m{i}") for i in range(3)]
     world.segmind.latency = 0.4  # slow enough for the status board to see every move
-    async with world.running(max_concurrent_jobs=1) as bot:
+    async with world.running(max_concurrent_jobs=1, segmind_timeout=HELD) as bot:
         world.segmind.pause()  # held until "late" has shown its place, however slow the machine
         await world.imagine({"prompt": "first"}, user=members[0])
         await world.segmind.wait_for_requests(1)
@@ -96,7 +96,9 @@ async def test_status_edits_stop_once_the_token_has_expired(world: World) -> Non
 
 async def test_over_the_cap_the_bot_says_it_is_busy_and_charges_nothing(world: World) -> None:
     members = [world.discord.add_member(world.discord.guild, f"m{i}") for i in range(4)]
-    async with world.running(max_concurrent_jobs=1, max_waiting_images=2) as bot:
+    async with world.running(
+        max_concurrent_jobs=1, max_waiting_images=2, segmind_timeout=HELD
+    ) as bot:
         world.segmind.pause()
         await world.imagine({"prompt": "running"}, user=members[0])
         await world.segmind.wait_for_requests(1)
@@ -157,7 +159,7 @@ async def test_one_job_costs_the_same_with_a_thousand_waiting(world: World) -> N
         max_concurrent_jobs=1,
         max_queued_per_user=1000,
         max_waiting_images=5000,
-        segmind_timeout=60.0,  # the blocker is held while a thousand jobs arrive
+        segmind_timeout=HELD,  # the blocker is held while a thousand jobs arrive
     ) as bot:
         await bot.ledger.set_balance(world.discord.guild.id, 10**6, actor_id=None)
         await world.imagine({"prompt": "warm-up"})

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import bot.i18n
-from tests.e2e.conftest import World, embed_field
+from tests.e2e.conftest import HELD, World, embed_field
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,7 +74,9 @@ async def test_a_japanese_member_is_refused_and_kept_posted_in_japanese(world: W
 
 async def test_a_busy_bot_answers_a_german_member_in_german(world: World) -> None:
     members = [world.discord.add_member(world.discord.guild, f"m{i}") for i in range(3)]
-    async with world.running(max_concurrent_jobs=1, max_waiting_images=1) as bot:
+    async with world.running(
+        max_concurrent_jobs=1, max_waiting_images=1, segmind_timeout=HELD
+    ) as bot:
         world.segmind.pause()
         await world.imagine({"prompt": "running"}, user=members[0])
         await world.segmind.wait_for_requests(1)
