@@ -9,9 +9,10 @@ import math
 
 import pytest
 
-from bench import scenarios
+from bench import ledger, scenarios
 from bench.__main__ import run
 from bench.report import ROW_KEYS, build_report
+from bot.event_loop import EventLoopChoice, resolve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,3 +40,12 @@ def test_smallest_benchmark_reports_every_row() -> None:
     assert results.backlog.completed == results.backlog.jobs and results.backlog.requests > 0
     assert results.backlog.unacknowledged == 0 and results.backlog.peak_rss > 0
     assert len(results.paced.accepted) > 2 and results.paced.rate_limited == 0
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "auto"])
+def test_the_ledger_benchmark_runs_on_the_loop_asked_for(
+    loop: EventLoopChoice, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert ledger.main(["--pairs", "20", "--loop", loop]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.endswith(f"temp file DB, {resolve(loop)})"), line
