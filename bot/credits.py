@@ -261,14 +261,18 @@ class CreditLedger:
             raise UnknownJob(job_id)
         return record
 
-    async def commit(self, job: int | JobRecord, delivered: int | None = None) -> CommitResult:
-        """Charge for the ``delivered`` images (default: all) and refund the rest.
+    async def commit(
+        self, job: int | JobRecord, delivered: int | None = None, *, message_id: int | None = None
+    ) -> CommitResult:
+        """Charge for the ``delivered`` images (default: all) and refund the rest; the
+        result's ``message_id`` (for /gallery) is written in the same transaction.
 
         ``delivered == 0`` is a full refund. Idempotent: a job already settled is
         returned unchanged with ``committed == refunded == 0``.
         """
         if delivered is not None and (not is_int(delivered) or delivered < 0):
             raise InvalidAmount("The number of delivered images must be 0 or more.")
+        message_id = optional_snowflake(message_id, "message_id")
         job = await self._job(job)
         job_id = job.id
         if job.status not in OPEN_STATUSES:
@@ -294,6 +298,7 @@ class CreditLedger:
             refunded,
             error=None,
             refund_note=f"{missing} of {_plural(job.images_total, 'image')} not delivered",
+            message_id=message_id,
         )
 
     async def refund(self, job: int | JobRecord, reason: str) -> CommitResult:
@@ -316,6 +321,7 @@ class CreditLedger:
         *,
         error: str | None,
         refund_note: str,
+        message_id: int | None = None,
     ) -> CommitResult:
         settled = await self._storage.finish_job(
             job.id,
@@ -329,6 +335,7 @@ class CreditLedger:
                 f"{_plural(job.images_total, 'image')}"
             ),
             refund_note=refund_note,
+            message_id=message_id,
         )
         if settled is None:  # someone else settled it between our read and our write
             current = await self._storage.get_job(job.id)
@@ -364,11 +371,6 @@ class CreditLedger:
         if marked is None:
             raise JobNotActive(await self._job(job.id))
         return marked
-
-    async def set_message(self, job_id: int, message_id: int) -> None:
-        job_id = snowflake(job_id, "job_id")
-        if not await self._storage.set_job_message(job_id, snowflake(message_id, "message_id")):
-            raise UnknownJob(job_id)
 
     async def get_job(self, job_id: int) -> JobRecord | None:
         if not is_int(job_id) or job_id <= 0:

@@ -18,8 +18,8 @@ from collections.abc import Coroutine
 from bot.backlog import Backlog
 from bot.config import Settings
 from bot.coordination import LocalSlots, SlotPool
-from bot.credit_errors import CreditError, JobNotActive
-from bot.credits import CreditLedger, NewJob, StorageError
+from bot.credit_errors import JobNotActive
+from bot.credits import CreditLedger, NewJob
 from bot.i18n import _N
 from bot.image_store import ImageStore
 from bot.job_model import (
@@ -302,8 +302,9 @@ class JobQueue:
             if posted.images:
                 # The member has their result: it no longer counts as in progress.
                 self._uncount(job)
-                await self._record_message(job, posted.message_id)
-                result = await self._ledger.commit(job.record, posted.images)
+                result = await self._ledger.commit(
+                    job.record, posted.images, message_id=posted.message_id
+                )
                 outcome = "succeeded" if posted.images == job.total else "partial"
                 self._metrics.job_settled(result, outcome)
                 self._metrics.images.inc(posted.images)
@@ -318,14 +319,6 @@ class JobQueue:
                 await self._tell_failed(job, message, result.refunded)
         finally:
             self._forget(job)
-
-    async def _record_message(self, job: Job, message_id: int | None) -> None:
-        if message_id is None:
-            return
-        try:
-            await self._ledger.set_message(job.id, message_id)
-        except (CreditError, StorageError):  # only /gallery needs it: the buttons carry the job id
-            log.warning("could not record the result message id", exc_info=True, extra=job.context)
 
     @staticmethod
     async def _tell_failed(job: Job, message: str, refunded: int) -> None:

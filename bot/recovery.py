@@ -141,8 +141,7 @@ async def settle_deliveries(
                 log.warning("interrupted delivery not in the channel: refunded", extra=context)
                 continue
             images = min(max(evidence.images, 1), job.images_total)
-            await ledger.commit(job, images)
-            await ledger.set_message(job.id, evidence.message_id)
+            await ledger.commit(job, images, message_id=evidence.message_id)
             log.warning(
                 "interrupted delivery found in the channel: committed %d image(s)",
                 images,

@@ -6,11 +6,11 @@ from collections.abc import Collection
 from datetime import timedelta
 from typing import Final
 
-from sqlalchemy import BigInteger, bindparam, exists, literal_column, or_, select, update
+from sqlalchemy import BigInteger, bindparam, exists, func, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.storage._money import add_entry, rearm_notice
-from bot.storage._rows import JOB_COLUMNS, Ops, job_from_row, scalar
+from bot.storage._rows import JOB_COLUMNS, Ops, job_from_row
 from bot.storage._schema import OPEN, guilds, job_owners, jobs
 from bot.storage.base import Delivering, Settled
 from bot.storage.records import JobRecord, JobStatus
@@ -44,6 +44,7 @@ _FINISH: Final = (
         error=bindparam("reason"),
         updated_at=bindparam("now"),
         finished_at=bindparam("now"),
+        message_id=func.coalesce(bindparam("message_id", type_=BigInteger), jobs.c.message_id),
     )
     .returning(*JOB_COLUMNS, _GUILD_BALANCE)
 )
@@ -83,6 +84,7 @@ class JobOps(Ops):
         error: str | None,
         commit_note: str | None,
         refund_note: str | None,
+        message_id: int | None = None,
     ) -> Settled | None:
         if status.is_open:
             raise ValueError(f"finish_job needs a final status, not {status}")
@@ -105,6 +107,7 @@ class JobOps(Ops):
                     "new_status": status.value,
                     "reason": error,
                     "now": now,
+                    "message_id": message_id,
                 },
             )
             row = finished.first()
@@ -145,15 +148,6 @@ class JobOps(Ops):
             return None if row is None else Delivering(job_from_row(row), int(row.balance))
 
         return await self._db.write(work)
-
-    async def set_job_message(self, job_id: int, message_id: int) -> bool:
-        query = (
-            update(jobs)
-            .where(jobs.c.id == job_id)
-            .values(message_id=message_id, updated_at=self._now())
-            .returning(jobs.c.id)
-        )
-        return await self._db.write(lambda conn: scalar(conn, query)) is not None
 
     async def get_job(self, job_id: int) -> JobRecord | None:
         rows = await self._all(select(*JOB_COLUMNS).where(jobs.c.id == job_id), job_from_row)

@@ -293,12 +293,11 @@ def _checks(active: bool, parent: bool) -> list[Any]:
     cap = select(settings.daily_user_cap).where(settings.guild_id == bindparam("g"))
     columns: list[Any] = [cap.scalar_subquery().label("daily_user_cap")]
     if active:
-        # The member's open jobs in the guild, in every process; a posted one no longer counts.
+        # The member's open jobs in the guild, in every process (a posted job is settled).
         count = select(func.count()).where(
             jobs.c.guild_id == bindparam("g"),
             jobs.c.user_id == bindparam("u"),
             jobs.c.status.in_(OPEN),
-            jobs.c.message_id.is_(None),
         )
         columns.append(count.scalar_subquery().label("active"))
     if parent:

@@ -618,7 +618,6 @@ async def test_unknown_jobs(ledger: CreditLedger) -> None:
         lambda: ledger.commit(999),
         lambda: ledger.refund(999, "x"),
         lambda: ledger.mark_running(999),
-        lambda: ledger.set_message(999, 123),
     ):
         with pytest.raises(UnknownJob) as caught:
             await call()
@@ -628,12 +627,26 @@ async def test_unknown_jobs(ledger: CreditLedger) -> None:
     assert await ledger.get_job(-1) is None
 
 
-async def test_set_message(ledger: CreditLedger) -> None:
+async def test_the_commit_records_the_result_message(ledger: CreditLedger) -> None:
     job = await ledger.reserve(new_job())
-    await ledger.set_message(job.id, 777_777_777_777_777_777)
-    stored = await ledger.get_job(job.id)
-    assert stored is not None
-    assert stored.message_id == 777_777_777_777_777_777
+    with pytest.raises(ValueError, match="message_id"):
+        await ledger.commit(job, message_id=0)
+    result = await ledger.commit(job, message_id=777_777_777_777_777_777)
+    assert (
+        result.job.message_id == 777_777_777_777_777_777 == (await stored(ledger, job)).message_id
+    )
+    # Settled already: a second commit changes nothing, the message id included.
+    again = await ledger.commit(job, message_id=888_888_888_888_888_888)
+    assert again.committed == 0 and again.job.message_id == 777_777_777_777_777_777
+    refunded = await ledger.reserve(new_job())
+    await ledger.refund(refunded, "x")
+    assert (await stored(ledger, refunded)).message_id is None
+
+
+async def stored(ledger: CreditLedger, job: JobRecord) -> JobRecord:
+    record = await ledger.get_job(job.id)
+    assert record is not None
+    return record
 
 
 async def test_active_jobs(ledger: CreditLedger) -> None:

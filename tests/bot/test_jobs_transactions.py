@@ -22,7 +22,7 @@ async def ledger(tmp_path: Path) -> AsyncIterator[CreditLedger]:
     await storage.close()
 
 
-async def test_a_job_writes_five_transactions_and_reads_nothing(ledger: CreditLedger) -> None:
+async def test_a_job_writes_four_transactions_and_reads_nothing(ledger: CreditLedger) -> None:
     await ledger.ensure_guild(GUILD)
     queue = make_queue(ScriptedGenerator(), ledger)
     statements: list[str] = []
@@ -44,8 +44,8 @@ async def test_a_job_writes_five_transactions_and_reads_nothing(ledger: CreditLe
         await job.settled.wait()
     finally:
         event.remove(engine, "before_cursor_execute", record)
-    # Reserve, running, being posted, the message id, the commit: each one transaction.
+    # Reserve, running, being posted, the commit with the message id: each one transaction.
     # The balance the result shows comes with the "being posted" write, not a read.
-    assert statements.count("BEGIN IMMEDIATE") == 5
-    assert [s for s in statements if s.startswith(("BEGIN", "SELECT"))] == ["BEGIN IMMEDIATE"] * 5
+    assert statements.count("BEGIN IMMEDIATE") == 4
+    assert [s for s in statements if s.startswith(("BEGIN", "SELECT"))] == ["BEGIN IMMEDIATE"] * 4
     assert delivery.balances == [98] == [delivery.results[0].balance]

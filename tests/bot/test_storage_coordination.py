@@ -497,11 +497,15 @@ async def test_a_posted_job_no_longer_counts_against_max_active(storage: Storage
     assert isinstance(await reserve(storage, new_job(max_active=1)), ReserveRejected)
     marked = await storage.mark_delivering(first.id)
     assert marked is not None and marked.job.delivering and marked.job.status.is_open
-    # Being posted still counts (the post may fail); posted, it no longer does.
+    # Being posted still counts (the post may fail); posted, it is settled with its message.
     assert isinstance(await reserve(storage, new_job(max_active=1)), ReserveRejected)
-    assert await storage.set_job_message(first.id, 42)
+    settled = await storage.finish_job(
+        first.id, status=JobStatus.SUCCEEDED, images_delivered=first.images_total,
+        committed=first.cost, refunded=0, error=None, commit_note=None, refund_note=None,
+        message_id=42,
+    )  # fmt: skip
+    assert settled is not None and settled.job.message_id == 42
     second = await reserved(storage, new_job(max_active=1))
-    assert (await storage.get_job(first.id)).status.is_open  # type: ignore[union-attr]
     assert isinstance(await reserve(storage, new_job(max_active=1)), ReserveRejected)
     assert second.delivering_at is None
 

@@ -63,9 +63,7 @@ async def run_job(
         NewJob(guild, CHANNEL, user, {"prompt": f"p{at:%d%H%M}", "seed": seed}, units, images)
     )
     if delivered is not None or message is not None:
-        await ledger.commit(job, images if delivered is None else delivered)
-    if message is not None:
-        await ledger.set_message(job.id, message)
+        await ledger.commit(job, images if delivered is None else delivered, message_id=message)
     return job
 
 
