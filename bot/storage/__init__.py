@@ -12,7 +12,6 @@ from datetime import datetime
 
 from bot.storage._engine import open_engine
 from bot.storage._migrate import migrate
-from bot.storage._pg_locks import PgStorage
 from bot.storage.base import StorageError
 from bot.storage.sql import SQLStorage
 
@@ -45,4 +44,8 @@ async def open_storage(
     except BaseException:
         await db.close()
         raise
-    return PgStorage(db) if db.target is not None else SQLStorage(db)
+    if db.dialect != "postgresql":
+        return SQLStorage(db)
+    from bot.storage._pg_locks import PgStorage  # noqa: PLC0415 - loaded only for PostgreSQL
+
+    return PgStorage(db)

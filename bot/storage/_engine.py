@@ -16,14 +16,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
-import asyncpg
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from bot.storage import _pg_setup as pg
 from bot.storage._sqlite_setup import MIN_SQLITE_VERSION, sqlite_path
 from bot.storage._sqlite_setup import describe_error as describe_sqlite
 from bot.storage.base import StorageError
@@ -36,19 +34,8 @@ T = TypeVar("T")
 Clock = Callable[[], datetime]
 Work = Callable[[AsyncConnection], Awaitable[T]]
 
-PG_POOL_SIZE: Final = 10
-CONNECT_TIMEOUT: Final = 10.0
-IDLE_IN_TRANSACTION_TIMEOUT: Final = 60
 _ATTEMPTS: Final = 3
-_READ_ONLY: Final = "imagine_read"
-#: Server-side TCP keepalives (seconds), asked for on every PostgreSQL connection: a
-#: silent peer is probed after 5 s, then every second; after 3 unanswered probes the
-#: server ends its session, and with it its locks and open transaction.
-KEEPALIVE: Final = {
-    "tcp_keepalives_idle": "5",
-    "tcp_keepalives_interval": "1",
-    "tcp_keepalives_count": "3",
-}  # execution option: a read begins without the write lock
+_READ_ONLY: Final = "imagine_read"  # execution option: a read begins without the write lock
 
 
 def utcnow() -> datetime:
@@ -57,17 +44,22 @@ def utcnow() -> datetime:
 
 @dataclass
 class Database:
-    """An engine, where it points (for messages), and how to run a unit of work on it."""
+    """An engine, where it points (for messages), and how to run a unit of work on it.
+
+    This class is SQLite's; PostgreSQL's (``bot.storage._pg_setup.PgDatabase``) adds its
+    error messages, retries and session-lock connections, and is loaded only for it.
+    """
 
     engine: AsyncEngine
     where: str
     lock_timeout: float
     clock: Clock
-    target: pg.PgTarget | None = None  # PostgreSQL only
-    #: PostgreSQL only: a connection outside the pool, named as given (session locks).
-    raw_connect: Callable[[str], Awaitable[asyncpg.Connection]] | None = None
     closed: bool = False
     _orphans: set[asyncio.Future[Any]] = field(default_factory=set)
+
+    #: The driver's own exceptions, which may surface outside SQLAlchemy's wrappers.
+    driver_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.Error,)
+    read_options: ClassVar[dict[str, Any]] = {_READ_ONLY: True}
 
     @property
     def dialect(self) -> str:
@@ -78,25 +70,21 @@ class Database:
         return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
     async def write(self, work: Work[T]) -> T:
-        """``work`` as one transaction, rolled back on any error or cancellation.
-
-        A PostgreSQL deadlock or serialisation failure changed nothing: run it again.
-        """
+        """``work`` as one transaction, rolled back on any error or cancellation; run
+        again (up to three times) when the database says it changed nothing and may."""
         for attempt in range(_ATTEMPTS):
             try:
                 return await self._run(work, {})
             except StorageError as error:
                 cause = error.__cause__
-                if not (cause is not None and pg.is_retryable(cause) and attempt + 1 < _ATTEMPTS):
+                if not (cause is not None and self.retryable(cause) and attempt + 1 < _ATTEMPTS):
                     raise
                 log.warning("retrying a transaction on %s after: %s", self.where, cause)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def read(self, work: Work[T]) -> T:
         """``work`` on one snapshot, without taking SQLite's write lock."""
-        if self.target is not None:
-            return await self._run(work, {"isolation_level": "REPEATABLE READ"})
-        return await self._run(work, {_READ_ONLY: True})
+        return await self._run(work, self.read_options)
 
     async def _run(self, work: Work[T], options: dict[str, Any]) -> T:
         """Cancelling the caller never cuts a transaction in half: once started it runs
@@ -117,38 +105,38 @@ class Database:
             log.warning("a cancelled caller's unit of work failed: %s", unit.exception())
 
     async def _unit(self, work: Work[T], options: dict[str, Any]) -> T:
+        failures: tuple[type[BaseException], ...] = (exc.DBAPIError, OSError, *self.driver_errors)
         try:
             async with self.engine.connect() as conn:
                 if options:
                     await conn.execution_options(**options)
                 async with conn.begin():
                     return await work(conn)
-        except (exc.DBAPIError, asyncpg.PostgresError, OSError, sqlite3.Error) as error:
-            raise self.error(error) from _cause(error)
+        except failures as error:
+            raise self.error(error) from self.cause(error)
+
+    def cause(self, error: BaseException) -> BaseException:
+        """The driver's own exception under SQLAlchemy's wrappers."""
+        if isinstance(error, exc.DBAPIError) and error.orig is not None:
+            error = error.orig
+        inner = error.__cause__
+        return inner if isinstance(inner, self.driver_errors) else error
+
+    def retryable(self, cause: BaseException) -> bool:
+        """Whether a failed transaction changed nothing and may simply run again."""
+        return False
 
     def error(self, error: BaseException) -> StorageError:
-        cause = _cause(error)
-        if self.target is None:
-            if isinstance(cause, sqlite3.Error):
-                return StorageError(describe_sqlite(cause, self.where, self.lock_timeout))
-            return StorageError(f"Database error on {self.where}: {cause}.")
-        return StorageError(pg.describe_error(cause, self.target, self.lock_timeout))
+        cause = self.cause(error)
+        if isinstance(cause, sqlite3.Error):
+            return StorageError(describe_sqlite(cause, self.where, self.lock_timeout))
+        return StorageError(f"Database error on {self.where}: {cause}.")
 
     async def close(self) -> None:
         if not self.closed:
             self.closed = True
             await asyncio.gather(*self._orphans, return_exceptions=True)
             await self.engine.dispose()
-
-
-def _cause(error: BaseException) -> BaseException:
-    """The driver's own exception under SQLAlchemy's wrappers."""
-    if isinstance(error, exc.DBAPIError) and error.orig is not None:
-        error = error.orig
-    inner = error.__cause__
-    if isinstance(inner, asyncpg.PostgresError | asyncpg.InterfaceError):
-        return inner
-    return error
 
 
 async def open_engine(database_url: str, clock: Clock | None, lock_timeout: float) -> Database:
@@ -160,7 +148,10 @@ async def open_engine(database_url: str, clock: Clock | None, lock_timeout: floa
         if db.where != ":memory:":
             await _enable_wal(db)
         return db
-    return await _pg_engine(database_url, clock or utcnow, lock_timeout)
+    # asyncpg and the PostgreSQL code are loaded only for a PostgreSQL database.
+    from bot.storage._pg_setup import open_pg  # noqa: PLC0415
+
+    return await open_pg(database_url, clock or utcnow, lock_timeout)
 
 
 async def _enable_wal(db: Database) -> None:
@@ -240,33 +231,3 @@ def _sqlite_engine(database_url: str, clock: Clock, lock_timeout: float) -> Data
         conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
     return Database(engine, target, lock_timeout, clock)
-
-
-async def _pg_engine(database_url: str, clock: Clock, lock_timeout: float) -> Database:
-    target = pg.parse_url(database_url)
-    settings = {
-        "application_name": "imagine-bot",
-        "TimeZone": "UTC",
-        "lock_timeout": f"{round(lock_timeout * 1000):d}ms",
-        "idle_in_transaction_session_timeout": f"{IDLE_IN_TRANSACTION_TIMEOUT:d}s",
-        **KEEPALIVE,
-    }
-
-    async def connect(name: str = "imagine-bot") -> asyncpg.Connection:
-        # asyncpg reads the libpq-style URL itself (host=/socket, sslmode, passfile…).
-        named = {**settings, "application_name": name}
-        return await asyncpg.connect(target.dsn, timeout=CONNECT_TIMEOUT, server_settings=named)
-
-    try:
-        # Fail early, with a clear message, rather than on the first query.
-        await (await asyncio.wait_for(connect(), CONNECT_TIMEOUT * 2)).close()
-    except (*pg.DATABASE_ERRORS, ValueError) as error:
-        raise pg.connect_error(error, target) from None
-    engine = create_async_engine(
-        "postgresql+asyncpg://",
-        async_creator=connect,
-        pool_size=PG_POOL_SIZE,
-        max_overflow=0,
-        pool_pre_ping=True,  # a connection the server dropped is replaced, not used
-    )
-    return Database(engine, str(target), lock_timeout, clock, target, connect)

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Final
 from sqlalchemy import Column, Connection, MetaData, String, Table, inspect, select, text
 
 from bot.storage._engine import Database
-from bot.storage._pg_setup import MIGRATION_LOCK_KEY, MIN_SERVER_VERSION
 from bot.storage._schema import metadata
 from bot.storage.base import StorageError
 
@@ -34,6 +33,9 @@ LEGACY: Final = {3: "0001", 4: "0002", 5: "0003"}
 HEAD: Final = "0004"
 RETIRED: Final = 1000
 """The legacy version left on a database Alembic took over (newer than old code knows)."""
+MIN_SERVER_VERSION: Final = (12, 0)  # PostgreSQL's
+MIGRATION_LOCK_KEY: Final = int.from_bytes(b"imagine", "big")
+"""``pg_advisory_xact_lock`` key held while migrating: concurrent starters migrate once."""
 
 alembic_version = Table("alembic_version", MetaData(), Column("version_num", String(32)))
 

@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.storage._engine import Database
-from bot.storage._pg_setup import DATABASE_ERRORS
+from bot.storage._pg_setup import DATABASE_ERRORS, PgDatabase
 from bot.storage.base import Reserved, ReserveRejected, StorageError
 from bot.storage.records import JobRecord, NewJob
 from bot.storage.sql import SQLStorage
@@ -208,7 +208,7 @@ class PgStorage(SQLStorage):
         # A guild's reservations queue here, two at a time, rather than each holding a
         # pooled connection while the database serialises them on the guild's row.
         self._guild_turns: WeakValueDictionary[int, asyncio.Semaphore] = WeakValueDictionary()
-        assert db.raw_connect is not None
+        assert isinstance(db, PgDatabase)
         raw_connect = db.raw_connect
         self._locks = SessionLocks(lambda tag: raw_connect(LOCKS_APPLICATION + tag))
 

@@ -1,31 +1,46 @@
-"""PostgreSQL plumbing: what DATABASE_URL names, and one-line errors that never show a password."""
+"""PostgreSQL plumbing: what DATABASE_URL names, the engine over asyncpg, and one-line
+errors that never show a password. Loaded only when DATABASE_URL is PostgreSQL's."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final
 from urllib.parse import quote
 
 import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from bot.storage._engine import Clock, Database
 from bot.storage.base import StorageError
 
 __all__ = [
     "DATABASE_ERRORS",
-    "MIGRATION_LOCK_KEY",
-    "MIN_SERVER_VERSION",
+    "KEEPALIVE",
+    "PG_POOL_SIZE",
+    "PgDatabase",
     "PgTarget",
     "connect_error",
     "describe_error",
     "is_retryable",
+    "open_pg",
     "parse_url",
 ]
 
-MIN_SERVER_VERSION: Final = (12, 0)
-MIGRATION_LOCK_KEY: Final = int.from_bytes(b"imagine", "big")
-"""``pg_advisory_lock`` key held while migrating: concurrent starters migrate once."""
+PG_POOL_SIZE: Final = 10
+CONNECT_TIMEOUT: Final = 10.0
+IDLE_IN_TRANSACTION_TIMEOUT: Final = 60
+#: Server-side TCP keepalives (seconds), asked for on every PostgreSQL connection: a
+#: silent peer is probed after 5 s, then every second; after 3 unanswered probes the
+#: server ends its session, and with it its locks and open transaction.
+KEEPALIVE: Final = {
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "1",
+    "tcp_keepalives_count": "3",
+}
 
 _DRIVERS: Final = frozenset({"postgresql", "postgres", "postgresql+asyncpg"})
 _USAGE: Final = (
@@ -169,3 +184,56 @@ def describe_error(error: BaseException, target: PgTarget, lock_timeout: float) 
 def connect_error(error: BaseException, target: PgTarget) -> StorageError:
     """One actionable line for a failure to open the database."""
     return StorageError(describe_error(error, target, 0))
+
+
+@dataclass
+class PgDatabase(Database):
+    """A PostgreSQL database: asyncpg's errors, retried deadlocks, and a way to open a
+    connection outside the pool (session locks, see _pg_locks.py)."""
+
+    target: PgTarget = field(kw_only=True)
+    #: A connection outside the pool, named as given.
+    raw_connect: Callable[[str], Awaitable[asyncpg.Connection]] = field(kw_only=True)
+
+    driver_errors: ClassVar[tuple[type[BaseException], ...]] = (
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    )
+    read_options: ClassVar[dict[str, Any]] = {"isolation_level": "REPEATABLE READ"}
+
+    def retryable(self, cause: BaseException) -> bool:
+        return is_retryable(cause)
+
+    def error(self, error: BaseException) -> StorageError:
+        return StorageError(describe_error(self.cause(error), self.target, self.lock_timeout))
+
+
+async def open_pg(database_url: str, clock: Clock, lock_timeout: float) -> PgDatabase:
+    """The engine for a ``postgresql://`` DATABASE_URL, once a first connection worked."""
+    target = parse_url(database_url)
+    settings = {
+        "application_name": "imagine-bot",
+        "TimeZone": "UTC",
+        "lock_timeout": f"{round(lock_timeout * 1000):d}ms",
+        "idle_in_transaction_session_timeout": f"{IDLE_IN_TRANSACTION_TIMEOUT:d}s",
+        **KEEPALIVE,
+    }
+
+    async def connect(name: str = "imagine-bot") -> asyncpg.Connection:
+        # asyncpg reads the libpq-style URL itself (host=/socket, sslmode, passfile…).
+        named = {**settings, "application_name": name}
+        return await asyncpg.connect(target.dsn, timeout=CONNECT_TIMEOUT, server_settings=named)
+
+    try:
+        # Fail early, with a clear message, rather than on the first query.
+        await (await asyncio.wait_for(connect(), CONNECT_TIMEOUT * 2)).close()
+    except (*DATABASE_ERRORS, ValueError) as error:
+        raise connect_error(error, target) from None
+    engine = create_async_engine(
+        "postgresql+asyncpg://",
+        async_creator=connect,
+        pool_size=PG_POOL_SIZE,
+        max_overflow=0,
+        pool_pre_ping=True,  # a connection the server dropped is replaced, not used
+    )
+    return PgDatabase(engine, str(target), lock_timeout, clock, target=target, raw_connect=connect)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from bot.storage import open_storage
-from bot.storage._engine import PG_POOL_SIZE as POOL_MAX_SIZE
+from bot.storage._pg_setup import PG_POOL_SIZE as POOL_MAX_SIZE
 from tests.bot.test_storage_coordination import new_job
 
 FLOOD = 10 * POOL_MAX_SIZE

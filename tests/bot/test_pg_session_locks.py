@@ -21,8 +21,8 @@ import pytest
 from bot.coordination import owner_name
 from bot.storage import Storage, open_storage
 from bot.storage import _pg_locks as sql
-from bot.storage._engine import KEEPALIVE
 from bot.storage._pg_locks import PgStorage
+from bot.storage._pg_setup import KEEPALIVE, PgDatabase
 from bot.storage._settings import RATE_LOCK_CLASS
 from tests.bot.test_storage_coordination import ids, new_job, raw_fetch, reserved
 
@@ -267,9 +267,9 @@ async def test_every_connection_asks_for_tcp_keepalives(first: Storage) -> None:
     # without them a lost host's locks would stay until the kernel gives up (hours)
     assert isinstance(first, PgStorage)
     query = "SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])"
-    raw_connect = first._db.raw_connect  # looking inside on purpose
-    assert raw_connect is not None
-    lock_connection = await raw_connect("test")
+    database = first._db  # looking inside on purpose
+    assert isinstance(database, PgDatabase)
+    lock_connection = await database.raw_connect("test")
     try:
         assert dict(await lock_connection.fetch(query, list(KEEPALIVE))) == KEEPALIVE
     finally:

@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import stat
 import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -335,6 +336,27 @@ async def test_memory_database_works() -> None:
         assert await ledger.verify()
     finally:
         await opened.close()
+
+
+def test_a_sqlite_bot_never_loads_the_postgresql_driver(tmp_path: Path) -> None:
+    # asyncpg and the PostgreSQL code are a few MB the default setup has no use for.
+    script = (
+        "import asyncio, sys\n"
+        "import bot.app\n"
+        "from bot.storage import open_storage\n"
+        "async def main():\n"
+        f"    storage = await open_storage('sqlite:///{tmp_path / 'solo.db'}')\n"
+        "    await storage.ping()\n"
+        "    await storage.close()\n"
+        "asyncio.run(main())\n"
+        "loaded = [m for m in ('asyncpg', 'bot.storage._pg_setup', 'bot.storage._pg_locks')"
+        " if m in sys.modules]\n"
+        "print(loaded)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
 async def test_url_naming_a_folder_is_refused(tmp_path: Path) -> None:
