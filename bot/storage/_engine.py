@@ -105,7 +105,13 @@ class Database:
             log.warning("a cancelled caller's unit of work failed: %s", unit.exception())
 
     async def _unit(self, work: Work[T], options: dict[str, Any]) -> T:
-        failures: tuple[type[BaseException], ...] = (exc.DBAPIError, OSError, *self.driver_errors)
+        # exc.TimeoutError: no pooled connection came free in time (a stalled server).
+        failures: tuple[type[BaseException], ...] = (
+            exc.DBAPIError,
+            exc.TimeoutError,
+            OSError,
+            *self.driver_errors,
+        )
         try:
             async with self.engine.connect() as conn:
                 if options:

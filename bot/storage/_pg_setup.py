@@ -86,6 +86,12 @@ def parse_url(database_url: str) -> PgTarget:
         raise StorageError(
             f"DATABASE_URL scheme {url.drivername!r} is not supported: use {_USAGE}."
         )
+    if database_url.partition("://")[2].split("/", 1)[0].count("@") > 1:
+        # Read as host, the rest of the password would reach every message about the server.
+        raise StorageError(
+            "DATABASE_URL has more than one '@' before the host: write an '@' in the user "
+            "name or password as %40."
+        )
     query = {key: url.normalized_query[key][0] for key in url.normalized_query}
     user = url.username or query.get("user")
     host = url.host or query.get("host") or "the local server"

@@ -5,9 +5,6 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from bot.storage.base import StorageError
 
 __all__ = ["MIN_SQLITE_VERSION", "describe_error", "sqlite_path"]
@@ -36,25 +33,23 @@ def sqlite_path(database_url: str) -> str:
     """The file path in a ``sqlite:///`` URL (``:memory:`` for an in-memory database).
 
     ``sqlite:///data/imagine.db`` is relative to the working directory,
-    ``sqlite:////srv/imagine.db`` (four slashes) is absolute.
+    ``sqlite:////srv/imagine.db`` (four slashes) is absolute. The path is taken as
+    written (no %-decoding), so an existing file keeps being the one opened.
     """
-    try:
-        url = make_url(database_url)
-    except (ArgumentError, ValueError):
-        url = None
-    if url is None or url.drivername != "sqlite" or url.host or url.database is None:
+    scheme, slashes, path = database_url.partition(":///")
+    if scheme.lower() != "sqlite" or not slashes:
         raise StorageError(
             "DATABASE_URL must look like sqlite:///relative/path.db "
             "or sqlite:////absolute/path.db (three or four slashes)."
         )
-    if url.query:
+    if "?" in path or "#" in path:
         raise StorageError("DATABASE_URL options (after '?') are not supported for SQLite.")
-    if not url.database.strip() or url.database.endswith("/"):
+    if not path.strip() or path.endswith("/"):
         raise StorageError(
             "DATABASE_URL has no file name: use e.g. sqlite:///data/imagine.db "
             "or sqlite:////absolute/path/imagine.db."
         )
-    return url.database
+    return path
 
 
 def describe_error(error: sqlite3.Error, where: str, lock_timeout: float) -> str:

@@ -21,9 +21,11 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import exc as sa_exc
 
 from bot.credits import CreditLedger, NewJob
 from bot.insight import Insight
@@ -198,6 +200,8 @@ def test_sqlite_url_forms() -> None:
     assert sqlite_path("sqlite:///data/imagine.db") == "data/imagine.db"
     assert sqlite_path("sqlite:////srv/bot/imagine.db") == "/srv/bot/imagine.db"
     assert sqlite_path("sqlite:///:memory:") == ":memory:"
+    # Taken as written: a file made by an earlier release under this name stays the one opened.
+    assert sqlite_path("sqlite:///data/my%20db.db") == "data/my%20db.db"
 
 
 @pytest.mark.parametrize(
@@ -223,6 +227,7 @@ def test_malformed_sqlite_urls(url: str, fragment: str) -> None:
         ("postgresql:/bot:s3cret@db/imagine", "not a database URL"),
         ("postgresql://bot:s3cret@127.0.0.1:port/imagine", "port is not a number"),
         ("postgresql://bot:s3cret@127.0.0.1:5432/db?sslmode=bogus", "not a valid PostgreSQL URL"),
+        ("postgresql://bot:s3cret@Horse-s3cret@db.example:5432/imagine", "write an '@'"),
         ("imagine.db", "not a database URL"),
         ("", "not a database URL"),
     ],
@@ -357,6 +362,24 @@ def test_a_sqlite_bot_never_loads_the_postgresql_driver(tmp_path: Path) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+async def test_no_pooled_connection_in_time_is_a_storage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = await open_storage(f"sqlite:///{tmp_path / 'pool.db'}")
+    engine = opened._db.engine  # looking inside on purpose
+
+    def exhausted(self: Any) -> Any:
+        raise sa_exc.TimeoutError("QueuePool limit of size 10 overflow 0 reached")
+
+    monkeypatch.setattr(type(engine), "connect", exhausted)
+    try:
+        with pytest.raises(StorageError, match="QueuePool limit"):
+            await opened.ping()
+    finally:
+        monkeypatch.undo()
+        await opened.close()
 
 
 async def test_url_naming_a_folder_is_refused(tmp_path: Path) -> None:
