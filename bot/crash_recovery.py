@@ -10,6 +10,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+import aiohttp
 import discord
 
 from bot.coordination import Presence
@@ -139,22 +140,35 @@ class CrashRecovery:
             log.warning("could not sign off from the shared database: %s", error)
 
     async def _keep_alive(self, presence: Presence) -> None:
-        """Heartbeat for this process, and refunds for processes that died for good."""
+        """Heartbeat for this process. Every few beats the jobs of processes that died for
+        good are recovered in a task of their own: telling members must never delay a beat."""
         beats = 0
+        sweeping: asyncio.Task[None] | None = None
         while True:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
             try:
                 await presence.beat()
-                beats += 1
-                if beats % SWEEP_EVERY == 0:
-                    swept = await recover(self._storage, self._ledger, stale_only=True)
-                    if swept.refunded:
-                        await self._announce(swept.refunded)
-                    if swept.delivering:
-                        await self._settle(swept.delivering)
             except StorageError as error:
                 # Keep beating: a database blip must not make others refund our jobs.
                 log.warning("heartbeat to the shared database failed: %s", error)
+                continue
+            except Exception:  # a bug here would let the others refund every job we run
+                log.exception("heartbeat to the shared database failed")
+                continue
+            beats += 1
+            if beats % SWEEP_EVERY == 0 and (sweeping is None or sweeping.done()):
+                sweeping = self._spawn(self._sweep(), name="sweep")
+
+    async def _sweep(self) -> None:
+        try:
+            swept = await recover(self._storage, self._ledger, stale_only=True)
+        except StorageError as error:
+            log.warning("could not look for the jobs of stopped processes: %s", error)
+            return
+        if swept.refunded:
+            await self._announce(swept.refunded)
+        if swept.delivering:
+            await self._settle(swept.delivering)
 
     async def _settle(self, jobs: list[JobRecord]) -> None:
         await self._client.wait_until_ready()
@@ -166,7 +180,10 @@ class CrashRecovery:
         """Tell each requester, in the server's language, that their job was refunded."""
         await self._client.wait_until_ready()
         for job in jobs:
-            channel = self._client.get_channel(job.channel_id)
+            # A stopped peer's guilds may be on shards this process does not cache.
+            channel = self._client.get_channel(job.channel_id) or (
+                self._client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+            )
             if not isinstance(channel, discord.abc.Messageable):
                 continue
             prompt = str(job.params.get("prompt", ""))
@@ -189,9 +206,9 @@ class CrashRecovery:
                     ),
                     allowed_mentions=discord.AllowedMentions.none(),
                 )
-            except discord.HTTPException as error:
+            except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as error:
                 log.warning(
                     "could not post the restart notice (%s)",
-                    error.status,
+                    getattr(error, "status", type(error).__name__),
                     extra=job_context(guild_id=job.guild_id, user_id=job.user_id, job_id=job.id),
                 )

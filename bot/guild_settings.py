@@ -225,3 +225,5 @@ class GuildSettingsService:
                     pass  # a burst: read the rest at once
             except StorageError as error:
                 log.warning("could not look for guild settings changes: %s", error)
+            except Exception:  # the loop must outlive a bug, or the cache goes stale for good
+                log.exception("could not look for guild settings changes")

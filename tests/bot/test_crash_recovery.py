@@ -6,7 +6,6 @@ Runs on both backends (``database_url``): a SQLite file and a fresh PostgreSQL d
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Coroutine
 from typing import Any
 
@@ -86,43 +85,109 @@ async def test_a_start_reads_the_leftovers_once(
     assert (await stored(ledger, posting.id)).delivering
 
 
-async def test_a_sweep_reads_the_leftovers_once(
-    storage: Storage, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(crash_recovery, "HEARTBEAT_INTERVAL", 0)
-    monkeypatch.setattr(crash_recovery, "SWEEP_EVERY", 1)
-    ledger = CreditLedger(storage, default_credits=100)
-    # A live process's job (ours) is read by each sweep and stays open.
-    ours = await ledger.reserve(new_job(owner="me"))
-    presence = Presence(storage, "me")
+def beating(presence: Presence, monkeypatch: pytest.MonkeyPatch, count: int) -> asyncio.Event:
+    """An event set once ``presence`` has beaten ``count`` times."""
     beats: list[int] = []
-    third_beat = asyncio.Event()
+    done = asyncio.Event()
     beat = presence.beat
 
     async def counted_beat() -> None:
         await beat()
         beats.append(len(beats) + 1)
-        if len(beats) == 3:
-            third_beat.set()
+        if len(beats) >= count:
+            done.set()
 
     monkeypatch.setattr(presence, "beat", counted_beat)
+    return done
+
+
+@pytest.fixture
+def fast_beats(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(crash_recovery, "HEARTBEAT_INTERVAL", 0)
+    monkeypatch.setattr(crash_recovery, "SWEEP_EVERY", 1)
+
+
+@pytest.mark.usefixtures("fast_beats")
+async def test_a_sweep_reads_the_leftovers_once(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = CreditLedger(storage, default_credits=100)
+    # A live process's job (ours) is read by each sweep and stays open.
+    ours = await ledger.reserve(new_job(owner="me"))
+    presence = Presence(storage, "me")
+    third_beat = beating(presence, monkeypatch, 3)
     reads: list[int] = []
-    read = storage.recoverable_jobs
+    count_reads(storage, monkeypatch, reads)
+    tasks = Tasks()
+    recovery = CrashRecovery(
+        discord.Client(intents=discord.Intents.none()), storage, ledger, owner="me", spawn=tasks
+    )
+    heartbeat = tasks(recovery._keep_alive(presence), name="heartbeat")
+    try:
+        await third_beat.wait()
+        heartbeat.cancel()
+        await asyncio.gather(*tasks.tasks, return_exceptions=True)  # the sweeps under way end
+    finally:
+        await tasks.cancel()
+    sweeps = [task for task in tasks.tasks if task.get_name() == "sweep"]
+    assert sweeps and len(reads) == len(sweeps)
+    assert (await stored(ledger, ours.id)).status is JobStatus.QUEUED
 
-    async def counted(owner: str | None, *, stale_after: float) -> list[JobRecord]:
-        reads.append(len(beats))  # the sweep after this beat
-        return await read(owner, stale_after=stale_after)
 
-    monkeypatch.setattr(storage, "recoverable_jobs", counted)
+@pytest.mark.usefixtures("fast_beats")
+async def test_the_heartbeat_goes_on_while_a_sweep_is_slow_or_fails(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = CreditLedger(storage, default_credits=100)
+    presence = Presence(storage, "me")
+    fifth_beat = beating(presence, monkeypatch, 5)
+    reads: list[int] = []
+    release = asyncio.Event()
+
+    async def stuck(owner: str | None, *, stale_after: float) -> list[JobRecord]:
+        reads.append(len(reads))
+        await release.wait()  # e.g. a channel that answers slowly
+        raise OSError("connection reset by peer")
+
+    monkeypatch.setattr(storage, "recoverable_jobs", stuck)
     tasks = Tasks()
     recovery = CrashRecovery(
         discord.Client(intents=discord.Intents.none()), storage, ledger, owner="me", spawn=tasks
     )
     tasks(recovery._keep_alive(presence), name="heartbeat")
     try:
-        await third_beat.wait()
+        await fifth_beat.wait()
+        assert reads == [0]  # one sweep at a time: the slow one was not started again
+        release.set()
+        more = beating(presence, monkeypatch, 3)
+        await more.wait()  # the failed sweep did not stop the heartbeat
     finally:
         await tasks.cancel()
-    sweeps = Counter(reads)
-    assert sweeps[1] == 1 and sweeps[2] == 1
-    assert (await stored(ledger, ours.id)).status is JobStatus.QUEUED
+    assert len(reads) >= 2
+
+
+async def test_a_restart_notice_reaches_a_channel_this_process_does_not_cache(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = CreditLedger(storage, default_credits=100)
+    job = await ledger.reserve(new_job(units=3))
+    client = discord.Client(intents=discord.Intents.none())
+
+    async def ready() -> None:
+        return None
+
+    monkeypatch.setattr(client, "wait_until_ready", ready)
+    sent: list[tuple[int, str]] = []
+
+    async def send(channel: discord.PartialMessageable, content: str, **kwargs: Any) -> None:
+        sent.append((channel.id, content))
+
+    monkeypatch.setattr(discord.PartialMessageable, "send", send)
+    tasks = Tasks()
+    recovery = CrashRecovery(client, storage, ledger, owner="me", spawn=tasks)
+    try:
+        await recovery._announce([await stored(ledger, job.id)])
+    finally:
+        await tasks.cancel()
+    assert len(sent) == 1 and sent[0][0] == job.channel_id
+    assert f"job #{job.id}" in sent[0][1] and "3 credits were refunded" in sent[0][1]

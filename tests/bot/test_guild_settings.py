@@ -210,3 +210,27 @@ async def test_concurrent_changes_get_distinct_numbers_in_commit_order(
         assert await storage.settings_changed_since(versions[-1], limit=100) == []
     finally:
         await other.close()
+
+
+async def test_the_refresh_loop_outlives_an_unexpected_error(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    changed_since = storage.settings_changed_since
+
+    async def flaky(version: int, *, limit: int) -> list[GuildSettings]:
+        calls.append("call")
+        if len(calls) == 1:
+            raise RuntimeError("a bug in one refresh")
+        return await changed_since(version, limit=limit)
+
+    service = GuildSettingsService(storage, default_credits=100, refresh_every=FAST)
+    await service.start()
+    monkeypatch.setattr(storage, "settings_changed_since", flaky)
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(calls) < 3:
+            assert asyncio.get_running_loop().time() < deadline, "the loop stopped"
+            await asyncio.sleep(FAST)
+    finally:
+        await service.close()
