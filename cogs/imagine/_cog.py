@@ -259,7 +259,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 parent_job_id=parent_job_id,
             )
         except UserFacingError as error:
-            return error.message(interaction.locale)
+            # Rendered where it is sent: privately in the member's language, else the server's.
+            return error.user_message
         try:
             await low_balance_notice(self.bot, guild, settings)
         except StorageError as error:

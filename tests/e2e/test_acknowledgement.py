@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from bot.credit_errors import InsufficientCredits
+from bot.i18n import render
 from tests.e2e.conftest import World
 from tests.fakes.fake_discord import RequestRecord
 
@@ -121,6 +123,21 @@ async def test_a_refusal_after_a_rejected_defer_is_said_in_the_channel(world: Wo
     assert "Nothing was charged" in notice.content
     assert interaction_webhooks(world) == []
     assert world.discord.ephemeral_messages() == []
+    assert world.segmind.calls == 0
+
+
+async def test_a_refusal_said_in_the_channel_is_in_the_servers_language(world: World) -> None:
+    reject_the_defer(world)
+    world.discord.guild.preferred_locale = "de"
+    async with world.running() as bot:
+        await bot.ledger.set_balance(world.discord.guild.id, 0, actor_id=None)
+        await world.imagine({"prompt": "a cat"}, locale="ja")
+        notice = await world.discord.wait_for_message(
+            world.discord.channel, lambda m: m.content.startswith(f"<@{world.discord.member.id}>")
+        )
+    expected = render("de", InsufficientCredits(0, 1).user_message)
+    assert expected != InsufficientCredits(0, 1).user_message  # there is a German text
+    assert notice.content == f"<@{world.discord.member.id}> {expected}"
     assert world.segmind.calls == 0
 
 
