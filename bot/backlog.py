@@ -173,7 +173,7 @@ class Backlog:
         return lines
 
     def board_progress(self, job: Job) -> JobProgress | None:
-        if job.settling or job.completed == job.total:
+        if job.settling or job.completed == job.total or not job.delivery.shows_progress:
             return None
         if job.id not in self._started and job.seq not in self._waiting:
             return None

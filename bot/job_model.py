@@ -65,6 +65,11 @@ class Delivered:
 class JobDelivery(Protocol):
     """The Discord side of a job, implemented by the imagine cog; it never touches the ledger."""
 
+    @property
+    def shows_progress(self) -> bool:
+        """Whether a progress edit can still reach the requester (the status board spends
+        its edit budget only on those)."""
+
     async def progress(self, job: Job, progress: JobProgress) -> None:
         """Show the job's place in line or how many images are done."""
 

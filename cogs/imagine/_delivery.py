@@ -51,6 +51,11 @@ class StatusMessage:
         self._task: asyncio.Task[None] | None = None
         self.alive = True
 
+    @property
+    def editable(self) -> bool:
+        """False once Discord refused an edit or the 15-minute token is over."""
+        return self.alive and not self._interaction.is_expired()
+
     def show(self, text: str) -> None:
         self._pending = text
         if self.alive and (self._task is None or self._task.done()):
@@ -102,6 +107,10 @@ class ChannelDelivery:
         self._upload_limit = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
         self._message: discord.Message | None = None
         self._note = ""
+
+    @property
+    def shows_progress(self) -> bool:
+        return self._status.editable
 
     async def progress(self, job: Job, progress: JobProgress) -> None:
         self._status.show(status_text(progress, job.record.cost, self._locale))

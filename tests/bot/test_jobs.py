@@ -83,6 +83,7 @@ class RecordingDelivery:
     message_id: int | None = None
     results: list[CommitResult] = field(default_factory=list)
     failures: list[tuple[str, int]] = field(default_factory=list)
+    shows_progress: bool = True
 
     async def progress(self, job: Job, progress: JobProgress) -> None:
         self.progress_seen.append(progress)
@@ -226,6 +227,22 @@ async def test_queue_positions_are_reported(ledger: CreditLedger) -> None:
     assert any(p.state == "generating" for p in second_delivery.progress_seen)
     generator.release(2)
     for job in (second, third):
+        await settle(job)
+
+
+async def test_a_status_line_that_cannot_be_edited_costs_no_edit(ledger: CreditLedger) -> None:
+    generator = ScriptedGenerator(gated=True)
+    queue = make_queue(generator, ledger, concurrent=1)
+    running, _ = await submit(queue, user=ALICE)
+    gone, gone_delivery = await submit(queue, user=BOB, delivery=RecordingDelivery())
+    live, live_delivery = await submit(queue, user=CAROL)
+    gone_delivery.shows_progress = False  # e.g. its 15-minute token is over
+    await generator.wait_calls(1)
+    assert await queue.backlog.status_board.refresh() == 1
+    assert gone_delivery.progress_seen == []
+    assert [(p.state, p.position) for p in live_delivery.progress_seen] == [("queued", 2)]
+    generator.release(3)
+    for job in (running, gone, live):
         await settle(job)
 
 
