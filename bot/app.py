@@ -183,6 +183,7 @@ class ImagineBot(commands.AutoShardedBot):
             image_store=self._images,
             rpm=settings.segmind_rpm,
             max_waiting_images=settings.max_waiting_images,
+            settle_from_channel=self._recovery.settle_delivery,
         )
         # Before the cogs: commands, options and choices carry their localisations from here.
         await self.tree.set_translator(CatalogTranslator())

@@ -14,10 +14,10 @@ import aiohttp
 import discord
 
 from bot.coordination import Presence
-from bot.credits import CreditLedger, JobRecord
+from bot.credits import CommitResult, CreditLedger, JobRecord
 from bot.i18n import tn
 from bot.logs import job_context
-from bot.recovery import RECOVERY_REASON, settle_deliveries
+from bot.recovery import RECOVERY_REASON, settle_deliveries, settle_delivery
 from bot.storage import Storage, StorageError
 
 __all__ = ["HEARTBEAT_INTERVAL", "STALE_AFTER", "CrashRecovery", "Leftovers", "Spawn", "recover"]
@@ -169,6 +169,11 @@ class CrashRecovery:
             await self._announce(swept.refunded)
         if swept.delivering:
             await self._settle(swept.delivering)
+
+    async def settle_delivery(self, job: JobRecord) -> CommitResult | None:
+        """Decide one job of this run whose result's post got no answer, from its channel
+        (the queue tells the member); None: the channel cannot be read now."""
+        return await settle_delivery(self._client, self._ledger, job)
 
     async def _settle(self, jobs: list[JobRecord]) -> None:
         await self._client.wait_until_ready()

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
+
+import aiohttp
 
 from bot.credits import CommitResult, JobRecord
 from bot.errors import UserFacingError
@@ -22,6 +24,7 @@ from bot.status_board import JobProgress
 
 __all__ = [
     "INTERRUPTED",
+    "TRANSPORT_ERRORS",
     "Delivered",
     "ImageFailure",
     "ImageGenerator",
@@ -31,6 +34,7 @@ __all__ = [
     "QueueBusy",
     "QueueFull",
     "ShuttingDown",
+    "UnclearDelivery",
     "failure_message",
     "internal_failure",
 ]
@@ -54,6 +58,18 @@ class ImageGenerator(Protocol):
     async def generate(self, request: Txt2ImgRequest) -> GenerationResult: ...
 
 
+#: A request that got no answer (dropped connection, timeout): Discord may have acted on it.
+#: discord.py does not wrap these in ``discord.HTTPException``.
+TRANSPORT_ERRORS: Final = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+class UnclearDelivery(Exception):
+    """The result's first message got no answer: it may be in the channel or not.
+
+    The queue then settles the job from what the channel shows, as after a crash.
+    """
+
+
 @dataclass(frozen=True)
 class Delivered:
     """What a delivery posted: the images that reached the channel, and the result message."""
@@ -74,7 +90,11 @@ class JobDelivery(Protocol):
         """Show the job's place in line or how many images are done."""
 
     async def deliver(self, job: Job, images: Sequence[HeldImage], balance: int) -> Delivered:
-        """Post the images, showing ``balance`` (the server's once settled). Raise if none did."""
+        """Post the images, showing ``balance`` (the server's once settled).
+
+        Raise if none was posted: :class:`UnclearDelivery` when the first message may
+        have been posted all the same. A failure after that returns what went out.
+        """
 
     async def finished(self, job: Job, result: CommitResult) -> None:
         """Called after the ledger settled a delivered job (e.g. to show the balance)."""

@@ -2,8 +2,9 @@
 
 Image calls (not whole jobs) run under a global concurrency limit, handed out fairly
 by :class:`bot.backlog.Backlog`. Money moves only here: reserve on entry, then commit
-what was delivered and refund the rest, exactly once. The Discord side is the job's
-:class:`JobDelivery`, which gets everything it shows (the final balance included).
+what was delivered and refund the rest, exactly once (:mod:`bot.settlement`). The Discord
+side is the job's :class:`JobDelivery`, which gets everything it shows (the final balance
+included).
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 
 from bot.backlog import Backlog
 from bot.config import Settings
 from bot.coordination import LocalSlots, SlotPool
 from bot.credit_errors import JobNotActive
 from bot.credits import CreditLedger, NewJob
-from bot.i18n import _N
 from bot.image_store import ImageStore
 from bot.job_model import (
     INTERRUPTED,
@@ -33,13 +33,13 @@ from bot.job_model import (
     QueueBusy,
     QueueFull,
     ShuttingDown,
-    failure_message,
     internal_failure,
 )
 from bot.member_slots import MemberSlots
 from bot.metrics import Metrics
 from bot.reservations import Reservations
 from bot.segmind import SegmindError, SegmindRateLimited, Txt2ImgRequest
+from bot.settlement import SETTLE_DELAYS, SettleFromChannel, Settlement
 
 __all__ = [
     "Delivered",
@@ -75,7 +75,12 @@ class JobQueue:
         image_store: ImageStore | None = None,
         rpm: int = 0,
         max_waiting_images: int | None = None,
+        settle_from_channel: SettleFromChannel | None = None,
+        settle_delays: Sequence[float] = SETTLE_DELAYS,
     ) -> None:
+        """``settle_from_channel``: decides a job whose result's post got no answer from
+        its channel (the app wires it to :mod:`bot.recovery`); without it such a job is
+        left for the next start. ``settle_delays``: between attempts at a ledger write."""
         self._generator = generator
         self._own_store = image_store is None
         self._store = image_store or ImageStore(memory_budget=DEFAULT_IMAGE_MEMORY_BUDGET)
@@ -85,6 +90,9 @@ class JobQueue:
         self._reservations = Reservations(ledger)
         self._max_concurrent = max_concurrent
         self._metrics = metrics or Metrics()
+        self._settlement = Settlement(
+            ledger, self._metrics, settle_from_channel=settle_from_channel, delays=settle_delays
+        )
         #: The waiting jobs: their order, places, pace, cap and status lines.
         self.backlog = Backlog(
             self._dispatch, max_concurrent=max_concurrent, rpm=rpm, max_waiting=max_waiting_images
@@ -277,57 +285,9 @@ class JobQueue:
             return
         job.settling = True
         try:
-            images = job.succeeded_images()
-            posted = Delivered(0)
-            if images:
-                try:
-                    # Recorded before the post: after a crash the channel decides.
-                    marked = await self._ledger.mark_delivering(job.record)
-                    balance = job.balance_after(marked.balance)
-                    posted = await job.delivery.deliver(job, images, balance)
-                except JobNotActive:
-                    # Settled elsewhere (another process's recovery refunded it).
-                    log.warning("job settled elsewhere: images not posted", extra=job.context)
-                    return
-                except Exception:
-                    log.exception("delivery failed", extra=job.context)
-                    result = await self._ledger.refund(job.record, "the images could not be posted")
-                    self._metrics.job_settled(result, "delivery_failed")
-                    await self._tell_failed(
-                        job,
-                        _N("The images were made but could not be posted in this channel."),
-                        result.refunded,
-                    )
-                    return
-            if posted.images:
-                # The member has their result: it no longer counts as in progress.
-                self._uncount(job)
-                result = await self._ledger.commit(
-                    job.record, posted.images, message_id=posted.message_id
-                )
-                outcome = "succeeded" if posted.images == job.total else "partial"
-                self._metrics.job_settled(result, outcome)
-                self._metrics.images.inc(posted.images)
-                try:
-                    await job.delivery.finished(job, result)
-                except Exception:
-                    log.warning("post-delivery update failed", exc_info=True, extra=job.context)
-            else:
-                message = failure_message(job.errors, job.total)
-                result = await self._ledger.refund(job.record, message)
-                self._metrics.job_settled(result, "failed")
-                await self._tell_failed(job, message, result.refunded)
+            await self._settlement.settle(job, self._uncount)
         finally:
             self._forget(job)
-
-    @staticmethod
-    async def _tell_failed(job: Job, message: str, refunded: int) -> None:
-        try:
-            await job.delivery.failed(job, message, refunded)
-        except Exception:
-            log.warning(
-                "could not tell the requester about a failure", exc_info=True, extra=job.context
-            )
 
     def _forget(self, job: Job) -> None:
         for image in job.succeeded_images():

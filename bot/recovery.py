@@ -17,10 +17,16 @@ from typing import Any, Final
 
 import discord
 
-from bot.credits import CreditLedger, JobRecord
+from bot.credits import CommitResult, CreditLedger, JobRecord, JobStatus
 from bot.logs import job_context
 
-__all__ = ["RECOVERY_REASON", "delivery_nonce", "result_job_id", "settle_deliveries"]
+__all__ = [
+    "RECOVERY_REASON",
+    "delivery_nonce",
+    "result_job_id",
+    "settle_deliveries",
+    "settle_delivery",
+]
 
 log = logging.getLogger(__name__)
 
@@ -117,34 +123,51 @@ async def settle_deliveries(
             by_channel[job.channel_id].append(job)
     refunded: list[JobRecord] = []
     for channel_id, group in by_channel.items():
-        try:
-            channel = await _channel(client, channel_id)
-            found = {} if channel is None else await _look(client, channel, group)
-        except (discord.NotFound, discord.Forbidden) as error:
-            log.warning("channel %d cannot be read (%s): refunding", channel_id, error.status)
-            found = {}
-        except discord.HTTPException as error:
-            log.error(
-                "could not read channel %d (%s); %d delivery(ies) left for the next start",
-                channel_id,
-                error.status,
-                len(group),
-            )
-            continue
-        for job in group:
-            context = job_context(guild_id=job.guild_id, user_id=job.user_id, job_id=job.id)
-            evidence = found.get(job.id)
-            if evidence is None:
-                result = await ledger.refund(job, NOT_FOUND_REASON)
-                if result.refunded:
-                    refunded.append(result.job)
-                log.warning("interrupted delivery not in the channel: refunded", extra=context)
-                continue
-            images = min(max(evidence.images, 1), job.images_total)
-            await ledger.commit(job, images, message_id=evidence.message_id)
-            log.warning(
-                "interrupted delivery found in the channel: committed %d image(s)",
-                images,
-                extra=context,
-            )
+        for result in (await _settle_channel(client, ledger, channel_id, group)).values():
+            if result.job.status is JobStatus.REFUNDED and result.refunded:
+                refunded.append(result.job)
     return refunded
+
+
+async def settle_delivery(
+    client: discord.Client, ledger: CreditLedger, job: JobRecord
+) -> CommitResult | None:
+    """Settle one job marked delivering from its channel, as :func:`settle_deliveries`
+    does; None when the channel cannot be read now (the job stays open)."""
+    return (await _settle_channel(client, ledger, job.channel_id, [job])).get(job.id)
+
+
+async def _settle_channel(
+    client: discord.Client, ledger: CreditLedger, channel_id: int, group: Sequence[JobRecord]
+) -> dict[int, CommitResult]:
+    """Settle ``group`` (all of ``channel_id``); nothing when the channel cannot be read now."""
+    try:
+        channel = await _channel(client, channel_id)
+        found = {} if channel is None else await _look(client, channel, group)
+    except (discord.NotFound, discord.Forbidden) as error:
+        log.warning("channel %d cannot be read (%s): refunding", channel_id, error.status)
+        found = {}
+    except discord.HTTPException as error:
+        log.error(
+            "could not read channel %d (%s); %d delivery(ies) left for the next start",
+            channel_id,
+            error.status,
+            len(group),
+        )
+        return {}
+    settled: dict[int, CommitResult] = {}
+    for job in group:
+        context = job_context(guild_id=job.guild_id, user_id=job.user_id, job_id=job.id)
+        evidence = found.get(job.id)
+        if evidence is None:
+            settled[job.id] = await ledger.refund(job, NOT_FOUND_REASON)
+            log.warning("interrupted delivery not in the channel: refunded", extra=context)
+            continue
+        images = min(max(evidence.images, 1), job.images_total)
+        settled[job.id] = await ledger.commit(job, images, message_id=evidence.message_id)
+        log.warning(
+            "interrupted delivery found in the channel: committed %d image(s)",
+            images,
+            extra=context,
+        )
+    return settled

@@ -17,6 +17,7 @@ import discord
 from bot.credits import CommitResult
 from bot.i18n import _NP, render, t, tn
 from bot.image_store import HeldImage
+from bot.job_model import TRANSPORT_ERRORS, UnclearDelivery
 from bot.jobs import Delivered, Job, JobProgress
 from bot.recovery import delivery_nonce
 
@@ -107,6 +108,8 @@ class ChannelDelivery:
         self._upload_limit = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
         self._message: discord.Message | None = None
         self._note = ""
+        #: The images posted when a later part of the result failed (None: all went out).
+        self._posted: int | None = None
 
     @property
     def shows_progress(self) -> bool:
@@ -171,15 +174,19 @@ class ChannelDelivery:
                         mention_author=False,
                         nonce=nonce,
                     )
-            except discord.HTTPException:
+            except (discord.HTTPException, *TRANSPORT_ERRORS) as error:
                 if delivered == 0:
-                    raise
+                    if isinstance(error, discord.HTTPException):
+                        raise  # Discord answered: nothing was posted
+                    raise UnclearDelivery() from error
+                # What went out is the member's (with its buttons): keep it, refund the rest.
                 log.warning(
                     "could not post part %d of the result",
                     number + 1,
                     exc_info=True,
                     extra=job.context,
                 )
+                self._posted = delivered
                 break
             delivered += len(group)
         return Delivered(delivered, self._message.id if self._message is not None else None)
@@ -194,7 +201,18 @@ class ChannelDelivery:
             link=link,
             balance=result.balance,
         )
-        if self._note:
+        if self._posted is not None:
+            text += " " + tn(
+                self._locale,
+                "Only {posted} of {total} images could be posted; {count} credit for the rest "
+                "was refunded.",
+                "Only {posted} of {total} images could be posted; {count} credits for the rest "
+                "were refunded.",
+                result.refunded,
+                posted=self._posted,
+                total=job.total,
+            )
+        elif self._note:
             text += f" {render(self._locale, self._note)}"
         await self._status.final(text)
 

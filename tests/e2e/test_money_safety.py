@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,69 @@ async def test_recovery_counts_every_part_and_refunds_a_vanished_channel(world: 
 
 def button(custom_id: str) -> dict[str, Any]:
     return {"type": 2, "style": 2, "label": "Reroll", "custom_id": custom_id}
+
+
+async def test_a_connection_lost_on_a_later_part_keeps_what_was_posted(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Part 1 (with its buttons) is in the channel when part 2's connection drops: the
+    # member keeps it and pays for it, the rest is refunded, and the status line says so.
+    first = world.discord.delay_next("POST", RESULT_POST, math.inf, after=True)
+    async with world.running() as bot:
+        # One image per message (discord.py's upload limit is never under 10 MiB: these
+        # images would fit one), in the module the bot loaded (extensions are re-imported).
+        delivery = sys.modules["cogs.imagine._delivery"]
+        monkeypatch.setattr(delivery, "pack_files", lambda files, limit: [[f] for f in files])
+        call = await world.imagine(
+            {"prompt": "big", "samples": 3, "img_width": 1024, "img_height": 1024}
+        )
+        await world.discord.wait_for(lambda: first.holding == 1, timeout=30, what="part 1")
+        world.discord.drop_next("POST", RESULT_POST)
+        first.release()
+        done = await world.reply(call, "Done!")
+        await bot.jobs.wait_idle()
+        [result] = world.results()
+        posted = len(result.attachments)
+        assert posted == 1
+        record = await bot.ledger.get_job(1)
+        assert record is not None
+        assert (record.status, record.images_delivered) == (JobStatus.SUCCEEDED, posted)
+        assert record.message_id == result.id
+        assert await bot.ledger.balance(world.discord.guild.id) == 100 - 4 * posted
+        assert await bot.ledger.verify()
+    refunded = 4 * (3 - posted)
+    assert f"Only {posted} of 3 images could be posted; {refunded} credits" in done.content
+    assert "could not be posted in this channel" not in done.content
+    drops = [r for r in world.discord.requests_to("POST", RESULT_POST) if r.status == 0]
+    assert len(drops) == 1
+    world.discord.assert_no_pings()
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["stored", "lost"])
+async def test_a_connection_lost_on_the_first_part_is_decided_from_the_channel(
+    world: World, stored: bool
+) -> None:
+    # No answer to the result's post: Discord may have stored it. The channel decides,
+    # as after a crash: charged if the result is there, refunded and told if not.
+    world.discord.drop_next("POST", RESULT_POST, after=stored)
+    async with world.running() as bot:
+        call = await world.imagine({"prompt": "a lighthouse"})
+        told = await world.reply(call, "Done!" if stored else "could not be posted")
+        await bot.jobs.wait_idle()
+        record = await bot.ledger.get_job(1)
+        assert record is not None
+        balance = await bot.ledger.balance(world.discord.guild.id)
+        assert await bot.ledger.verify()
+    if stored:
+        [posted] = world.results()
+        assert (record.status, record.message_id) == (JobStatus.SUCCEEDED, posted.id)
+        assert balance == 99
+        assert "1 credit spent" in told.content
+    else:
+        assert world.results() == []
+        assert record.status is JobStatus.REFUNDED
+        assert balance == 100
+        assert "1 credit refunded" in told.content
+    [post] = world.discord.requests_to("POST", RESULT_POST)
+    assert post.status == 0  # sent once, never blindly again
+    world.discord.assert_no_pings()

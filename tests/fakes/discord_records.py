@@ -72,6 +72,10 @@ class DiscordError(Exception):
         return data
 
 
+class ConnectionDropped(Exception):
+    """The connection is closed with no answer (armed with :meth:`FakeDiscord.drop_next`)."""
+
+
 @dataclass(eq=False)
 class RequestRecord:
     """One HTTP request the client made, and what the fake answered."""
@@ -142,6 +146,8 @@ class InjectedFailure:
     is_global: bool = False
     #: Fail only after Discord acted on the request (the message is stored anyway).
     after: bool = False
+    #: Close the connection with no answer instead (a network failure, not a Discord error).
+    drop: bool = False
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -151,7 +157,9 @@ class InjectedFailure:
             and self.path_regex.search(path) is not None
         )
 
-    def error(self) -> DiscordError:
+    def error(self) -> DiscordError | ConnectionDropped:
+        if self.drop:
+            return ConnectionDropped()
         headers: dict[str, str] = {}
         extra: dict[str, Any] = {}
         if self.status == 429:

@@ -23,6 +23,7 @@ from tests.fakes.discord_openapi import SchemaProblem
 from tests.fakes.discord_records import (
     CallbackRecord,
     CommandSync,
+    ConnectionDropped,
     DiscordError,
     InteractionRecord,
     ModalRecord,
@@ -148,6 +149,12 @@ class RestApi:
         except DiscordError as error:
             status, body, extra = error.status, error.body(), error.headers
             record.error_code = error.code
+        except ConnectionDropped:
+            record.status = 0
+            fake.record_request(record)
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response()
         except Exception as error:  # a bug in the fake: fail the test, never retry-loop
             _log.exception("fake discord failed serving %s %s", record.method, record.path)
             fake.internal_errors.append(f"{record.method} {record.path}: {error!r}")

@@ -279,6 +279,15 @@ class FakeDiscord(DiscordWorld):
         self.failures.append(failure)
         return failure
 
+    def drop_next(
+        self, method: str, path_regex: str, *, times: int = 1, after: bool = False
+    ) -> InjectedFailure:
+        """Close the connection of the next ``times`` matching requests with no answer
+        (a network failure); ``after``: Discord acts on the request first (stores the message)."""
+        failure = self.fail_next(method, path_regex, 0, times=times, after=after)
+        failure.drop = True
+        return failure
+
     def delay_next(
         self, method: str, path_regex: str, seconds: float, *, times: int = 1, after: bool = False
     ) -> InjectedDelay:
