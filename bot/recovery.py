@@ -18,6 +18,7 @@ from typing import Any, Final
 import discord
 
 from bot.credits import CommitResult, CreditLedger, JobRecord, JobStatus
+from bot.job_model import TRANSPORT_ERRORS
 from bot.logs import job_context
 
 __all__ = [
@@ -147,11 +148,11 @@ async def _settle_channel(
     except (discord.NotFound, discord.Forbidden) as error:
         log.warning("channel %d cannot be read (%s): refunding", channel_id, error.status)
         found = {}
-    except discord.HTTPException as error:
+    except (discord.HTTPException, *TRANSPORT_ERRORS) as error:
         log.error(
             "could not read channel %d (%s); %d delivery(ies) left for the next start",
             channel_id,
-            error.status,
+            getattr(error, "status", type(error).__name__),
             len(group),
         )
         return {}

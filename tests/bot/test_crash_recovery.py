@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
+import aiohttp
 import discord
 import pytest
 
@@ -16,6 +17,7 @@ from bot import crash_recovery
 from bot.coordination import Presence
 from bot.crash_recovery import CrashRecovery
 from bot.credits import CreditLedger, JobRecord, JobStatus, NewJob
+from bot.recovery import settle_delivery
 from bot.storage import Storage
 
 GUILD = 111_111_111_111_111_111
@@ -191,3 +193,24 @@ async def test_a_restart_notice_reaches_a_channel_this_process_does_not_cache(
         await tasks.cancel()
     assert len(sent) == 1 and sent[0][0] == job.channel_id
     assert f"job #{job.id}" in sent[0][1] and "3 credits were refunded" in sent[0][1]
+
+
+async def test_a_channel_unreachable_for_a_dropped_connection_leaves_the_job_open(
+    storage: Storage,
+) -> None:
+    ledger = CreditLedger(storage, default_credits=100)
+    job = await ledger.reserve(new_job(units=2))
+    await ledger.mark_running(job.id)
+    marked = await ledger.mark_delivering(job)
+
+    class Unreachable:
+        def get_channel(self, channel_id: int) -> None:
+            return None
+
+        async def fetch_channel(self, channel_id: int) -> None:
+            raise aiohttp.ClientConnectionError("connection reset by peer")
+
+    # Not read is not "not there": nothing is refunded, the next start decides.
+    assert await settle_delivery(Unreachable(), ledger, marked.job) is None  # type: ignore[arg-type]
+    assert (await stored(ledger, job.id)).delivering
+    assert await ledger.balance(GUILD) == 98
