@@ -22,7 +22,7 @@ from bot.jobs import Delivered, Job, JobProgress
 from bot.recovery import delivery_nonce
 
 from ._buttons import result_view
-from ._render import pack_files, prepare_files, result_embed, status_text
+from ._render import PreparedFile, pack_files, prepare_files, result_embed, status_text
 
 __all__ = ["ChannelDelivery", "StatusMessage", "tell_in_channel"]
 
@@ -123,16 +123,19 @@ class ChannelDelivery:
         groups = pack_files(files, self._upload_limit)
         missing = job.total - len(images)
         refund_to_come = missing * job.record.units_per_image
-        seeds = [file.seed for file in files if file.seed is not None]
-        embed = result_embed(
-            job_id=job.id,
-            request=job.request,
-            seeds=seeds,
-            cost=job.record.cost - refund_to_come,
-            balance=balance,
-            requester_id=job.record.user_id,
-            locale=self._guild_locale,
-        )
+
+        def embed_for(shown: Sequence[PreparedFile], refunded: int) -> discord.Embed:
+            return result_embed(
+                job_id=job.id,
+                request=job.request,
+                seeds=[file.seed for file in shown if file.seed is not None],
+                cost=job.record.cost - refunded,
+                balance=balance + refunded - refund_to_come,
+                requester_id=job.record.user_id,
+                locale=self._guild_locale,
+            )
+
+        embed = embed_for(files, refund_to_come)
         content = f"🎨 <@{job.record.user_id}>"
         if missing:
             self._note = _NP(
@@ -189,6 +192,17 @@ class ChannelDelivery:
                 self._posted = delivered
                 break
             delivered += len(group)
+        if self._posted is not None and self._message is not None:
+            # The result showed every image as charged: it now shows what went out.
+            shown = [file for group in groups[:number] for file in group]
+            refunded = refund_to_come + (len(images) - delivered) * job.record.units_per_image
+            try:
+                await self._message.edit(
+                    embed=embed_for(shown, refunded),
+                    allowed_mentions=discord.AllowedMentions.none(),
+                )
+            except (discord.HTTPException, *TRANSPORT_ERRORS):
+                log.warning("could not correct the result's cost", exc_info=True, extra=job.context)
         return Delivered(delivered, self._message.id if self._message is not None else None)
 
     async def finished(self, job: Job, result: CommitResult) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from bot.credits import CreditLedger, JobStatus, NewJob
 from bot.storage import open_storage
-from tests.e2e.conftest import World, is_result, on_both_databases
+from tests.e2e.conftest import World, embed_field, is_result, on_both_databases
 from tests.e2e.process import bot_environment, start_bot
 from tests.fakes.discord_state import FileRecord, StoredMessage
 
@@ -209,6 +209,9 @@ async def test_a_connection_lost_on_a_later_part_keeps_what_was_posted(
         assert record.message_id == result.id
         assert await bot.ledger.balance(world.discord.guild.id) == 100 - 4 * posted
         assert await bot.ledger.verify()
+    # The result itself no longer shows all three images as charged.
+    assert embed_field(result, "Cost") == f"{4 * posted} credits"
+    assert embed_field(result, "Balance") == f"{100 - 4 * posted} credits left"
     refunded = 4 * (3 - posted)
     assert f"Only {posted} of 3 images could be posted; {refunded} credits" in done.content
     assert "could not be posted in this channel" not in done.content
