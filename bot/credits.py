@@ -274,13 +274,12 @@ class CreditLedger:
             raise InvalidAmount("The number of delivered images must be 0 or more.")
         message_id = optional_snowflake(message_id, "message_id")
         job = await self._job(job)
-        job_id = job.id
         if job.status not in OPEN_STATUSES:
             return await self._unchanged(job)
         count = job.images_total if delivered is None else delivered
         if count > job.images_total:
             raise InvalidAmount(
-                f"Job {job_id} asked for {job.images_total} images; {count} cannot be delivered."
+                f"Job {job.id} asked for {job.images_total} images; {count} cannot be delivered."
             )
         committed = count * job.units_per_image
         refunded = job.cost - committed
