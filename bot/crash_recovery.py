@@ -10,12 +10,12 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-import aiohttp
 import discord
 
 from bot.coordination import Presence
 from bot.credits import CommitResult, CreditLedger, JobRecord
 from bot.i18n import tn
+from bot.job_model import TRANSPORT_ERRORS
 from bot.logs import job_context
 from bot.recovery import RECOVERY_REASON, settle_deliveries, settle_delivery
 from bot.storage import Storage, StorageError
@@ -211,7 +211,7 @@ class CrashRecovery:
                     ),
                     allowed_mentions=discord.AllowedMentions.none(),
                 )
-            except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as error:
+            except (discord.HTTPException, *TRANSPORT_ERRORS) as error:
                 log.warning(
                     "could not post the restart notice (%s)",
                     getattr(error, "status", type(error).__name__),
