@@ -48,6 +48,19 @@ _FINISH: Final = (
     )
     .returning(*JOB_COLUMNS, _GUILD_BALANCE)
 )
+# Queued -> running; and the "being posted" mark of an open job.
+_START: Final = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("job"), jobs.c.status == JobStatus.QUEUED.value)
+    .values(status=JobStatus.RUNNING.value, updated_at=bindparam("now"))
+    .returning(*JOB_COLUMNS)
+)
+_DELIVERING: Final = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("job"), jobs.c.status.in_(OPEN))
+    .values(delivering_at=bindparam("now"), updated_at=bindparam("now"))
+    .returning(*JOB_COLUMNS, _GUILD_BALANCE)
+)
 _REFUND: Final = (
     update(guilds)
     .where(guilds.c.guild_id == bindparam("g"))
@@ -60,12 +73,7 @@ class JobOps(Ops):
 
     async def start_job(self, job_id: int) -> JobRecord | None:
         async def work(conn: AsyncConnection) -> JobRecord | None:
-            started = await conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED.value)
-                .values(status=JobStatus.RUNNING.value, updated_at=self._now())
-                .returning(*JOB_COLUMNS)
-            )
+            started = await conn.execute(_START, {"job": job_id, "now": self._now()})
             row = started.first()
             if row is None:
                 row = (await conn.execute(select(*JOB_COLUMNS).where(jobs.c.id == job_id))).first()
@@ -135,16 +143,10 @@ class JobOps(Ops):
         return await self._db.write(work)
 
     async def mark_delivering(self, job_id: int) -> Delivering | None:
-        now = self._now()
-        query = (
-            update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.status.in_(OPEN))
-            .values(delivering_at=now, updated_at=now)
-            .returning(*JOB_COLUMNS, _GUILD_BALANCE)
-        )
+        values = {"job": job_id, "now": self._now()}
 
         async def work(conn: AsyncConnection) -> Delivering | None:
-            row = (await conn.execute(query)).first()
+            row = (await conn.execute(_DELIVERING, values)).first()
             return None if row is None else Delivering(job_from_row(row), int(row.balance))
 
         return await self._db.write(work)

@@ -31,7 +31,12 @@ async def test_a_job_writes_four_transactions_and_reads_nothing(ledger: CreditLe
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(" ".join(statement.split()[:2]))
 
+    def begin(conn: Any) -> None:
+        reading = conn.get_execution_options().get("imagine_read", False)
+        statements.append("BEGIN" if reading else "BEGIN IMMEDIATE")
+
     event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine, "begin", begin)
     try:
         delivery = RecordingDelivery(message_id=42)
         job = await queue.enqueue(
@@ -44,6 +49,7 @@ async def test_a_job_writes_four_transactions_and_reads_nothing(ledger: CreditLe
         await job.settled.wait()
     finally:
         event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, "begin", begin)
     # Reserve, running, being posted, the commit with the message id: each one transaction.
     # The balance the result shows comes with the "being posted" write, not a read.
     assert statements.count("BEGIN IMMEDIATE") == 4
