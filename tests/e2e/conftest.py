@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,9 +28,6 @@ RESULT_TITLE = "Kandinsky 2.1"
 # SEGMIND_TIMEOUT for a test that holds the fake API: the test ends the hold, never the timeout.
 HELD = 60.0
 
-# The test runs on SQLite and on PostgreSQL (tests/pg.py); ``world`` uses that database.
-on_both_databases = pytest.mark.usefixtures("database_url")
-
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
@@ -42,7 +38,7 @@ def pytest_asyncio_loop_factories(
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A test on both databases runs its PostgreSQL variant on the production loop only:
+    """A test's PostgreSQL variant runs on the production loop only:
     the loops are already compared on SQLite, and the suite's time stays bounded."""
     production = loop_factories()[resolve("auto")]
     keep, drop = [], []
@@ -144,17 +140,12 @@ class World:
 
 @pytest.fixture
 def world(
-    tmp_path: Path,
     fake_discord: FakeDiscord,
     fake_segmind: FakeSegmind,
-    request: pytest.FixtureRequest,
+    database_url: str,
 ) -> World:
-    """The fakes and the bot's settings: on the test's ``database_url`` where it asks for
-    one (:data:`on_both_databases`), else on a SQLite file."""
-    if "database_url" in request.fixturenames:
-        database_url = str(request.getfixturevalue("database_url"))
-    else:
-        database_url = f"sqlite:///{tmp_path / 'e2e.db'}"
+    """The fakes and the bot's settings, on a fresh database of each kind: every
+    end-to-end test runs on SQLite and on PostgreSQL (tests/pg.py)."""
     settings = Settings(
         discord_token=fake_discord.token,
         segmind_api_key=fake_segmind.api_key,

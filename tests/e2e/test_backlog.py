@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import HELD, World, embed_field, on_both_databases
+from tests.e2e.conftest import HELD, World, embed_field
 from tests.fakes.fake_discord import InteractionRecord
 
 pytestmark = pytest.mark.timeout(120)
@@ -151,7 +151,6 @@ async def cost_per_job(world: World, bot: Any, jobs: int) -> tuple[float, float]
     return requests / jobs, tasks[0] / jobs
 
 
-@on_both_databases
 @pytest.mark.timeout(400)  # a thousand jobs through the real bot; generous on a loaded machine
 async def test_one_job_costs_the_same_with_a_thousand_waiting(world: World) -> None:
     world.discord.validate = False  # a test-only cost per request; the counts are what matter

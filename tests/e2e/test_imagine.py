@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bot.storage import StorageError
-from tests.e2e.conftest import World, embed_field, is_result, on_both_databases
+from tests.e2e.conftest import World, embed_field, is_result
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -292,7 +292,6 @@ async def test_blank_prompt_is_refused_before_spending(world: World) -> None:
     assert world.segmind.calls == 0
 
 
-@on_both_databases
 async def test_channel_rules_and_blocked_words(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from bot.credits import CreditLedger, JobStatus, NewJob
 from bot.storage import open_storage
-from tests.e2e.conftest import World, embed_field, is_result, on_both_databases
+from tests.e2e.conftest import World, embed_field, is_result
 from tests.e2e.process import bot_environment, start_bot
 from tests.fakes.discord_state import FileRecord, StoredMessage
 
@@ -51,7 +51,6 @@ async def _kill_during_the_post(world: World, tmp_path: Path, *, stored: bool) -
     assert job.delivering  # recorded before the post
 
 
-@on_both_databases
 async def test_a_kill_after_the_post_commits_the_job_at_restart(
     world: World, tmp_path: Path
 ) -> None:
@@ -72,7 +71,6 @@ async def test_a_kill_after_the_post_commits_the_job_at_restart(
     world.discord.assert_no_pings()
 
 
-@on_both_databases
 async def test_a_kill_before_the_post_was_stored_refunds_and_tells_the_member(
     world: World, tmp_path: Path
 ) -> None:
@@ -135,7 +133,6 @@ def _bot_post(world: World, body: dict[str, Any], images: int) -> StoredMessage:
     )
 
 
-@on_both_databases
 async def test_recovery_counts_every_part_and_refunds_a_vanished_channel(world: World) -> None:
     storage = await open_storage(world.settings.database_url)
     try:

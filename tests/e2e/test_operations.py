@@ -19,7 +19,7 @@ import pytest
 
 from bot.credits import CreditLedger
 from bot.storage import open_storage
-from tests.e2e.conftest import World, on_both_databases
+from tests.e2e.conftest import World
 from tests.e2e.process import bot_environment, start_bot
 
 pytestmark = pytest.mark.timeout(90)
@@ -30,7 +30,6 @@ async def read_ledger(database: str) -> tuple[CreditLedger, object]:
     return CreditLedger(storage, default_credits=100), storage
 
 
-@on_both_databases
 async def test_sigterm_lets_a_running_job_finish_and_exits_0(world: World, tmp_path: Path) -> None:
     database = world.settings.database_url
     world.segmind.latency = 1.0
@@ -65,7 +64,6 @@ async def test_sigterm_lets_a_running_job_finish_and_exits_0(world: World, tmp_p
     assert any(json.loads(line).get("job_id") == 1 for line in bot.lines)
 
 
-@on_both_databases
 async def test_sigterm_refunds_what_cannot_finish_in_the_grace_period(
     world: World, tmp_path: Path
 ) -> None:
@@ -91,7 +89,6 @@ async def test_sigterm_refunds_what_cannot_finish_in_the_grace_period(
         await storage.close()  # type: ignore[attr-defined]
 
 
-@on_both_databases
 async def test_kill_9_then_restart_refunds_exactly_once_and_tells_the_requester(
     world: World, tmp_path: Path
 ) -> None:
