@@ -9,6 +9,7 @@ import pytest
 
 import bot.__main__ as entry
 from bot.config import Settings
+from bot.credits import CreditLedger
 from bot.storage import Storage, open_storage
 
 Serve = Callable[[Settings], Awaitable[int]]
@@ -20,6 +21,12 @@ async def storage(database_url: str) -> AsyncIterator[Storage]:
     opened = await open_storage(database_url)
     yield opened
     await opened.close()
+
+
+@pytest.fixture
+def ledger(storage: Storage) -> CreditLedger:
+    """A ledger on ``storage``; a guild it has not seen starts with 100 credits."""
+    return CreditLedger(storage, default_credits=100)
 
 
 @pytest.fixture

@@ -122,11 +122,6 @@ async def storage(database_url: str, clock: FakeClock) -> AsyncIterator[Storage]
 
 
 @pytest.fixture
-def ledger(storage: Storage) -> CreditLedger:
-    return CreditLedger(storage, default_credits=100)
-
-
-@pytest.fixture
 def service(storage: Storage) -> GuildSettingsService:
     return GuildSettingsService(storage, default_credits=100)
 

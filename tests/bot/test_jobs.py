@@ -7,9 +7,8 @@ real ledger on a temporary SQLite file.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -26,7 +25,6 @@ from bot.segmind import (
     SegmindUnauthorized,
     Txt2ImgRequest,
 )
-from bot.storage import open_storage
 
 GUILD, OTHER_GUILD = 111, 222
 ALICE, BOB, CAROL = 1, 2, 3
@@ -100,13 +98,6 @@ class RecordingDelivery:
 
     async def failed(self, job: Job, message: str, refunded: int) -> None:
         self.failures.append((message, refunded))
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[CreditLedger]:
-    storage = await open_storage(f"sqlite:///{tmp_path / 'jobs.db'}")
-    yield CreditLedger(storage, default_credits=100)
-    await storage.close()
 
 
 def make_queue(

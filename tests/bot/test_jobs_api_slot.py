@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import gc
 import weakref
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from bot.credits import CreditLedger
 from bot.image_store import HeldImage, ImageStore
 from bot.jobs import JobQueue
 from bot.segmind import GeneratedImage, GenerationResult, Txt2ImgRequest
-from bot.storage import open_storage
 from tests.bot.test_jobs import (
     ALICE,
     BOB,
@@ -31,13 +29,6 @@ from tests.bot.test_jobs import (
     settle,
     submit,
 )
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[CreditLedger]:
-    storage = await open_storage(f"sqlite:///{tmp_path / 'jobs.db'}")
-    yield CreditLedger(storage, default_credits=100)
-    await storage.close()
 
 
 async def test_the_next_call_starts_while_the_previous_job_is_still_being_marked(

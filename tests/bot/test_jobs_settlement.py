@@ -4,9 +4,8 @@ outcome is unclear decided from the channel, never refunded blindly."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,18 +16,11 @@ from bot.image_store import HeldImage
 from bot.job_model import UnclearDelivery
 from bot.jobs import Delivered, Job, JobQueue
 from bot.segmind import SegmindUnauthorized
-from bot.storage import StorageError, open_storage
+from bot.storage import StorageError
 from tests.bot.test_jobs import ALICE, GUILD, RecordingDelivery, ScriptedGenerator, settle, submit
 
 NO_WAIT = (0.0,) * 6
 LOCKED = StorageError("The database is locked.")
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[CreditLedger]:
-    storage = await open_storage(f"sqlite:///{tmp_path / 'jobs.db'}")
-    yield CreditLedger(storage, default_credits=100)
-    await storage.close()
 
 
 def make_queue(ledger: CreditLedger, generator: ScriptedGenerator, **options: Any) -> JobQueue:
