@@ -157,7 +157,7 @@ async def open_engine(database_url: str, clock: Clock | None, lock_timeout: floa
     # asyncpg and the PostgreSQL code are loaded only for a PostgreSQL database.
     from bot.storage._pg_setup import open_pg  # noqa: PLC0415
 
-    return await open_pg(database_url, clock or utcnow, lock_timeout)
+    return await open_pg(database_url, clock, lock_timeout)
 
 
 async def _enable_wal(db: Database) -> None:

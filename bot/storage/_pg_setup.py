@@ -4,8 +4,10 @@ errors that never show a password. Loaded only when DATABASE_URL is PostgreSQL's
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final
 from urllib.parse import quote
 
@@ -14,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bot.storage._engine import Clock, Database
+from bot.storage._engine import Clock, Database, utcnow
 from bot.storage.base import StorageError
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "open_pg",
     "parse_url",
 ]
+
+log = logging.getLogger("bot.storage")
 
 PG_POOL_SIZE: Final = 10
 CONNECT_TIMEOUT: Final = 10.0
@@ -214,8 +218,26 @@ class PgDatabase(Database):
         return StorageError(describe_error(self.cause(error), self.target, self.lock_timeout))
 
 
-async def open_pg(database_url: str, clock: Clock, lock_timeout: float) -> PgDatabase:
-    """The engine for a ``postgresql://`` DATABASE_URL, once a first connection worked."""
+async def server_clock(connection: asyncpg.Connection, target: PgTarget) -> Clock:
+    """This host's UTC clock set to the server's, which every process sharing the database
+    reads: heartbeats stamped on one host are then judged fairly on another."""
+    local = utcnow  # looked up now: a test skews this host's clock by replacing it
+    before = local()
+    server: datetime = await connection.fetchval("SELECT clock_timestamp()")
+    offset = server - (before + (local() - before) / 2)
+    if abs(offset) >= timedelta(seconds=1):
+        log.warning(
+            "this host's clock is %.1f s %s the %s's; the bot stamps with the server's time",
+            abs(offset.total_seconds()),
+            "behind" if offset > timedelta(0) else "ahead of",
+            target,
+        )
+    return lambda: local() + offset
+
+
+async def open_pg(database_url: str, clock: Clock | None, lock_timeout: float) -> PgDatabase:
+    """The engine for a ``postgresql://`` DATABASE_URL, once a first connection worked.
+    ``clock`` (tests only) replaces the server's clock."""
     target = parse_url(database_url)
     settings = {
         "application_name": "imagine-bot",
@@ -232,7 +254,11 @@ async def open_pg(database_url: str, clock: Clock, lock_timeout: float) -> PgDat
 
     try:
         # Fail early, with a clear message, rather than on the first query.
-        await (await asyncio.wait_for(connect(), CONNECT_TIMEOUT * 2)).close()
+        first = await asyncio.wait_for(connect(), CONNECT_TIMEOUT * 2)
+        try:
+            clock = clock or await server_clock(first, target)
+        finally:
+            await first.close()
     except (*DATABASE_ERRORS, ValueError) as error:
         raise connect_error(error, target) from None
     engine = create_async_engine(
