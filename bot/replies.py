@@ -26,17 +26,21 @@ log = logging.getLogger(__name__)
 APOLOGY = _N("Sorry, something went wrong on our side. It has been logged; please try again.")
 
 
-async def reply_private(interaction: discord.Interaction[Any], text: str) -> bool:
+async def reply_private(
+    interaction: discord.Interaction[Any], text: str, *, acknowledged: bool | None = None
+) -> bool:
     """Send ``text`` only to the member, as the first response or as a follow-up.
 
     A :class:`bot.i18n.Message` is sent in the member's language (``interaction.locale``).
+    ``acknowledged``: whether Discord has the first response (default: as discord.py saw it;
+    a retried defer answered "already acknowledged" is one discord.py did not see).
 
     Returns False when Discord no longer accepts anything for this interaction
     (expired token, already answered elsewhere); the caller decides what else to do.
     """
     text = render(interaction.locale, text)
     try:
-        if interaction.response.is_done():
+        if interaction.response.is_done() if acknowledged is None else acknowledged:
             await interaction.followup.send(
                 text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
             )

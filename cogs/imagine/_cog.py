@@ -45,6 +45,9 @@ DM_MESSAGE = _N(
     "Use it in a server channel where I'm present."
 )
 
+#: Discord's error code for a second response to one interaction.
+ALREADY_ACKNOWLEDGED = 40060
+
 #: The request parameters a job stores and a Reroll or Edit copies.
 REQUEST_FIELDS = (
     "prompt",
@@ -111,10 +114,14 @@ async def _defer(interaction: discord.Interaction[Any]) -> bool:
     """Defer ``interaction`` privately; False (logged) if Discord refused, usually as too late."""
     if interaction.response.is_done():
         return True
+    context = job_context(guild_id=interaction.guild_id, user_id=interaction.user.id)
     try:
         await interaction.response.defer(ephemeral=True, thinking=True)
     except discord.HTTPException as error:
-        context = job_context(guild_id=interaction.guild_id, user_id=interaction.user.id)
+        if error.code == ALREADY_ACKNOWLEDGED:
+            # discord.py retried a defer Discord had taken (it answered 5xx): it stands.
+            log.info("/imagine was already acknowledged (a retried defer)", extra=context)
+            return True
         log.warning(
             "could not acknowledge /imagine (%s %s)", error.status, error.code, extra=context
         )
@@ -233,17 +240,20 @@ class ImagineCog(commands.Cog, name="Imagine"):
         settings = await self.bot.guild_settings.get(guild.id)
         refusal: str | None = server_rules_refusal(settings, channel, request)
         if refusal is None:
+            delivery = ChannelDelivery(interaction, channel, acknowledged=deferred)
             refusal = await self._queue(
-                interaction, guild, channel, request, settings, parent_job_id
+                interaction, guild, delivery, request, settings, parent_job_id
             )
-        if refusal is not None and not (deferred and await reply_private(interaction, refusal)):
+        if refusal is not None and not (
+            deferred and await reply_private(interaction, refusal, acknowledged=True)
+        ):
             await tell_in_channel(channel, interaction.user.id, interaction.guild_locale, refusal)
 
     async def _queue(
         self,
         interaction: discord.Interaction[Any],
         guild: discord.Guild,
-        channel: discord.abc.Messageable,
+        delivery: ChannelDelivery,
         request: Txt2ImgRequest,
         settings: GuildSettings,
         parent_job_id: int | None,
@@ -255,7 +265,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 channel_id=interaction.channel_id or 0,
                 user_id=interaction.user.id,
                 request=request,
-                delivery=ChannelDelivery(interaction, channel),
+                delivery=delivery,
                 parent_job_id=parent_job_id,
             )
         except UserFacingError as error:

@@ -94,13 +94,17 @@ class ChannelDelivery:
     """Implements :class:`bot.jobs.JobDelivery` for a job started from an interaction."""
 
     def __init__(
-        self, interaction: discord.Interaction[Any], channel: discord.abc.Messageable
+        self,
+        interaction: discord.Interaction[Any],
+        channel: discord.abc.Messageable,
+        *,
+        acknowledged: bool,
     ) -> None:
-        """``interaction``: deferred, its response is the status line; or refused as too
-        late by Discord, and then whatever the member must hear goes to the channel."""
+        """``acknowledged``: the interaction was deferred, its response is the status line;
+        else Discord refused it as too late, and what the member must hear goes to the channel."""
         self._channel = channel
         self._status = StatusMessage(interaction)
-        self._status.alive = interaction.response.is_done()
+        self._status.alive = acknowledged
         # The requester reads the status line; everyone in the channel reads the result.
         self._locale = interaction.locale
         self._guild_locale = interaction.guild_locale

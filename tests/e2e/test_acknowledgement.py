@@ -11,7 +11,7 @@ import pytest
 
 from bot.credit_errors import InsufficientCredits
 from bot.i18n import render
-from tests.e2e.conftest import World
+from tests.e2e.conftest import World, is_result
 from tests.fakes.fake_discord import RequestRecord
 
 pytestmark = pytest.mark.timeout(60)
@@ -160,3 +160,30 @@ async def test_an_unexpected_error_is_apologised_for_after_the_defer(
     [callback] = call.callbacks
     assert (callback.type, callback.status) == (5, 200)
     assert world.segmind.calls == 0
+
+
+async def test_a_defer_taken_but_answered_with_a_502_is_treated_as_taken(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Discord acknowledges, answers 502; discord.py retries and hears "already acknowledged".
+    world.discord.fail_next("POST", CALLBACK, 502, after=True)
+    caplog.set_level(logging.INFO, logger=COG_LOGGER)
+    async with world.running() as bot:
+        await bot.ledger.set_balance(world.discord.guild.id, 0, actor_id=None)
+        refused = await world.imagine({"prompt": "no credits"})
+        reply = await world.reply(refused, "credits")
+        await bot.ledger.set_balance(world.discord.guild.id, 5, actor_id=None)
+        world.discord.fail_next("POST", CALLBACK, 502, after=True)
+        call = await world.imagine({"prompt": "still wanted"})
+        done = await world.reply(call, "Done!")
+        await world.result()
+        await bot.jobs.wait_idle()
+        assert await balance(world, bot) == 4
+    # The member hears both privately, on the "thinking…" line; the channel only sees the result.
+    assert reply.ephemeral and done.ephemeral
+    answers = [(r.status, r.error_code) for r in world.discord.requests_to("POST", CALLBACK)]
+    assert answers == [(502, 0), (400, 40060)] * 2
+    assert refused.acknowledged and call.acknowledged
+    channel = world.discord.channel_messages(world.discord.channel)
+    assert [m for m in channel if not is_result(m)] == []
+    assert any("already acknowledged" in r.getMessage() for r in caplog.records)
