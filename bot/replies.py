@@ -19,35 +19,57 @@ from bot.i18n import _N, LocaleLike, render
 from bot.logs import job_context
 from bot.permission_names import permission_names
 
-__all__ = ["APOLOGY", "ImagineTree", "describe_error", "reply_private"]
+__all__ = [
+    "ALREADY_ACKNOWLEDGED",
+    "APOLOGY",
+    "ImagineTree",
+    "defer_private",
+    "describe_error",
+    "reply_private",
+]
 
 log = logging.getLogger(__name__)
 
 APOLOGY = _N("Sorry, something went wrong on our side. It has been logged; please try again.")
+#: Discord's error code for a second first response to one interaction.
+ALREADY_ACKNOWLEDGED = 40060
 
 
-async def reply_private(
-    interaction: discord.Interaction[Any], text: str, *, acknowledged: bool | None = None
-) -> bool:
+async def defer_private(interaction: discord.Interaction[Any], *, thinking: bool = True) -> None:
+    """Defer privately. Discord may take a defer yet answer 5xx: discord.py then retries it and
+    hears "already acknowledged", and the defer stands (follow-ups work, the first reply moves
+    to a follow-up in :func:`reply_private`). Any other refusal is raised."""
+    try:
+        await interaction.response.defer(ephemeral=True, thinking=thinking)
+    except discord.HTTPException as error:
+        if error.code != ALREADY_ACKNOWLEDGED:
+            raise
+        context = job_context(guild_id=interaction.guild_id, user_id=interaction.user.id)
+        log.info("interaction already acknowledged (a retried defer)", extra=context)
+
+
+async def reply_private(interaction: discord.Interaction[Any], text: str) -> bool:
     """Send ``text`` only to the member, as the first response or as a follow-up.
 
     A :class:`bot.i18n.Message` is sent in the member's language (``interaction.locale``).
-    ``acknowledged``: whether Discord has the first response (default: as discord.py saw it;
-    a retried defer answered "already acknowledged" is one discord.py did not see).
 
     Returns False when Discord no longer accepts anything for this interaction
     (expired token, already answered elsewhere); the caller decides what else to do.
     """
     text = render(interaction.locale, text)
+    quiet = discord.AllowedMentions.none()
     try:
-        if interaction.response.is_done() if acknowledged is None else acknowledged:
-            await interaction.followup.send(
-                text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
-            )
-        else:
-            await interaction.response.send_message(
-                text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
-            )
+        if not interaction.response.is_done():
+            try:
+                await interaction.response.send_message(
+                    text, ephemeral=True, allowed_mentions=quiet
+                )
+                return True
+            except discord.HTTPException as error:
+                # A defer discord.py did not see succeed (see defer_private): follow it up.
+                if error.code != ALREADY_ACKNOWLEDGED:
+                    raise
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=quiet)
     except discord.HTTPException as error:
         log.warning(
             "could not answer interaction (%s %s)",

@@ -14,7 +14,7 @@ from discord.ext import commands
 
 from bot.i18n import _N, LocaleLike, t, tn
 from bot.insight import GalleryEntry, GalleryPage
-from bot.replies import reply_private
+from bot.replies import defer_private, reply_private
 from cogs._paging import PageButton
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ class GalleryCog(commands.Cog, name="Gallery"):
                 interaction, _N("Your gallery is per server: use this in a server.")
             )
             return
-        await interaction.response.defer(ephemeral=True)
+        await defer_private(interaction)
         embed, view = await gallery_page(
             self.bot, interaction.guild_id, interaction.user.id, 0, interaction.locale
         )

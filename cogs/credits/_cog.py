@@ -16,7 +16,7 @@ from discord.ext import commands
 
 from bot.i18n import _N, LocaleLike, t
 from bot.insight import DEFAULT_DAYS, MAX_DAYS
-from bot.replies import reply_private
+from bot.replies import defer_private, reply_private
 from cogs._paging import PageButton
 
 from ._text import (
@@ -143,7 +143,7 @@ class CreditsCog(commands.Cog, name="Credits"):
         if interaction.guild_id is None or not interaction.permissions.manage_guild:
             await reply_private(interaction, HISTORY_NEEDS_MANAGE_SERVER)
             return
-        await interaction.response.defer(ephemeral=True)
+        await defer_private(interaction)
         embed, view = await history_page(self.bot, interaction.guild_id, 0, interaction.locale)
         await interaction.followup.send(
             embed=embed, view=view, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()

@@ -10,7 +10,7 @@ import discord
 
 from bot.charts import render_usage_chart, usage_summary_line
 from bot.insight import InvalidPeriod
-from bot.replies import reply_private
+from bot.replies import defer_private, reply_private
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -26,7 +26,7 @@ async def send_usage_chart(
     """Defer privately, read the spending, draw it off the event loop and send it."""
     guild_id, guild = interaction.guild_id, interaction.guild
     assert guild_id is not None  # the command is guild-only and checked by the cog
-    await interaction.response.defer(ephemeral=True)
+    await defer_private(interaction)
     try:
         summary = await bot.insight.usage(guild_id, days)
     except InvalidPeriod as error:

@@ -25,7 +25,7 @@ from bot.i18n import _N, _NP, Message
 from bot.jobs import QueueBusy
 from bot.logs import job_context
 from bot.permission_names import permission_names
-from bot.replies import reply_private
+from bot.replies import defer_private, reply_private
 from bot.segmind import MAX_SEED, InvalidRequest, Txt2ImgRequest, build_request
 from bot.storage import StorageError
 
@@ -44,9 +44,6 @@ DM_MESSAGE = _N(
     "🖼️ /imagine works in servers: image credits belong to each server. "
     "Use it in a server channel where I'm present."
 )
-
-#: Discord's error code for a second response to one interaction.
-ALREADY_ACKNOWLEDGED = 40060
 
 #: The request parameters a job stores and a Reroll or Edit copies.
 REQUEST_FIELDS = (
@@ -114,14 +111,10 @@ async def _defer(interaction: discord.Interaction[Any]) -> bool:
     """Defer ``interaction`` privately; False (logged) if Discord refused, usually as too late."""
     if interaction.response.is_done():
         return True
-    context = job_context(guild_id=interaction.guild_id, user_id=interaction.user.id)
     try:
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await defer_private(interaction)
     except discord.HTTPException as error:
-        if error.code == ALREADY_ACKNOWLEDGED:
-            # discord.py retried a defer Discord had taken (it answered 5xx): it stands.
-            log.info("/imagine was already acknowledged (a retried defer)", extra=context)
-            return True
+        context = job_context(guild_id=interaction.guild_id, user_id=interaction.user.id)
         log.warning(
             "could not acknowledge /imagine (%s %s)", error.status, error.code, extra=context
         )
@@ -244,9 +237,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             refusal = await self._queue(
                 interaction, guild, delivery, request, settings, parent_job_id
             )
-        if refusal is not None and not (
-            deferred and await reply_private(interaction, refusal, acknowledged=True)
-        ):
+        if refusal is not None and not (deferred and await reply_private(interaction, refusal)):
             await tell_in_channel(channel, interaction.user.id, interaction.guild_locale, refusal)
 
     async def _queue(
@@ -312,7 +303,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if interaction.message is None:
             await reply_private(interaction, _N("That message is already gone."))
             return
-        await interaction.response.defer(ephemeral=True, thinking=False)
+        await defer_private(interaction, thinking=False)
         try:
             await interaction.message.delete()
         except discord.NotFound:

@@ -167,7 +167,7 @@ async def test_a_defer_taken_but_answered_with_a_502_is_treated_as_taken(
 ) -> None:
     # Discord acknowledges, answers 502; discord.py retries and hears "already acknowledged".
     world.discord.fail_next("POST", CALLBACK, 502, after=True)
-    caplog.set_level(logging.INFO, logger=COG_LOGGER)
+    caplog.set_level(logging.INFO, logger="bot.replies")
     async with world.running() as bot:
         await bot.ledger.set_balance(world.discord.guild.id, 0, actor_id=None)
         refused = await world.imagine({"prompt": "no credits"})
@@ -182,7 +182,9 @@ async def test_a_defer_taken_but_answered_with_a_502_is_treated_as_taken(
     # The member hears both privately, on the "thinking…" line; the channel only sees the result.
     assert reply.ephemeral and done.ephemeral
     answers = [(r.status, r.error_code) for r in world.discord.requests_to("POST", CALLBACK)]
-    assert answers == [(502, 0), (400, 40060)] * 2
+    # The refusal's own first-response attempt also hears 40060, then goes out as a follow-up.
+    taken = [(502, 0), (400, 40060)]
+    assert answers == [*taken, (400, 40060), *taken]
     assert refused.acknowledged and call.acknowledged
     channel = world.discord.channel_messages(world.discord.channel)
     assert [m for m in channel if not is_result(m)] == []

@@ -154,6 +154,14 @@ async def test_history_lists_entries_newest_first(world: World) -> None:
     discord.assert_no_pings()
 
 
+async def test_history_answers_when_discord_took_the_defer_but_answered_502(world: World) -> None:
+    # discord.py retries the defer and hears "already acknowledged": the defer stands.
+    world.discord.fail_next("POST", r"^/interactions/\d+/[^/]+/callback$", 502, after=True)
+    async with world.running():
+        reply = await answer(world, await credits(world, "history", user=world.discord.moderator))
+    assert footer(reply) == "Balance 100 · page 1/1 · 0 entries"
+
+
 async def test_history_pages_work_after_a_restart_and_only_for_moderators(world: World) -> None:
     discord = world.discord
     manage_server = 1 << 5
