@@ -230,7 +230,10 @@ class ImagineBot(commands.AutoShardedBot):
 
     async def _announce_balance(self, notice: BalanceNotice) -> None:
         state = BalanceState.LOW if notice.kind == "low" else BalanceState.OK
-        await self.state.set(STATE_KEY, state.value)
+        if not await self.state.set(STATE_KEY, state.value):
+            # Another process sharing the database saw the same crossing and told the owners.
+            log.info("Segmind balance %s: already announced", notice.kind)
+            return
         log.log(
             logging.WARNING if notice.kind == "low" else logging.INFO,
             "Segmind balance %s: $%.2f (threshold $%.2f)",

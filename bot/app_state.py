@@ -21,10 +21,12 @@ class AppState:
     async def get(self, key: str) -> str | None:
         return await self._storage.get_state(self._key(key))
 
-    async def set(self, key: str, value: str) -> None:
+    async def set(self, key: str, value: str) -> bool:
+        """Store ``value``; False when ``key`` already held it (in any process sharing the
+        database), so that a change is acted on once."""
         if not isinstance(value, str):
             raise TypeError("state values are strings")
-        await self._storage.set_state(self._key(key), value)
+        return await self._storage.set_state(self._key(key), value)
 
     @staticmethod
     def _key(key: str) -> str:

@@ -110,13 +110,18 @@ class SettingsOps(Ops):
         query = select(app_state.c.value).where(app_state.c.key == key)
         return await self._db.read(lambda conn: scalar(conn, query))
 
-    async def set_state(self, key: str, value: str) -> None:
-        async def work(conn: AsyncConnection) -> None:
+    async def set_state(self, key: str, value: str) -> bool:
+        """Whether ``value`` is new: False when ``key`` already held it (nothing written)."""
+
+        async def work(conn: AsyncConnection) -> bool:
             insert = upsert(conn, app_state).values(key=key, value=value, updated_at=self._now())
             kept = {"value": insert.excluded.value, "updated_at": insert.excluded.updated_at}
-            await conn.execute(insert.on_conflict_do_update(index_elements=["key"], set_=kept))
+            changed = insert.on_conflict_do_update(
+                index_elements=["key"], set_=kept, where=app_state.c.value != insert.excluded.value
+            ).returning(app_state.c.key)
+            return (await conn.execute(changed)).first() is not None
 
-        await self._db.write(work)
+        return await self._db.write(work)
 
     # -- processes sharing the database ------------------------------------------
 

@@ -11,8 +11,11 @@ from bot.storage import Storage
 async def test_state_round_trip(storage: Storage) -> None:
     state = AppState(storage)
     assert await state.get("command-tree-hash") is None
-    await state.set("command-tree-hash", "abc123")
-    await state.set("command-tree-hash", "def456")
+    assert await state.set("command-tree-hash", "abc123")
+    assert await state.set("command-tree-hash", "def456")
+    assert await state.get("command-tree-hash") == "def456"
+    # The same value again changes nothing, and says so: a change is acted on once.
+    assert not await state.set("command-tree-hash", "def456")
     assert await state.get("command-tree-hash") == "def456"
     with pytest.raises(ValueError, match="state keys"):
         await state.set("", "x")

@@ -176,6 +176,23 @@ async def test_owners_hear_once_when_the_balance_runs_low_and_once_when_refilled
     assert _said(world, discord.channel, "Segmind account") == []
 
 
+async def test_a_crossing_another_process_announced_is_not_announced_again(
+    world: World,
+) -> None:
+    discord = world.discord
+    dm = discord.dm_channel_for(discord.app_owner)
+    world.segmind.remaining_credits = 1.00
+    async with world.running(segmind_balance_alert=1.0) as bot:
+        # Another process sharing the database saw the balance run low and told the owners.
+        assert await bot.state.set(STATE_KEY, "low")
+        await imagine_done(world, discord.member)  # $0.99: news to this process only
+        world.segmind.remaining_credits = 25.0
+        await imagine_done(world, discord.member)  # $24.99: refilled, told once, by this one
+        await discord.wait_for(lambda: _said(world, dm, "topped up"), timeout=10.0, what="notice")
+        assert await bot.state.get(STATE_KEY) == "ok"
+    assert _said(world, dm, "running low") == []
+
+
 async def test_the_balance_notice_goes_to_the_alert_channel_when_set(world: World) -> None:
     discord = world.discord
     alerts = discord.art_channel
