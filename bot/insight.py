@@ -1,7 +1,8 @@
 """Insight over storage for admins and members: a guild's ledger entries (``/credits history``),
 its spending over a period (``/credits usage``) and a member's own results (``/gallery``).
 
-Read only; the ledger (money) stays in :mod:`bot.credits`.
+Reads, and one write: a result deleted from the channel leaves the gallery. The ledger
+(money) stays in :mod:`bot.credits`.
 """
 
 from __future__ import annotations
@@ -136,4 +137,11 @@ class Insight:
             page=page,
             pages=pages,
             total=total,
+        )
+
+    async def forget_result(self, job_id: int, message_id: int) -> bool:
+        """``message_id``, the job's result, was deleted: drop it from the member's gallery.
+        False when it was not the job's result message (nothing changed)."""
+        return await self._storage.forget_message(
+            snowflake(job_id, "job_id"), snowflake(message_id, "message_id")
         )

@@ -10,7 +10,7 @@ from sqlalchemy import BigInteger, bindparam, exists, func, literal_column, or_,
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.storage._money import add_entry, rearm_notice
-from bot.storage._rows import JOB_COLUMNS, Ops, job_from_row
+from bot.storage._rows import JOB_COLUMNS, Ops, job_from_row, scalar
 from bot.storage._schema import OPEN, guilds, job_owners, jobs
 from bot.storage.base import Delivering, Settled
 from bot.storage.records import JobRecord, JobStatus
@@ -150,6 +150,16 @@ class JobOps(Ops):
             return None if row is None else Delivering(job_from_row(row), int(row.balance))
 
         return await self._db.write(work)
+
+    async def forget_message(self, job_id: int, message_id: int) -> bool:
+        """The job's result message was deleted: it no longer counts as a result (/gallery)."""
+        query = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.message_id == message_id)
+            .values(message_id=None, updated_at=self._now())
+            .returning(jobs.c.id)
+        )
+        return await self._db.write(lambda conn: scalar(conn, query)) is not None
 
     async def get_job(self, job_id: int) -> JobRecord | None:
         rows = await self._all(select(*JOB_COLUMNS).where(jobs.c.id == job_id), job_from_row)

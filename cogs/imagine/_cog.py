@@ -304,19 +304,25 @@ class ImagineCog(commands.Cog, name="Imagine"):
             await reply_private(interaction, _N("That message is already gone."))
             return
         await defer_private(interaction, thinking=False)
+        context = job_context(
+            guild_id=interaction.guild_id, user_id=interaction.user.id, job_id=job_id
+        )
         try:
             await interaction.message.delete()
         except discord.NotFound:
             pass  # already deleted by someone else: the outcome the member wanted
         except discord.HTTPException as error:
             log.warning(
-                "could not delete a result (%s %s)",
-                error.status,
-                error.code,
-                extra=job_context(
-                    guild_id=interaction.guild_id, user_id=interaction.user.id, job_id=job_id
-                ),
+                "could not delete a result (%s %s)", error.status, error.code, extra=context
             )
             await reply_private(
                 interaction, _N("I couldn't delete that message. Please try again.")
+            )
+            return
+        try:
+            await self.bot.insight.forget_result(job_id, interaction.message.id)
+        except StorageError as error:
+            # The message is gone; only the gallery keeps a dead link to it.
+            log.warning(
+                "could not drop a deleted result from the gallery: %s", error, extra=context
             )

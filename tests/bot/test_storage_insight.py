@@ -136,6 +136,22 @@ async def test_member_results_are_delivered_jobs_with_a_message_newest_first(
     assert await storage.count_member_results(GUILD, 999) == 0
 
 
+async def test_a_deleted_result_leaves_the_gallery_and_nothing_else_changes(
+    storage: Storage, clock: Clock
+) -> None:
+    ledger = CreditLedger(storage, default_credits=100)
+    kept = await run_job(ledger, clock, day(1), ALICE, message=801)
+    gone = await run_job(ledger, clock, day(0), ALICE, message=802)
+    insight = Insight(storage)
+    assert not await insight.forget_result(gone.id, 801)  # not that job's message
+    assert await insight.forget_result(gone.id, 802)
+    assert not await insight.forget_result(gone.id, 802)  # already forgotten
+    assert [j.id for j in await storage.member_results(GUILD, ALICE, limit=5, offset=0)] == [
+        kept.id
+    ]
+    assert await ledger.balance(GUILD) == 98 and await ledger.verify()
+
+
 async def test_insight_pages_and_periods(storage: Storage, clock: Clock) -> None:
     ledger = CreditLedger(storage, default_credits=100)
     for n in range(6):

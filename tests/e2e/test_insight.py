@@ -6,6 +6,7 @@ The real bot and discord.py client against the fake Discord and fake Segmind.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 
@@ -129,6 +130,25 @@ async def test_gallery_is_empty_for_a_new_member_and_skips_refunded_jobs(world: 
         reply = await answer(world, await discord.slash("gallery", user=discord.member))
     assert "no images in this server yet" in reply.embeds[0]["description"]
     assert reply.embeds[0]["footer"]["text"] == "Page 1/1 · 0 results"
+
+
+async def test_a_result_deleted_with_its_button_leaves_the_gallery(world: World) -> None:
+    discord = world.discord
+    async with world.running() as bot:
+        for prompt in ("kept", "deleted"):
+            await imagine_done(world, discord.member, prompt=prompt)
+        [gone] = [m for m in world.results() if m.embeds[0]["description"] == "deleted"]
+        await discord.click(gone, "Delete", user=discord.member)
+        await discord.wait_for(lambda: discord.get_message(gone.id).deleted, what="the delete")
+        for _ in range(100):  # the gallery is updated once Discord confirmed the delete
+            page = await bot.insight.gallery(discord.guild.id, discord.member.id, 0)
+            if page.total == 1:
+                break
+            await asyncio.sleep(0.05)
+        reply = await answer(world, await discord.slash("gallery", user=discord.member))
+    [entry] = _entries(reply)
+    assert "kept" in entry
+    assert reply.embeds[0]["footer"]["text"] == "Page 1/1 · 1 result"
 
 
 # -- the Segmind balance ------------------------------------------------------------------
