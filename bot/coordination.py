@@ -1,8 +1,8 @@
 """Limits that hold across every process sharing one database.
 
 With several processes on one PostgreSQL database, an API call also takes a shared slot and a
-shared rate token from the database, so ``MAX_CONCURRENT_JOBS`` and ``SEGMIND_RPM`` hold for
-the whole bot. A slot lives with its holder's database session: a crash frees it at once.
+shared rate token from the database, so ``MAX_CONCURRENT_JOBS``, ``SEGMIND_RPM`` and a 429's
+wait hold for the whole bot. A slot lives with its holder's database session: a crash frees it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import secrets
 import socket
 from typing import Protocol
 
-from bot.storage import Storage
+from bot.storage import Storage, StorageError
 
 __all__ = [
     "LocalSlots",
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 SLOT_TTL = 15 * 60.0
 _POLL_START = 0.05
 _POLL_MAX = 1.0
+#: The name the API's request window and 429 holds are kept under.
+RATE_KEY = "segmind"
 
 
 def owner_name(shard_ids: list[int] | None) -> str:
@@ -49,14 +51,20 @@ class SlotPool(Protocol):
 
     async def release(self, slot: int | None) -> None: ...
 
+    async def hold(self, seconds: float) -> None:
+        """The API answered 429: calls that have not started wait ``seconds``."""
+
 
 class LocalSlots:
-    """One process: the queue's own in-memory limit is the whole story."""
+    """One process: the queue's own in-memory limit and pace are the whole story."""
 
     async def acquire(self) -> int | None:
         return None
 
     async def release(self, slot: int | None) -> None:
+        return None
+
+    async def hold(self, seconds: float) -> None:
         return None
 
 
@@ -72,6 +80,11 @@ class SharedSlots:
     async def acquire(self) -> int | None:
         delay = _POLL_START
         while True:
+            # The API's 429 is for its key, so one process's answer holds every process.
+            held = await self._storage.rate_held_for(RATE_KEY)
+            if held > 0:
+                await asyncio.sleep(held)
+                continue
             slot = await self._storage.acquire_slot(self._owner, limit=self._limit, ttl=self._ttl)
             if slot is not None:
                 return slot
@@ -82,6 +95,13 @@ class SharedSlots:
     async def release(self, slot: int | None) -> None:
         if slot is not None:
             await self._storage.release_slot(self._owner, slot)
+
+    async def hold(self, seconds: float) -> None:
+        try:
+            await self._storage.hold_rate(RATE_KEY, seconds)
+        except StorageError as error:
+            # This process's queue holds anyway; the others will hear their own 429.
+            log.warning("could not share the API's 429 wait with other processes: %s", error)
 
 
 class SharedRateLimiter:
@@ -95,7 +115,7 @@ class SharedRateLimiter:
     async def acquire(self) -> None:
         while True:
             wait = await self._storage.take_rate_token(
-                "segmind", limit=self._limit, period=self._period
+                RATE_KEY, limit=self._limit, period=self._period
             )
             if wait <= 0:
                 return

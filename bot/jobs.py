@@ -248,11 +248,12 @@ class JobQueue:
             del result  # the store has the image: no reference to its bytes is left here
             await job.keep(index, held)
         except SegmindRateLimited as error:
-            # The API's own limit: the whole queue waits as it says, and this image
-            # goes first again for its member. Waiting never fails a job.
+            # The API's own limit: the whole bot (every process) waits as it says, and this
+            # image goes first again for its member. Waiting never fails a job.
             requeued = True
             wait = self.backlog.put_back(job, index, error.retry_after)
             log.warning("API rate limit: the queue waits %.1fs", wait, extra=job.context)
+            await self._slots.hold(wait)
         except SegmindError as error:
             job.errors.append(ImageFailure(error.kind, error.user_message, error.retryable))
             log.warning("image %d failed: %s", index + 1, error, extra=job.context)

@@ -30,7 +30,7 @@ log = logging.getLogger("bot.storage")
 LEGACY: Final = {3: "0001", 4: "0002", 5: "0003"}
 #: The newest revision (a test checks it is Alembic's head): a current or fresh database
 #: is opened without loading Alembic at all.
-HEAD: Final = "0004"
+HEAD: Final = "0005"
 RETIRED: Final = 1000
 """The legacy version left on a database Alembic took over (newer than old code knows)."""
 MIN_SERVER_VERSION: Final = (12, 0)  # PostgreSQL's

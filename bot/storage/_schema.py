@@ -322,6 +322,14 @@ api_calls = Table(
 )
 Index("api_calls_key_at", api_calls.c.key, api_calls.c.at)
 
+rate_holds = Table(
+    "rate_holds",
+    metadata,
+    Column("key", Text, primary_key=True),
+    # the API answered 429: no call under this key starts before this time
+    Column("until", Timestamp, nullable=False),
+)
+
 # SQLite keeps timestamps as text: only the fixed-width UTC form may go in.
 for _table in metadata.tables.values():
     for _column in _table.columns:

@@ -12,7 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.storage._money import guild_balance, lock_guild, rearm_notice
 from bot.storage._rows import SETTINGS_COLUMNS, Ops, scalar, settings_from_row, upsert
-from bot.storage._schema import api_calls, api_slots, app_state, guild_settings, job_owners
+from bot.storage._schema import (
+    api_calls,
+    api_slots,
+    app_state,
+    guild_settings,
+    job_owners,
+    rate_holds,
+)
 from bot.storage.base import SettingsChanges
 from bot.storage.records import GuildSettings
 
@@ -206,6 +213,31 @@ class SettingsOps(Ops):
             return max(float((oldest + window - now).total_seconds()), _MIN_WAIT)
 
         return await self._db.write(work)
+
+    async def hold_rate(self, key: str, seconds: float) -> None:
+        """The API answered 429: no call under ``key`` starts for ``seconds``, in any process
+        (a longer hold already recorded stands)."""
+        if not seconds >= 0:
+            raise ValueError("hold_rate needs seconds >= 0")
+
+        async def work(conn: AsyncConnection) -> None:
+            until = self._now() + timedelta(seconds=seconds)
+            insert = upsert(conn, rate_holds).values(key=key, until=until)
+            await conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["key"],
+                    set_={"until": insert.excluded.until},
+                    where=rate_holds.c.until < insert.excluded.until,
+                )
+            )
+
+        await self._db.write(work)
+
+    async def rate_held_for(self, key: str) -> float:
+        """Seconds before a call under ``key`` may start (0: now)."""
+        query = select(rate_holds.c.until).where(rate_holds.c.key == key)
+        until = await self._db.read(lambda conn: scalar(conn, query))
+        return 0.0 if until is None else max((until - self._now()).total_seconds(), 0.0)
 
 
 def _free_slots() -> Update:

@@ -150,6 +150,8 @@ async def test_a_legacy_database_moves_to_alembic_with_its_data(
         )  # fmt: skip
         assert settled is not None and settled.balance == 8
         assert await storage.audit() == []
+        await storage.hold_rate("segmind", 30)  # the table 0005 adds
+        assert await storage.rate_held_for("segmind") > 0
     finally:
         await storage.close()
     assert await schema_version(database_url) == head()
