@@ -62,10 +62,8 @@ HOLDS_OWNER_LOCK: Final = f"""
     SELECT EXISTS (SELECT 1 FROM ({_HELD_OWNER_KEYS}) AS held
                     WHERE held.objid = $1::bigint AND held.pid = pg_backend_pid())
 """
-# An owner that holds its liveness lock but sent no heartbeat since :cutoff is
-# frozen (its connections live on, its loop does not): end every session of its
-# lock connections (named :prefix plus its own tag), so the API slots it holds
-# are free again. :owner (the caller) is spared. Returns how many sessions ended.
+# An owner holding its liveness lock but silent since :cutoff is frozen: end its lock
+# sessions (named :prefix + tag) to free its API slots, sparing :owner; the count ended.
 FENCE_SILENT_OWNERS: Final = text(f"""
     WITH silent AS (
         SELECT h.pid FROM job_owners AS o

@@ -37,9 +37,8 @@ log = logging.getLogger("bot.storage")
 PG_POOL_SIZE: Final = 10
 CONNECT_TIMEOUT: Final = 10.0
 IDLE_IN_TRANSACTION_TIMEOUT: Final = 60
-#: Server-side TCP keepalives (seconds), asked for on every PostgreSQL connection: a
-#: silent peer is probed after 5 s, then every second; after 3 unanswered probes the
-#: server ends its session, and with it its locks and open transaction.
+#: Server-side TCP keepalives (seconds): after 3 unanswered probes the server ends a silent
+#: peer's session, and with it its locks and open transaction.
 KEEPALIVE: Final = {
     "tcp_keepalives_idle": "5",
     "tcp_keepalives_interval": "1",
