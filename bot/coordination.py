@@ -14,9 +14,11 @@ import secrets
 import socket
 from typing import Protocol
 
+from bot.segmind import SegmindRateLimited
 from bot.storage import Storage, StorageError
 
 __all__ = [
+    "HeldElsewhere",
     "LocalSlots",
     "Presence",
     "SharedRateLimiter",
@@ -44,10 +46,15 @@ def owner_name(shard_ids: list[int] | None) -> str:
     return f"{socket.gethostname()}:shards-{shards}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+class HeldElsewhere(SegmindRateLimited):
+    """A 429 another process heard and already shared: wait, without sharing it again."""
+
+
 class SlotPool(Protocol):
     """Where an API call waits for permission to run."""
 
-    async def acquire(self) -> int | None: ...
+    async def acquire(self) -> int | None:
+        """A slot; raises HeldElsewhere while a 429 another process heard holds the API."""
 
     async def release(self, slot: int | None) -> None: ...
 
@@ -78,13 +85,12 @@ class SharedSlots:
         self._ttl = ttl
 
     async def acquire(self) -> int | None:
+        # The API's 429 is for its key: another process's 429 holds this queue as its own would.
+        held = await self._storage.rate_held_for(RATE_KEY)
+        if held > 0:
+            raise HeldElsewhere(status=429, retry_after=held)
         delay = _POLL_START
         while True:
-            # The API's 429 is for its key, so one process's answer holds every process.
-            held = await self._storage.rate_held_for(RATE_KEY)
-            if held > 0:
-                await asyncio.sleep(held)
-                continue
             slot = await self._storage.acquire_slot(self._owner, limit=self._limit, ttl=self._ttl)
             if slot is not None:
                 return slot

@@ -18,7 +18,7 @@ from collections.abc import Coroutine, Sequence
 
 from bot.backlog import Backlog
 from bot.config import Settings
-from bot.coordination import LocalSlots, SlotPool
+from bot.coordination import HeldElsewhere, LocalSlots, SlotPool
 from bot.credit_errors import JobNotActive
 from bot.credits import CreditLedger, NewJob
 from bot.image_store import ImageStore
@@ -253,7 +253,8 @@ class JobQueue:
             requeued = True
             wait = self.backlog.put_back(job, index, error.retry_after)
             log.warning("API rate limit: the queue waits %.1fs", wait, extra=job.context)
-            await self._slots.hold(wait)
+            if not isinstance(error, HeldElsewhere):
+                await self._slots.hold(wait)
         except SegmindError as error:
             job.errors.append(ImageFailure(error.kind, error.user_message, error.retryable))
             log.warning("image %d failed: %s", index + 1, error, extra=job.context)
