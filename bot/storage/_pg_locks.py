@@ -18,11 +18,12 @@ from typing import Final, TypeVar
 from weakref import WeakValueDictionary
 
 import asyncpg
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.storage._engine import Database
-from bot.storage._pg_setup import DATABASE_ERRORS, PgDatabase
+from bot.storage._pg_setup import DATABASE_ERRORS, PgDatabase, ServerClock
+from bot.storage._rows import scalar
 from bot.storage.base import Reserved, ReserveRejected, StorageError
 from bot.storage.records import JobRecord, NewJob
 from bot.storage.sql import SQLStorage
@@ -77,6 +78,9 @@ FENCE_SILENT_OWNERS: Final = text(f"""
      WHERE a.datname = current_database()
        AND a.application_name IN (SELECT application_name FROM tags)
 """)
+
+
+_SERVER_NOW: Final = select(func.clock_timestamp())
 
 
 class SessionLocks:
@@ -234,7 +238,11 @@ class PgStorage(SQLStorage):
 
     async def heartbeat(self, owner: str) -> None:
         """The first heartbeat (or the first after its lock connection was lost) takes
-        the owner's liveness lock and forgets the owners whose lock is gone."""
+        the owner's liveness lock and forgets the owners whose lock is gone. Each one
+        measures the host clock against the server's again."""
+        clock = self._db.clock
+        if isinstance(clock, ServerClock):  # not a test's own clock
+            await clock.measure(lambda: self._db.read(lambda conn: scalar(conn, _SERVER_NOW)))
         key = await self._guarded(self._locks.owner_key(owner))
         if key is None:
             key = await self._guarded(self._locks.hold_owner(owner))

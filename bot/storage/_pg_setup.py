@@ -25,6 +25,7 @@ __all__ = [
     "PG_POOL_SIZE",
     "PgDatabase",
     "PgTarget",
+    "ServerClock",
     "connect_error",
     "describe_error",
     "is_retryable",
@@ -35,6 +36,8 @@ __all__ = [
 log = logging.getLogger("bot.storage")
 
 PG_POOL_SIZE: Final = 10
+#: A host clock this far off the server's (or moved this far since) is worth a warning.
+CLOCK_WARNING: Final = timedelta(seconds=1)
 CONNECT_TIMEOUT: Final = 10.0
 IDLE_IN_TRANSACTION_TIMEOUT: Final = 60
 #: Server-side TCP keepalives (seconds): after 3 unanswered probes the server ends a silent
@@ -217,21 +220,38 @@ class PgDatabase(Database):
         return StorageError(describe_error(self.cause(error), self.target, self.lock_timeout))
 
 
-async def server_clock(connection: asyncpg.Connection, target: PgTarget) -> Clock:
+class ServerClock:
     """This host's UTC clock set to the server's, which every process sharing the database
     reads: heartbeats stamped on one host are then judged fairly on another."""
-    local = utcnow  # looked up now: a test skews this host's clock by replacing it
-    before = local()
-    server: datetime = await connection.fetchval("SELECT clock_timestamp()")
-    offset = server - (before + (local() - before) / 2)
-    if abs(offset) >= timedelta(seconds=1):
-        log.warning(
-            "this host's clock is %.1f s %s the %s's; the bot stamps with the server's time",
-            abs(offset.total_seconds()),
-            "behind" if offset > timedelta(0) else "ahead of",
-            target,
-        )
-    return lambda: local() + offset
+
+    def __init__(self, target: PgTarget) -> None:
+        self._local = utcnow  # looked up now: a test skews this host's clock by replacing it
+        self._target = target
+        self._offset: timedelta | None = None
+
+    def __call__(self) -> datetime:
+        return self._local() + (self._offset or timedelta(0))
+
+    async def measure(self, server_now: Callable[[], Awaitable[datetime]]) -> None:
+        """Measure the offset to the server: when the database is opened, and again on each
+        heartbeat, since a host's clock may be stepped while the bot runs."""
+        before = self._local()
+        server = await server_now()
+        offset = server - (before + (self._local() - before) / 2)
+        previous, self._offset = self._offset, offset
+        if previous is None and abs(offset) >= CLOCK_WARNING:
+            log.warning(
+                "this host's clock is %.1f s %s the %s's; the bot stamps with the server's time",
+                abs(offset.total_seconds()),
+                "behind" if offset > timedelta(0) else "ahead of",
+                self._target,
+            )
+        elif previous is not None and abs(offset - previous) >= CLOCK_WARNING:
+            log.warning(
+                "this host's clock moved %.1f s against the %s's; the bot follows the server's",
+                abs((offset - previous).total_seconds()),
+                self._target,
+            )
 
 
 async def open_pg(database_url: str, clock: Clock | None, lock_timeout: float) -> PgDatabase:
@@ -255,7 +275,9 @@ async def open_pg(database_url: str, clock: Clock | None, lock_timeout: float) -
         # Fail early, with a clear message, rather than on the first query.
         first = await asyncio.wait_for(connect(), CONNECT_TIMEOUT * 2)
         try:
-            clock = clock or await server_clock(first, target)
+            if clock is None:
+                clock = ServerClock(target)
+                await clock.measure(lambda: first.fetchval("SELECT clock_timestamp()"))
         finally:
             await first.close()
     except (*DATABASE_ERRORS, ValueError) as error:

@@ -2,7 +2,8 @@
 
 Each process stamps heartbeats and computes "silent for a minute" with the database
 server's clock (this host's clock plus its offset to the server, measured when the
-database is opened), so a host two minutes behind another is not taken for dead.
+database is opened and at every heartbeat), so a host two minutes behind another, or
+whose clock is stepped while it runs, is not taken for dead.
 """
 
 from __future__ import annotations
@@ -68,3 +69,26 @@ async def test_a_host_in_time_opens_without_a_warning(
         storage = await open_storage(pg_url)
     await storage.close()
     assert not [r for r in caplog.records if "clock" in r.getMessage()]
+
+
+async def test_a_host_clock_stepped_while_running_is_followed_from_the_next_heartbeat(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    skew = [timedelta(0)]
+    monkeypatch.setattr(_pg_setup, "utcnow", lambda: datetime.now(UTC) + skew[0])
+    storage = await open_storage(pg_url)
+    try:
+        await storage.heartbeat("stepped")
+        skew[0] = SKEW  # an NTP step: this host's clock jumps two minutes ahead
+        with caplog.at_level(logging.WARNING, logger="bot.storage"):
+            await storage.heartbeat("stepped")
+        [(stamped, server_now)] = await raw_fetch(
+            pg_url,
+            "SELECT heartbeat_at, clock_timestamp() FROM job_owners WHERE owner = $1",
+            "stepped",
+        )
+        assert abs(datetime.fromisoformat(str(stamped)) - server_now) < timedelta(seconds=5)
+    finally:
+        await storage.close()
+    warnings = [r.getMessage() for r in caplog.records if "clock" in r.getMessage()]
+    assert any("moved 120.0 s" in text for text in warnings), warnings
