@@ -32,6 +32,15 @@ async def open_with_clock(
     return await open_storage(pg_url)
 
 
+async def heartbeat_off_server(pg_url: str, owner: str) -> timedelta:
+    """How far ``owner``'s last heartbeat stamp is from the server's clock now."""
+    [(stamped, server_now)] = await raw_fetch(
+        pg_url, "SELECT heartbeat_at, clock_timestamp() FROM job_owners WHERE owner = $1", owner
+    )
+    server: datetime = server_now
+    return datetime.fromisoformat(str(stamped)) - server
+
+
 async def test_a_host_behind_is_not_taken_for_dead_by_a_host_ahead(
     pg_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -48,12 +57,7 @@ async def test_a_host_behind_is_not_taken_for_dead_by_a_host_ahead(
         assert await behind.get_job(job.id) is not None  # its connections were not ended
 
         # Stamps follow the server's clock, not the host's.
-        [(stamped, server_now)] = await raw_fetch(
-            pg_url,
-            "SELECT heartbeat_at, clock_timestamp() FROM job_owners WHERE owner = $1",
-            "behind",
-        )
-        assert abs(datetime.fromisoformat(str(stamped)) - server_now) < timedelta(seconds=5)
+        assert abs(await heartbeat_off_server(pg_url, "behind")) < timedelta(seconds=5)
     finally:
         await behind.close()
         await ahead.close()
@@ -82,12 +86,7 @@ async def test_a_host_clock_stepped_while_running_is_followed_from_the_next_hear
         skew[0] = SKEW  # an NTP step: this host's clock jumps two minutes ahead
         with caplog.at_level(logging.WARNING, logger="bot.storage"):
             await storage.heartbeat("stepped")
-        [(stamped, server_now)] = await raw_fetch(
-            pg_url,
-            "SELECT heartbeat_at, clock_timestamp() FROM job_owners WHERE owner = $1",
-            "stepped",
-        )
-        assert abs(datetime.fromisoformat(str(stamped)) - server_now) < timedelta(seconds=5)
+        assert abs(await heartbeat_off_server(pg_url, "stepped")) < timedelta(seconds=5)
     finally:
         await storage.close()
     warnings = [r.getMessage() for r in caplog.records if "clock" in r.getMessage()]
