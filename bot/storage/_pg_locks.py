@@ -242,7 +242,8 @@ class PgStorage(SQLStorage):
         measures the host clock against the server's again."""
         clock = self._db.clock
         if isinstance(clock, ServerClock):  # not a test's own clock
-            await clock.measure(lambda: self._db.read(lambda conn: scalar(conn, _SERVER_NOW)))
+            # Timed inside the transaction: a wait for a pooled connection must not skew it.
+            await self._db.read(lambda conn: clock.measure(lambda: scalar(conn, _SERVER_NOW)))
         key = await self._guarded(self._locks.owner_key(owner))
         if key is None:
             key = await self._guarded(self._locks.hold_owner(owner))
