@@ -3,7 +3,7 @@
 The guild under test is given to both shards by the fake, so commands reach both
 processes and they spend from one budget; real Discord sends a guild's
 interactions to one shard, but the guarantees tested here (one budget, one
-concurrency limit, per-member caps, crash recovery per process) are the same.
+concurrency limit, one 429 wait, per-member caps, crash recovery per process) are the same.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.coordination import RATE_KEY
 from bot.credits import CreditLedger, JobStatus
 from bot.storage import open_storage
 from tests.e2e.conftest import World
@@ -190,4 +191,36 @@ async def test_kill_9_of_the_process_holding_every_api_slot_stalls_nobody(
     assert world.segmind.billed_calls == 2
     assert await ledger.balance(discord.guild.id) == 100 - 2
     assert await ledger.active_jobs() == []
+    assert await ledger.verify()
+
+
+async def test_a_429_heard_by_one_process_holds_the_other(
+    world: World, tmp_path: Path, pg_url: str, ledger: CreditLedger
+) -> None:
+    discord = world.discord
+    discord.guild.on_every_shard = True
+    segmind = world.segmind
+    segmind.fail(429, headers={"Retry-After": "3"})
+    processes = await start_shards(world, tmp_path, pg_url)
+    try:
+        await discord.slash("imagine", {"prompt": "heard"}, user=discord.member, shard=0)
+        await segmind.wait_for_requests(1, timeout=30)
+        storage = await open_storage(pg_url)
+        try:
+            async with asyncio.timeout(30):
+                # Shard 0 records the API's wait in the database; nothing else signals it.
+                while not await storage.rate_held_for(RATE_KEY):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+        finally:
+            await storage.close()
+        await discord.slash("imagine", {"prompt": "held"}, user=discord.moderator, shard=1)
+        await world.discord.wait_for(
+            lambda: len(world.results()) == 2 or None, timeout=60, what="both results"
+        )
+    finally:
+        await stop_all(processes)
+    first, *after = segmind.requests
+    assert first.status == 429 and len(after) == 2
+    # Neither process called the API again before the 3 s it asked for were over.
+    assert all(request.received_at - first.received_at > 2.5 for request in after)
     assert await ledger.verify()
