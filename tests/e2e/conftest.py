@@ -37,6 +37,12 @@ def pytest_asyncio_loop_factories(
     return loop_factories()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "bots_on_postgresql: the bots always use PostgreSQL; only that variant runs"
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test's PostgreSQL variant runs on the production loop only:
     the loops are already compared on SQLite, and the suite's time stays bounded."""
@@ -46,7 +52,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         params = getattr(getattr(item, "callspec", None), "params", {})
         on_postgresql = params.get("backend") == "postgresql"
         factory = params.get("_asyncio_loop_factory", production)
-        (drop if on_postgresql and factory is not production else keep).append(item)
+        pg_only = item.get_closest_marker("bots_on_postgresql") is not None
+        redundant = on_postgresql and factory is not production
+        (drop if redundant or (pg_only and not on_postgresql) else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -21,7 +21,7 @@ from bot.storage import open_storage
 from tests.e2e.conftest import World
 from tests.e2e.process import BotProcess, bot_environment, start_bot
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.bots_on_postgresql]
 
 # A command's private reply once it is settled: done, failed, or refused up front.
 FINAL_MARKS = ("✅ Done!", "❌", "left; this image costs", "in progress")
