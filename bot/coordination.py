@@ -85,12 +85,13 @@ class SharedSlots:
         self._ttl = ttl
 
     async def acquire(self) -> int | None:
-        # The API's 429 is for its key: another process's 429 holds this queue as its own would.
-        held = await self._storage.rate_held_for(RATE_KEY)
-        if held > 0:
-            raise HeldElsewhere(status=429, retry_after=held)
         delay = _POLL_START
         while True:
+            # The API's 429 is for its key: another process's 429 holds this queue as its own
+            # would. Asked again on every try, since a hold may come while the slots are busy.
+            held = await self._storage.rate_held_for(RATE_KEY)
+            if held > 0:
+                raise HeldElsewhere(status=429, retry_after=held)
             slot = await self._storage.acquire_slot(self._owner, limit=self._limit, ttl=self._ttl)
             if slot is not None:
                 return slot

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.coordination import RATE_KEY, SharedSlots
+from bot.coordination import RATE_KEY, HeldElsewhere, SharedSlots
 from bot.credits import CreditLedger
 from bot.jobs import JobQueue
 from bot.segmind import SegmindRateLimited
@@ -102,6 +102,21 @@ async def test_a_429_heard_by_one_process_holds_the_others(
     ledger = CreditLedger(storage, default_credits=100)
     assert await ledger.balance(GUILD) == 98
     assert await ledger.verify()
+
+
+async def test_a_hold_recorded_while_waiting_for_a_slot_ends_the_wait(
+    storage: Storage, second: Storage
+) -> None:
+    holder = SharedSlots(storage, "a", 1)
+    taken = await holder.acquire()  # the only slot: the other process has to wait for it
+    try:
+        waiting = asyncio.create_task(SharedSlots(second, "b", 1).acquire())
+        await asyncio.sleep(0.2)  # it found every slot busy and polls
+        await storage.hold_rate(RATE_KEY, 30)
+        with pytest.raises(HeldElsewhere):
+            await asyncio.wait_for(waiting, 5)
+    finally:
+        await holder.release(taken)
 
 
 class BrokenStorage:
