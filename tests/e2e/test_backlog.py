@@ -79,7 +79,9 @@ async def test_status_edits_stop_once_the_token_has_expired(world: World) -> Non
         world.segmind.pause()  # held until "late" has shown its place, however slow the machine
         await world.imagine({"prompt": "first"}, user=members[0])
         await world.segmind.wait_for_requests(1)
-        await world.imagine({"prompt": "second"}, user=members[1])
+        second = await world.imagine({"prompt": "second"}, user=members[1])
+        # Queued once reserved: "late" sent at once could overtake it.
+        await world.reply(second, "#1 in line")
         late = await world.imagine({"prompt": "late"}, user=members[2])
         await world.reply(late, "#2 in line")
         world.discord.advance(16 * 60)  # the token of every interaction so far is dead
