@@ -123,6 +123,11 @@ class Backlog:
             self._started[job.id] = job
         return picked
 
+    def call_ended(self, seconds: float) -> None:
+        """An image call succeeded after ``seconds``: the latency, and the rate served."""
+        self.pace.observe(seconds)
+        self.pace.served(waiting=bool(self._scheduler))
+
     def put_back(self, job: Job, index: int, retry_after: float | None) -> float:
         """The API said 429: every start waits, this image first for its member; the wait."""
         self._scheduler.push_front(job.record.guild_id, job.record.user_id, (job, index))

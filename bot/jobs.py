@@ -236,7 +236,7 @@ class JobQueue:
                 result = await self._generator.generate(job.request.per_image()[index])
             finally:
                 await self._slots.release(slot)
-            self.backlog.pace.observe(time.monotonic() - started)
+            self.backlog.call_ended(time.monotonic() - started)
             # The API call is over: the next image starts now, not once the database has
             # recorded this job's start (a write that may queue behind reservations).
             freed = True

@@ -2,12 +2,14 @@
 
 :class:`Pace` (pure, synchronous) spaces starts evenly at ``SEGMIND_RPM``, holds every start
 after a 429 until the time the API named, and estimates the rate the bot serves images at
-(for the status lines' ETAs and the cap on waiting images) from the API's latency.
+(for the status lines' ETAs and the cap on waiting images) from the API's latency and from
+the calls it actually completes while images wait.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 
 __all__ = ["DISCORD_WINDOW", "Pace"]
 
@@ -20,6 +22,10 @@ RPM_MARGIN = 1.01
 SMOOTHING = 0.2
 #: A 429 without Retry-After or a reset time: wait this long before trying again.
 RATE_LIMIT_FALLBACK = 10.0
+#: The served rate counts the calls completed while images waited, over this many seconds,
+SERVED_WINDOW = 120.0
+#: once there are this many of them.
+SERVED_MIN_CALLS = 8
 #: How long an interaction token lives: a status line can be edited this long.
 DISCORD_WINDOW = 15 * 60.0
 #: The automatic cap keeps the expected wait this far under Discord's window.
@@ -35,6 +41,7 @@ class Pace:
         self._next_start = 0.0
         self._hold_until = 0.0
         self._latency: float | None = None
+        self._served: deque[float] = deque()  # when calls ended while images waited
 
     # -- starts ----------------------------------------------------------------
 
@@ -74,16 +81,31 @@ class Pace:
         else:
             self._latency += SMOOTHING * (seconds - self._latency)
 
+    def served(self, *, waiting: bool, now: float | None = None) -> None:
+        """An image call ended. While images wait, calls end as fast as the bot can serve
+        (with other processes on the API, as fast as its share allows): that is its rate."""
+        if not waiting:
+            self._served.clear()  # capacity left idle: the next busy spell is measured afresh
+            return
+        now = time.monotonic() if now is None else now
+        self._served.append(now)
+        while self._served[0] < now - SERVED_WINDOW:
+            self._served.popleft()
+
     @property
     def latency(self) -> float:
         return INITIAL_LATENCY if self._latency is None else self._latency
 
     @property
     def rate(self) -> float:
-        """Images per second the bot can serve: slots over latency, or the RPM if lower."""
+        """Images per second the bot can serve: slots over latency, or the RPM, or the rate
+        it was measured serving at, whichever is lowest."""
         rate = self._max_concurrent / max(self.latency, 1e-3)
         if self._interval:
             rate = min(rate, 1.0 / self._interval)
+        served = self._served
+        if len(served) >= SERVED_MIN_CALLS and served[-1] > served[0]:
+            rate = min(rate, (len(served) - 1) / (served[-1] - served[0]))
         return rate
 
     def eta(self, images: int, now: float | None = None) -> float:

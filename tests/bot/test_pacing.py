@@ -6,7 +6,14 @@ import itertools
 
 import pytest
 
-from bot.pacing import INITIAL_LATENCY, RATE_LIMIT_FALLBACK, WAIT_TARGET, Pace
+from bot.pacing import (
+    INITIAL_LATENCY,
+    RATE_LIMIT_FALLBACK,
+    SERVED_MIN_CALLS,
+    SERVED_WINDOW,
+    WAIT_TARGET,
+    Pace,
+)
 
 
 def starts_within(pace: Pace, seconds: float, *, step: float = 0.001) -> list[float]:
@@ -93,3 +100,42 @@ def test_the_automatic_cap_is_what_the_bot_makes_within_the_target_wait() -> Non
     slow.observe(3.0)
     assert slow.automatic_cap() in (59, 60)  # 5 a minute for 12 minutes
     assert WAIT_TARGET < 15 * 60
+
+
+def test_while_images_wait_the_rate_is_the_one_measured_serving_them() -> None:
+    # 4 slots at 1 s would make 4 images a second; calls end every 0.5 s instead (other
+    # processes on the same database take the rest of the API), so 2 a second.
+    pace = Pace(max_concurrent=4)
+    pace.observe(1.0)
+    for call in range(SERVED_MIN_CALLS - 1):
+        pace.served(waiting=True, now=call * 0.5)
+    assert pace.rate == pytest.approx(4.0)  # too few calls to say yet
+    pace.served(waiting=True, now=(SERVED_MIN_CALLS - 1) * 0.5)
+    assert pace.rate == pytest.approx(2.0)
+    assert pace.eta(100, now=0.0) == pytest.approx(51.0)
+    assert pace.automatic_cap() == int(2 * WAIT_TARGET)
+
+
+def test_the_measured_rate_never_raises_the_estimate() -> None:
+    # Four calls ending together, every second: the formula's 4 a second stands.
+    pace = Pace(max_concurrent=4)
+    pace.observe(1.0)
+    for call in range(4 * SERVED_MIN_CALLS):
+        pace.served(waiting=True, now=float(call // 4))
+    assert pace.rate == pytest.approx(4.0)
+
+
+def test_the_measure_starts_again_after_nothing_waited_and_forgets_old_calls() -> None:
+    pace = Pace(max_concurrent=4)
+    pace.observe(1.0)
+    for call in range(SERVED_MIN_CALLS):
+        pace.served(waiting=True, now=call * 1.0)
+    assert pace.rate == pytest.approx(1.0)
+    pace.served(waiting=False, now=10.0)  # the queue ran dry: the bot was not the limit
+    assert pace.rate == pytest.approx(4.0)
+    for call in range(SERVED_MIN_CALLS):
+        pace.served(waiting=True, now=20.0 + call * 1.0)
+    late = 20.0 + SERVED_WINDOW + 100.0
+    for call in range(SERVED_MIN_CALLS):  # faster now; the slow calls have left the window
+        pace.served(waiting=True, now=late + call * 0.5)
+    assert pace.rate == pytest.approx(2.0)
