@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 #: The lease of a slot in a store that keeps leases (PostgreSQL ignores it: its
 #: slots are session locks that end with the holder's connection).
 SLOT_TTL = 15 * 60.0
-_POLL_START = 0.05
-_POLL_MAX = 1.0
+#: How often a waiter looks again unwoken: a slot freed by a crash or an ended lease sends no word.
+_RECHECK = 1.0
 #: The name the API's request window and 429 holds are kept under.
 RATE_KEY = "segmind"
 
@@ -76,7 +76,7 @@ class LocalSlots:
 
 
 class SharedSlots:
-    """``limit`` API-call slots shared by every process, leased in the database."""
+    """``limit`` API-call slots shared by every process, taken in turn, held in the database."""
 
     def __init__(self, storage: Storage, owner: str, limit: int, ttl: float = SLOT_TTL):
         self._storage = storage
@@ -85,19 +85,26 @@ class SharedSlots:
         self._ttl = ttl
 
     async def acquire(self) -> int | None:
-        delay = _POLL_START
-        while True:
-            # The API's 429 is for its key: another process's 429 holds this queue as its own
-            # would. Asked again on every try, since a hold may come while the slots are busy.
-            held = await self._storage.rate_held_for(RATE_KEY)
-            if held > 0:
-                raise HeldElsewhere(status=429, retry_after=held)
-            slot = await self._storage.acquire_slot(self._owner, limit=self._limit, ttl=self._ttl)
-            if slot is not None:
-                return slot
-            # Another process holds every slot: wait and ask again (backing off).
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _POLL_MAX)
+        slot: int | None = None
+        try:
+            # Waiters take turns across processes: one that just released a slot queues anew.
+            async with self._storage.slot_turn(self._owner) as releases:
+                while slot is None:
+                    # The API's 429 is for its key: another process's 429 holds this queue as
+                    # its own would. Asked on every try: a hold may come while slots are busy.
+                    held = await self._storage.rate_held_for(RATE_KEY)
+                    if held > 0:
+                        raise HeldElsewhere(status=429, retry_after=held)
+                    seen = releases.count
+                    slot = await self._storage.acquire_slot(
+                        self._owner, limit=self._limit, ttl=self._ttl
+                    )
+                    if slot is None:
+                        await releases.wait(seen, _RECHECK)
+        except BaseException:
+            await self.release(slot)  # taken, but the turn ended in an error
+            raise
+        return slot
 
     async def release(self, slot: int | None) -> None:
         if slot is not None:

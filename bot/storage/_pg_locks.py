@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final, TypeVar
 from weakref import WeakValueDictionary
@@ -24,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.storage._engine import Database
 from bot.storage._pg_setup import DATABASE_ERRORS, PgDatabase, ServerClock
 from bot.storage._rows import scalar
-from bot.storage.base import Reserved, ReserveRejected, StorageError
+from bot.storage.base import Reserved, ReserveRejected, SlotReleases, StorageError
 from bot.storage.records import JobRecord, NewJob
 from bot.storage.sql import SQLStorage
 
@@ -41,6 +43,9 @@ _KEY_ATTEMPTS: Final = 20
 # session locks here; the rate windows' are transaction locks (_settings.py).
 API_SLOT_LOCK_CLASS: Final = int.from_bytes(b"apis", "big")
 OWNER_LOCK_CLASS: Final = int.from_bytes(b"ownr", "big")
+SLOT_TURN_LOCK_CLASS: Final = int.from_bytes(b"turn", "big")
+#: Notified at every slot release, so the process whose turn it is tries again at once.
+SLOT_FREED: Final = "imagine_api_slot_freed"
 
 # The held advisory locks of OWNER_LOCK_CLASS in this database: key, holder.
 _HELD_OWNER_KEYS: Final = f"""
@@ -56,7 +61,13 @@ TRY_SLOT: Final = f"""
      WHERE pg_try_advisory_lock({API_SLOT_LOCK_CLASS:d}, n)
      LIMIT 1
 """
-UNLOCK_SLOT: Final = f"SELECT pg_advisory_unlock({API_SLOT_LOCK_CLASS:d}, $1::integer)"
+UNLOCK_SLOT: Final = f"""
+    SELECT pg_advisory_unlock({API_SLOT_LOCK_CLASS:d}, $1::integer)
+      FROM pg_notify('{SLOT_FREED}', '')
+"""
+# The server grants a blocked advisory lock in the order it was asked for.
+TAKE_TURN: Final = f"SELECT pg_advisory_lock({SLOT_TURN_LOCK_CLASS:d}, 0)"
+LEAVE_TURN: Final = f"SELECT pg_advisory_unlock({SLOT_TURN_LOCK_CLASS:d}, 0)"
 TRY_OWNER_LOCK: Final = f"SELECT pg_try_advisory_lock({OWNER_LOCK_CLASS:d}, $1::integer)"
 UNLOCK_OWNER: Final = f"SELECT pg_advisory_unlock({OWNER_LOCK_CLASS:d}, $1::integer)"
 HOLDS_OWNER_LOCK: Final = f"""
@@ -83,6 +94,20 @@ FENCE_SILENT_OWNERS: Final = text(f"""
 _SERVER_NOW: Final = select(func.clock_timestamp())
 
 
+@dataclass
+class _Turn:
+    """An owner's place among the processes waiting for an API slot, on a connection of its own."""
+
+    local: asyncio.Lock = field(default_factory=asyncio.Lock)
+    releases: SlotReleases = field(default_factory=SlotReleases)
+    conn: asyncpg.Connection | None = None
+
+    def drop_connection(self) -> None:
+        if self.conn is not None:
+            self.conn.terminate()  # the server frees the turn with it
+            self.conn = None
+
+
 class SessionLocks:
     """Advisory locks on dedicated connections: API slots and owner liveness locks."""
 
@@ -92,6 +117,7 @@ class SessionLocks:
         self._idle: dict[str, list[asyncpg.Connection]] = {}
         self._slots: dict[tuple[str, int], asyncpg.Connection] = {}
         self._owners: dict[str, tuple[int, asyncpg.Connection]] = {}
+        self._turns: dict[str, _Turn] = {}
 
     # -- API slots ---------------------------------------------------------------
 
@@ -123,6 +149,37 @@ class SessionLocks:
         for holder, slot in list(self._slots):
             if holder == owner:
                 await self.release_slot(owner, slot)
+
+    async def take_turn(self, owner: str) -> _Turn:
+        """Wait for ``owner``'s turn among every process's waiters; it hears every release."""
+        turn = self._turns.setdefault(owner, _Turn())
+        await turn.local.acquire()
+        try:
+            if turn.conn is None or turn.conn.is_closed():
+                turn.conn = await self._connect(self._tag(owner))
+                # Its wait lasts as long as every slot is busy, and a retry would lose its place.
+                await turn.conn.execute("SET lock_timeout = 0")
+                await turn.conn.add_listener(SLOT_FREED, turn.releases.note)
+            await turn.conn.fetchval(TAKE_TURN)
+        except BaseException:
+            turn.drop_connection()  # cancelled while queued, it may still get the lock
+            turn.local.release()
+            raise
+        return turn
+
+    async def leave_turn(self, turn: _Turn) -> None:
+        """End a turn. A failure is logged: closing the connection ends the turn too."""
+        try:
+            if turn.conn is not None:
+                await turn.conn.fetchval(LEAVE_TURN)
+        except DATABASE_ERRORS as error:
+            log.warning("could not end a turn for an API slot (%s); closing its connection", error)
+            turn.drop_connection()
+        except BaseException:
+            turn.drop_connection()
+            raise
+        finally:
+            turn.local.release()
 
     def _tag(self, owner: str) -> str:
         return self._tags.setdefault(owner, secrets.token_hex(8))
@@ -191,7 +248,9 @@ class SessionLocks:
             *(conn for idle in self._idle.values() for conn in idle),
             *self._slots.values(),
             *(conn for _, conn in self._owners.values()),
+            *(turn.conn for turn in self._turns.values() if turn.conn is not None),
         ]
+        self._turns.clear()
         self._idle.clear()
         self._slots.clear()
         self._owners.clear()
@@ -284,3 +343,12 @@ class PgStorage(SQLStorage):
 
     async def release_slot(self, owner: str, slot: int) -> None:
         await self._guarded(self._locks.release_slot(owner, slot))
+
+    @asynccontextmanager
+    async def slot_turn(self, owner: str) -> AsyncIterator[SlotReleases]:
+        """Waiters for an API slot line up across processes, woken by any process's release."""
+        turn = await self._guarded(self._locks.take_turn(owner))
+        try:
+            yield turn.releases
+        finally:
+            await self._locks.leave_turn(turn)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Literal, TypedDict
 
@@ -14,6 +16,7 @@ __all__ = [
     "Reserved",
     "SettingsChanges",
     "Settled",
+    "SlotReleases",
     "StorageError",
 ]
 
@@ -61,6 +64,28 @@ class Discrepancy:
 
     guild_id: int
     problem: str
+
+
+class SlotReleases:
+    """API slots released, counted for the one waiter whose turn it is (see ``slot_turn``)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._heard = asyncio.Event()
+
+    def note(self, *_: object) -> None:
+        """A slot was released (the arguments of an asyncpg notification are ignored)."""
+        self.count += 1
+        self._heard.set()
+
+    async def wait(self, seen: int, at_most: float) -> None:
+        """Until a release after the first ``seen``, or ``at_most`` seconds."""
+        if self.count != seen:
+            return
+        self._heard.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(at_most):
+                await self._heard.wait()
 
 
 class SettingsChanges(TypedDict, total=False):

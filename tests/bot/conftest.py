@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,30 @@ async def storage(database_url: str) -> AsyncIterator[Storage]:
     opened = await open_storage(database_url)
     yield opened
     await opened.close()
+
+
+@asynccontextmanager
+async def opened_storage(url: str) -> AsyncIterator[Storage]:
+    """A storage at ``url``, closed after: a process of its own."""
+    opened = await open_storage(url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def first(pg_url: str) -> AsyncIterator[Storage]:
+    """A process on a fresh PostgreSQL database."""
+    async with opened_storage(pg_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def second(pg_url: str, first: Storage) -> AsyncIterator[Storage]:
+    """Another process on the same PostgreSQL database (opened after ``first`` migrated it)."""
+    async with opened_storage(pg_url) as opened:
+        yield opened
 
 
 @pytest.fixture

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
 
 from bot.coordination import owner_name
-from bot.storage import Storage, open_storage
+from bot.storage import Storage
 from bot.storage import _pg_locks as sql
 from bot.storage._pg_locks import PgStorage
 from bot.storage._pg_setup import KEEPALIVE, PgDatabase
 from bot.storage._settings import RATE_LOCK_CLASS
+from tests.bot.conftest import opened_storage
 from tests.bot.test_storage_coordination import ids, new_job, raw_fetch, reserved
 
 # Ends the sessions holding advisory locks of one class (optionally one key) in
@@ -56,28 +55,6 @@ async def owner_key(url: str, owner: str) -> int:
     [(key,)] = await raw_fetch(url, "SELECT lock_key FROM job_owners WHERE owner = $1", owner)
     assert isinstance(key, int)
     return key
-
-
-@asynccontextmanager
-async def _storage(url: str) -> AsyncIterator[Storage]:
-    opened = await open_storage(url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-@pytest.fixture
-async def first(pg_url: str) -> AsyncIterator[Storage]:
-    async with _storage(pg_url) as opened:
-        yield opened
-
-
-@pytest.fixture
-async def second(pg_url: str, first: Storage) -> AsyncIterator[Storage]:
-    """Another process on the same database (opened after ``first`` migrated it)."""
-    async with _storage(pg_url) as opened:
-        yield opened
 
 
 # -- API slots ----------------------------------------------------------------------------
@@ -117,6 +94,49 @@ async def test_one_attempt_takes_one_lock_and_a_release_leaves_none(
     assert [await second.acquire_slot("b", limit=4, ttl=900) for _ in range(3)] == [0, 1, 2]
 
 
+# -- turns for a slot ---------------------------------------------------------------------
+
+
+async def _take_turn(storage: Storage, owner: str) -> None:
+    async with storage.slot_turn(owner):
+        pass
+
+
+async def test_a_turn_cancelled_while_queued_leaves_nothing_behind(
+    pg_url: str, first: Storage, second: Storage
+) -> None:
+    async with first.slot_turn("a"):
+        queued = asyncio.create_task(_take_turn(second, "b"))
+        await asyncio.sleep(0.2)
+        assert not queued.done()  # its process waits behind a's turn
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+    # neither the process's own line nor the server's lock is left held
+    await asyncio.wait_for(_take_turn(second, "b"), 5)
+    assert await held(pg_url, sql.SLOT_TURN_LOCK_CLASS) == 0
+
+
+async def test_a_process_frozen_in_its_turn_is_fenced_off(
+    pg_url: str, first: Storage, second: Storage
+) -> None:
+    await first.heartbeat("frozen")
+    await second.heartbeat("b")
+    async with first.slot_turn("frozen"):  # it froze while its turn was on
+        await raw_fetch(
+            pg_url,
+            "UPDATE job_owners SET heartbeat_at = now() - interval '61 seconds'"
+            " WHERE owner = 'frozen'",
+        )
+        waiting = asyncio.create_task(_take_turn(second, "b"))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        await second.recoverable_jobs("b", stale_after=60)  # ends the frozen one's sessions
+        await asyncio.wait_for(waiting, 10)
+    # thawed, its turn ends without an error, and it can wait for a slot again
+    await asyncio.wait_for(_take_turn(first, "frozen"), 5)
+
+
 # -- owner liveness -----------------------------------------------------------------------
 
 
@@ -135,7 +155,7 @@ async def test_an_owner_whose_lock_ends_is_dead_at_once_and_forgotten(
     assert ids(await second.recoverable_jobs("nobody", stale_after=60)) == [a_job.id]
 
     # the next process to start forgets it; its job stays recoverable
-    async with _storage(pg_url) as third:
+    async with opened_storage(pg_url) as third:
         await third.heartbeat("c")
         rows = await raw_fetch(pg_url, "SELECT owner FROM job_owners ORDER BY owner")
         assert rows == [("b",), ("c",)]
@@ -212,7 +232,7 @@ async def test_a_frozen_process_is_fenced_off_and_its_slots_freed(
 
 async def test_a_restart_finds_everything_its_killed_run_held_free(pg_url: str) -> None:
     before = owner_name([0])
-    async with _storage(pg_url) as killed:
+    async with opened_storage(pg_url) as killed:
         await killed.heartbeat(before)
         job = await reserved(killed, new_job(owner=before))
         await killed.start_job(job.id)
@@ -226,7 +246,7 @@ async def test_a_restart_finds_everything_its_killed_run_held_free(pg_url: str) 
 
         after = owner_name([0])
         assert after != before  # the next run is someone else, on the same host and shards
-        async with _storage(pg_url) as restarted:
+        async with opened_storage(pg_url) as restarted:
             await restarted.heartbeat(after)
             [recovered] = await restarted.recoverable_jobs(after, stale_after=60)
             assert (recovered.id, recovered.owner) == (job.id, before)
