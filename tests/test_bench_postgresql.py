@@ -1,11 +1,12 @@
-"""The backlog benchmarks (bench/backlog.py) at their smallest size on PostgreSQL: the bot
-process on the tests' server, every job settled there. No timing is asserted."""
+"""The PostgreSQL benchmarks at their smallest size on the tests' server: the backlog ones
+(bench/backlog.py, every job settled there) and the shared API slots (bench/slots_pg.py).
+No timing is asserted."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench import backlog, scenarios
+from bench import backlog, scenarios, slots_pg
 from bot.credits import JobStatus
 from bot.storage import open_storage
 from tests.pg import PgServer
@@ -26,3 +27,10 @@ async def test_the_backlog_benchmarks_run_on_postgresql(pg_server: PgServer) -> 
     # The warm-up burst and every job of the backlog, all written to PostgreSQL.
     assert len(settled) == deep.jobs + backlog.CONCURRENCY
     assert paced.completed == paced.jobs and paced.rate_limited == 0
+
+
+async def test_the_shared_slots_benchmark_runs(pg_server: PgServer) -> None:
+    with pg_server.database() as url:
+        run = await slots_pg.measure(url, processes=2, slots=1, call=0.05, seconds=0.5)
+    assert len(run.calls) == 2 and min(run.calls) > 0 and 0 < run.busy <= 1
+    assert run.row().startswith("| 2 | 1 | 0.05 s | ")
