@@ -53,6 +53,9 @@ class HeldElsewhere(SegmindRateLimited):
 class SlotPool(Protocol):
     """Where an API call waits for permission to run."""
 
+    #: Whether other processes share the slots, so that ``acquire`` may wait.
+    shared: bool
+
     async def acquire(self) -> int | None:
         """A slot; raises HeldElsewhere while a 429 another process heard holds the API."""
 
@@ -64,6 +67,8 @@ class SlotPool(Protocol):
 
 class LocalSlots:
     """One process: the queue's own in-memory limit and pace are the whole story."""
+
+    shared = False
 
     async def acquire(self) -> int | None:
         return None
@@ -77,6 +82,8 @@ class LocalSlots:
 
 class SharedSlots:
     """``limit`` API-call slots shared by every process, taken in turn, held in the database."""
+
+    shared = True
 
     def __init__(self, storage: Storage, owner: str, limit: int, ttl: float = SLOT_TTL):
         self._storage = storage

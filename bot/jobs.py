@@ -100,6 +100,8 @@ class JobQueue:
         self._active: dict[int, Job] = {}
         self._members = MemberSlots(max_per_user)
         self._in_flight = 0
+        # An image waits for a shared API slot: the next stays in line (its place shown) till then.
+        self._slot_wanted = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._image_tasks: set[asyncio.Task[None]] = set()
         self._seq = itertools.count()
@@ -194,7 +196,7 @@ class JobQueue:
 
     def _dispatch(self) -> None:
         started = False
-        while self._in_flight < self._max_concurrent:
+        while self._in_flight < self._max_concurrent and not self._slot_wanted:
             picked = self.backlog.next_image()
             if picked is None:
                 break
@@ -205,6 +207,7 @@ class JobQueue:
             started = True
             job.running += 1
             self._in_flight += 1
+            self._slot_wanted = self._slots.shared
             task = self._spawn(self._run_image(job, index), job)
             self._image_tasks.add(task)
             task.add_done_callback(self._image_tasks.discard)
@@ -228,9 +231,7 @@ class JobQueue:
     async def _run_image(self, job: Job, index: int) -> None:
         cancelled = requeued = freed = False
         try:
-            if job.settling:  # settled elsewhere (e.g. a shutdown) while it waited
-                raise JobNotActive(job.record)
-            slot = await self._slots.acquire()
+            slot = await self._take_slot(job)
             started = time.monotonic()
             try:
                 result = await self._generator.generate(job.request.per_image()[index])
@@ -280,6 +281,19 @@ class JobQueue:
             # Settling runs as its own task so that a shutdown cancelling API calls
             # never interrupts a delivery or a ledger write.
             self._spawn(self._settle(job), job)
+
+    async def _take_slot(self, job: Job) -> int | None:
+        """The image's API slot. While a shared one is awaited no other image leaves the
+        line; once it is taken, the next comes forward to wait for its own."""
+        try:
+            if job.settling:  # settled elsewhere (e.g. a shutdown) while it waited
+                raise JobNotActive(job.record)
+            slot = await self._slots.acquire()
+        finally:
+            self._slot_wanted = False
+        if self._slots.shared:
+            self._dispatch()
+        return slot
 
     async def _settle(self, job: Job) -> None:
         """Deliver what worked, then commit it and refund the rest: exactly once."""

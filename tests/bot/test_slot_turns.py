@@ -16,9 +16,12 @@ from contextlib import asynccontextmanager
 import pytest
 
 from bot.coordination import SharedSlots
+from bot.credits import CreditLedger
+from bot.jobs import JobQueue
 from bot.storage import Storage
 from bot.storage.base import SlotReleases
 from tests.bot.conftest import opened_storage
+from tests.bot.test_jobs import ALICE, BOB, CAROL, ScriptedGenerator, settle, submit
 
 
 async def test_a_process_that_frees_a_slot_queues_behind_one_already_waiting(
@@ -58,6 +61,27 @@ async def test_two_processes_with_work_waiting_share_one_slot(
         30,
     )
     assert min(calls["a"], calls["b"]) >= 8, calls  # on the old polling: 19 to 1
+
+
+async def test_images_stay_in_line_while_another_process_holds_the_slots(
+    first: Storage, second: Storage
+) -> None:
+    other = SharedSlots(first, "a", 1)
+    taken = await other.acquire()  # another process's call holds the only slot
+    generator = ScriptedGenerator()
+    ledger = CreditLedger(second, default_credits=100)
+    slots = SharedSlots(second, "b", 1)
+    queue = JobQueue(generator, ledger, max_concurrent=4, max_per_user=3, slots=slots)
+    jobs = [(await submit(queue, user=user))[0] for user in (ALICE, BOB, CAROL)]
+    await asyncio.sleep(0.3)
+    # One image waits for the slot; the others keep their places (and their status lines)
+    assert queue.in_flight == 1 and queue.depth == 2
+    assert [queue.backlog.position(job) for job in jobs] == [None, 1, 2]
+    await other.release(taken)
+    for job in jobs:
+        await asyncio.wait_for(settle(job), 10)
+    assert len(generator.calls) == 3
+    assert await ledger.verify()
 
 
 @pytest.mark.parametrize("elsewhere", [False, True], ids=["same process", "another process"])
