@@ -19,9 +19,8 @@ Serve = Callable[[Settings], Awaitable[int]]
 @pytest.fixture
 async def storage(database_url: str) -> AsyncIterator[Storage]:
     """The storage at ``database_url`` (SQLite file or throwaway PostgreSQL), closed after."""
-    opened = await open_storage(database_url)
-    yield opened
-    await opened.close()
+    async with opened_storage(database_url) as opened:
+        yield opened
 
 
 @asynccontextmanager
